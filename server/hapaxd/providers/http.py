@@ -1,0 +1,210 @@
+"""The one pooled HTTP client every network adapter uses, and the one place transport exceptions
+become UpstreamError.
+
+aiohttp was chosen over httpx by benchmarks/client_choice.py (see benchmarks/README.md).
+Adapters never catch aiohttp exceptions themselves: they call `post_json`, `get_json` or
+`post_stream` and handle only UpstreamError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from hapaxd.errors import FailureClass, UpstreamError
+from hapaxd.providers.base import ProviderSpec
+
+# classify(status, body) -> FailureClass, one per vendor
+Classifier = Callable[[int, Any], FailureClass]
+# error_message(body) -> human text from a vendor error body
+ErrorText = Callable[[Any], str]
+
+READ_SIZE = 64 * 1024
+
+
+def default_classify(status: int, body: Any) -> FailureClass:
+    """The HTTP status mapping shared by vendors; adapters refine it from their error bodies."""
+    if status == 429:
+        return FailureClass.RATE_LIMITED
+    if status in (401, 403):
+        return FailureClass.CREDENTIAL
+    if status == 408 or status == 504:
+        return FailureClass.TIMEOUT
+    if status == 404:
+        # The configured upstream model or path does not exist there: another provider may serve.
+        return FailureClass.INTERNAL
+    if 400 <= status < 500:
+        return FailureClass.CALLER
+    return FailureClass.TRANSIENT
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(millis) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+        return max(0.0, when - (time.time() if now is None else now))
+    return None
+
+
+def _decode_body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:500]
+
+
+def _json_error_text(body: Any) -> str:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("type") or error)[:500]
+        return str(error)[:500]
+    return str(body)[:500]
+
+
+class HttpClient:
+    """One aiohttp session per provider (keep-alive pool), created lazily inside the running loop."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        classify: Classifier = default_classify,
+        error_text: ErrorText = _json_error_text,
+    ) -> None:
+        self._spec = spec
+        self._classify = classify
+        self._error_text = error_text
+        self._session: aiohttp.ClientSession | None = None
+        t = spec.timeouts
+        self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.idle)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._spec.max_connections, ttl_dns_cache=300),
+                timeout=self._timeout,
+                headers=dict(self._spec.headers),
+                json_serialize=json.dumps,
+                trust_env=False,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url(self, path: str) -> str:
+        return self._spec.base_url.rstrip("/") + path
+
+    async def post_json(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
+        with self._mapped():
+            async with self._first_byte():
+                response = await self.session.post(url, json=body, headers=headers)
+            async with response:
+                raw = await response.read()
+                self._raise_for_status(response, raw)
+            return self._parse(raw)
+
+    async def get_json(self, url: str, headers: Mapping[str, str]) -> Any:
+        with self._mapped():
+            async with self._first_byte():
+                response = await self.session.get(url, headers=headers)
+            async with response:
+                raw = await response.read()
+                self._raise_for_status(response, raw)
+            return self._parse(raw)
+
+    async def post_stream(
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive. Closing the iterator (or cancelling its consumer) closes the
+        upstream connection, so a caller that goes away stops the upstream too."""
+        with self._mapped():
+            async with self._first_byte():
+                response = await self.session.post(url, json=body, headers=headers)
+            try:
+                if response.status >= 400:
+                    self._raise_for_status(response, await response.read())
+                async for data in response.content.iter_any():
+                    yield data
+            finally:
+                # Not release(): a body not read to the end must not go back to the pool.
+                if not response.content.at_eof():
+                    response.close()
+                else:
+                    response.release()
+
+    def _parse(self, raw: bytes) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise UpstreamError(
+                FailureClass.TRANSIENT, self._spec.name, f"malformed JSON from upstream: {exc}"
+            ) from None
+
+    def _raise_for_status(self, response: aiohttp.ClientResponse, raw: bytes) -> None:
+        if response.status < 400:
+            return
+        body = _decode_body(raw)
+        failure = self._classify(response.status, body)
+        retry_after = parse_retry_after(response.headers)
+        raise UpstreamError(
+            failure,
+            self._spec.name,
+            f"HTTP {response.status}: {self._error_text(body)}",
+            status=response.status,
+            retry_after=retry_after,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _first_byte(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._spec.timeouts.first_byte):
+                yield
+        except TimeoutError:
+            raise UpstreamError(
+                FailureClass.TIMEOUT,
+                self._spec.name,
+                f"no response headers within {self._spec.timeouts.first_byte:g}s",
+            ) from None
+
+    @contextlib.contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """Every transport exception becomes UpstreamError with its failure class."""
+        name = self._spec.name
+        try:
+            yield
+        except UpstreamError:
+            raise
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamError(FailureClass.TIMEOUT, name, f"connect timeout: {exc}") from None
+        except aiohttp.SocketTimeoutError as exc:
+            raise UpstreamError(FailureClass.TIMEOUT, name, f"upstream went silent: {exc}") from None
+        except TimeoutError as exc:
+            raise UpstreamError(FailureClass.TIMEOUT, name, f"timed out: {exc}") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamError(FailureClass.TRANSIENT, name, f"body cut short: {exc}") from None
+        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+            raise UpstreamError(FailureClass.TRANSIENT, name, f"connection failed: {exc}") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(FailureClass.TRANSIENT, name, f"HTTP client error: {exc}") from None
