@@ -55,6 +55,7 @@ class Attempt:
     provider: str
     failure_class: FailureClass
     message: str
+    retry_after: float | None = None
 
     def describe(self) -> str:
         return f"{self.provider}:{self.failure_class.value}"
@@ -107,7 +108,7 @@ class UpstreamError(GatewayError):
         self.retry_after = retry_after
 
     def attempt(self) -> Attempt:
-        return Attempt(self.provider, self.failure_class, self.message)
+        return Attempt(self.provider, self.failure_class, self.message, self.retry_after)
 
 
 class NoProviderAvailable(GatewayError):

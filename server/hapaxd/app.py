@@ -1,0 +1,149 @@
+"""Assembly: settings in, a running grpc.aio server out, with reflection, the standard health
+service, graceful drain and signal handling. `build()` binds any port (tests use 0); `serve()` is
+what `hapaxd serve` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from hapax.v1 import admin_service_pb2, completion_service_pb2
+from hapax.v1 import admin_service_pb2_grpc, completion_service_pb2_grpc
+from hapaxd.admin import AdminServicer
+from hapaxd.breaker import CircuitBreaker, State
+from hapaxd.config import Settings
+from hapaxd.events import Events, NoEvents
+from hapaxd.gateway import Gateway
+from hapaxd.providers.registry import build_provider
+from hapaxd.router import Router
+from hapaxd.service import CompletionServicer
+from hapaxd.upstreams import Upstream
+from hapaxd.validation import Limits
+
+log = logging.getLogger("hapaxd")
+
+COMPLETION_SERVICE = completion_service_pb2.DESCRIPTOR.services_by_name["CompletionService"].full_name
+ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+HEALTH_SERVICES = ("", COMPLETION_SERVICE)
+
+
+def build_upstreams(
+    settings: Settings, events: Events, clock: Callable[[], float] | None = None
+) -> list[Upstream]:
+    upstreams = []
+    for provider_settings in settings.providers:
+        name = provider_settings.name
+
+        def on_transition(state: State, name: str = name) -> None:
+            log.warning("circuit breaker for %s is now %s", name, state.value)
+            events.breaker_transition(name, state.value)
+
+        breaker_settings = provider_settings.circuit_breaker or settings.circuit_breaker
+        breaker = (
+            CircuitBreaker(breaker_settings, on_transition=on_transition)
+            if clock is None
+            else CircuitBreaker(breaker_settings, clock=clock, on_transition=on_transition)
+        )
+        upstreams.append(
+            Upstream(
+                provider=build_provider(provider_settings.spec()),
+                breaker=breaker,
+                weight=provider_settings.weight,
+                base_url=provider_settings.base_url,
+            )
+        )
+    return upstreams
+
+
+class App:
+    """A built gateway: the server and the parts tests and operators look at."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        address: str | None = None,
+        events: Events | None = None,
+        clock: Callable[[], float] | None = None,
+        interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.events = events or NoEvents()
+        self.upstreams = build_upstreams(settings, self.events, clock)
+        self.router = Router(settings, self.upstreams, events=self.events)
+        self.gateway = Gateway(settings, self.router)
+        self.health = health_aio.HealthServicer()
+        limit = settings.server.max_message_bytes
+        self.server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        completion_service_pb2_grpc.add_CompletionServiceServicer_to_server(
+            CompletionServicer(
+                self.gateway,
+                Limits(settings.server.max_content_chars, settings.server.max_messages),
+            ),
+            self.server,
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(self.upstreams), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (COMPLETION_SERVICE, ADMIN_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"]
+             .full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(address or settings.server.address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address or settings.server.address}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.set_serving(True)
+        log.info(
+            "serving on port %d from providers: %s",
+            self.port,
+            ", ".join(f"{u.name} ({u.provider.type})" for u in self.upstreams),
+        )
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health to NOT_SERVING first (so balancers stop sending), then drain within grace."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.server.grace_period if grace is None else grace)
+        for upstream in self.upstreams:
+            with contextlib.suppress(Exception):
+                await upstream.provider.aclose()
+
+
+async def serve(settings: Settings) -> None:
+    app = App(settings)
+    await app.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down: draining for up to %gs", settings.server.grace_period)
+    await app.stop()

@@ -1,0 +1,188 @@
+"""Native Ollama adapter (type "ollama"): `/api/chat` with NDJSON streaming.
+
+Pure wire functions first, then the adapter. Talks HTTP through providers.http; must not import grpc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
+from hapaxd.errors import FailureClass, UpstreamError
+from hapaxd.providers.base import ProviderSpec
+from hapaxd.providers.http import HttpClient, default_classify
+from hapaxd.providers.sse import LineDecoder
+
+DEFAULT_BASE_URL = "http://localhost:11434"
+
+DONE_REASONS: Mapping[str, FinishReason] = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+}
+
+# Ollama's error bodies are `{"error": "<text>"}`: the HTTP status is all there is to go on.
+classify = default_classify
+
+
+def to_wire(request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
+    """The /api/chat body. `stream` is always sent: Ollama streams unless told not to."""
+    options: dict[str, Any] = {}
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    if request.top_p is not None:
+        options["top_p"] = request.top_p
+    if request.stop:
+        options["stop"] = list(request.stop)
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+        "stream": stream,
+    }
+    if options:
+        body["options"] = options
+    return body
+
+
+def done_reason(value: Any) -> FinishReason:
+    if not isinstance(value, str):
+        return FinishReason.UNSPECIFIED
+    return DONE_REASONS.get(value, FinishReason.UNSPECIFIED)
+
+
+def _count(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def usage_from_wire(obj: dict[str, Any]) -> Usage:
+    return Usage(_count(obj, "prompt_eval_count"), _count(obj, "eval_count"))
+
+
+def _content(obj: dict[str, Any]) -> str:
+    message = obj.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+def from_wire(body: Any) -> Completion:
+    """A non-streamed /api/chat answer; ValueError if it is not one."""
+    if not isinstance(body, dict) or not isinstance(body.get("message"), dict):
+        raise ValueError("response has no message")
+    return Completion(
+        text=_content(body),
+        finish_reason=done_reason(body.get("done_reason")),
+        usage=usage_from_wire(body),
+        upstream_model=str(body.get("model") or ""),
+    )
+
+
+def chunk_from_wire(obj: Any) -> Chunk | None:
+    """One NDJSON record as a Chunk; the `done` record carries finish_reason and usage.
+    None for a record with nothing in it; ValueError if it is not an object."""
+    if not isinstance(obj, dict):
+        raise ValueError("stream record is not a JSON object")
+    model = str(obj.get("model") or "")
+    if obj.get("done") is True:
+        return Chunk(
+            delta=_content(obj),
+            finish_reason=done_reason(obj.get("done_reason")),
+            usage=usage_from_wire(obj),
+            upstream_model=model,
+        )
+    text = _content(obj)
+    return Chunk(delta=text, upstream_model=model) if text else None
+
+
+def error_message(body: Any) -> str:
+    error = body.get("error", body) if isinstance(body, dict) else body
+    return str(error)[:500]
+
+
+class OllamaProvider:
+    """Ollama's own API at `{base_url}/api/chat`."""
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        if not spec.base_url:
+            spec = dataclasses.replace(spec, base_url=DEFAULT_BASE_URL)
+        self._spec = spec
+        self._http = HttpClient(spec, classify, error_message)
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def type(self) -> str:
+        return "ollama"
+
+    def _headers(self) -> dict[str, str]:
+        # Ollama has no keys of its own; one set here is for an authenticating proxy in front.
+        return {"Authorization": f"Bearer {self._spec.api_key}"} if self._spec.api_key else {}
+
+    def _record(self, line: str) -> Chunk | None:
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise UpstreamError(
+                FailureClass.TRANSIENT, self.name, f"malformed JSON in stream: {exc}"
+            ) from None
+        if isinstance(obj, dict) and obj.get("error"):
+            raise UpstreamError(
+                FailureClass.TRANSIENT, self.name, f"error in stream: {error_message(obj)}"
+            )
+        try:
+            return chunk_from_wire(obj)
+        except ValueError as exc:
+            raise UpstreamError(FailureClass.TRANSIENT, self.name, str(exc)) from None
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        body = to_wire(request)
+        answer = await self._http.post_json(self._http.url("/api/chat"), body, self._headers())
+        if isinstance(answer, dict) and answer.get("error"):
+            raise UpstreamError(FailureClass.TRANSIENT, self.name, error_message(answer))
+        try:
+            return from_wire(answer)
+        except ValueError as exc:
+            raise UpstreamError(
+                FailureClass.TRANSIENT, self.name, f"malformed response: {exc}"
+            ) from None
+
+    def _chunks(self, line: str) -> list[Chunk]:
+        """What one record yields: a delta, or (done) any last delta then the final chunk."""
+        chunk = self._record(line)
+        if chunk is None or chunk.finish_reason is None:
+            return [] if chunk is None else [chunk]
+        final = dataclasses.replace(chunk, delta="")
+        if not chunk.delta:
+            return [final]
+        return [Chunk(delta=chunk.delta, upstream_model=chunk.upstream_model), final]
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        body = to_wire(request, stream=True)
+        decoder = LineDecoder()
+        raw = self._http.post_stream(self._http.url("/api/chat"), body, self._headers())
+        async with contextlib.aclosing(raw) as data_chunks:
+            async for data in data_chunks:
+                for line in decoder.feed(data):
+                    for chunk in self._chunks(line):
+                        yield chunk
+                        if chunk.finish_reason is not None:
+                            return
+        for line in decoder.close():
+            for chunk in self._chunks(line):
+                yield chunk
+                if chunk.finish_reason is not None:
+                    return
+        raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
+
+    async def probe(self) -> None:
+        await self._http.get_json(self._http.url("/api/tags"), self._headers())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,328 @@
+"""OpenAI Chat Completions adapter (types "openai" and "azure_openai"): any OpenAI-compatible server.
+
+Pure wire functions first, then the adapters. Talks HTTP through providers.http; must not import grpc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
+from hapaxd.errors import FailureClass, UpstreamError
+from hapaxd.providers.base import ProviderSpec
+from hapaxd.providers.http import HttpClient, default_classify
+from hapaxd.providers.sse import Event, SSEDecoder
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+AZURE_API_VERSION = "2024-10-21"
+DONE = "[DONE]"
+
+FINISH_REASONS: Mapping[str, FinishReason] = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+}
+
+# An error object met inside a 200 stream has no HTTP status: infer one from its type or code.
+_ERROR_STATUS: Mapping[str, int] = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "invalid_api_key": 401,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "insufficient_quota": 429,
+    "rate_limit_exceeded": 429,
+    "requests": 429,
+    "tokens": 429,
+}
+
+
+def to_wire(
+    request: CompletionRequest, *, stream: bool = False, max_tokens_field: str = "max_tokens"
+) -> dict[str, Any]:
+    """The Chat Completions request body; unset fields are left out."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+    }
+    if request.max_tokens is not None:
+        body[max_tokens_field] = request.max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.user:
+        body["user"] = request.user
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def finish_reason(value: Any) -> FinishReason:
+    if not isinstance(value, str):
+        return FinishReason.UNSPECIFIED
+    return FINISH_REASONS.get(value, FinishReason.UNSPECIFIED)
+
+
+def usage_from_wire(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    return Usage(
+        prompt_tokens=int(value.get("prompt_tokens") or 0),
+        completion_tokens=int(value.get("completion_tokens") or 0),
+    )
+
+
+def _content_text(content: Any) -> str:
+    """`content` is a string, null, or (some compatible servers) a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def _first_choice(body: dict[str, Any]) -> dict[str, Any] | None:
+    choices = body.get("choices")
+    if not isinstance(choices, list):
+        return None
+    for choice in choices:
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            return choice
+    return None
+
+
+def from_wire(body: Any) -> Completion:
+    """A `chat.completion` object as a Completion; ValueError if it is not one."""
+    if not isinstance(body, dict):
+        raise ValueError("response is not a JSON object")
+    choice = _first_choice(body)
+    if choice is None:
+        raise ValueError("response has no choices")
+    message = choice.get("message")
+    text = _content_text(message.get("content")) if isinstance(message, dict) else ""
+    return Completion(
+        text=text,
+        finish_reason=finish_reason(choice.get("finish_reason")),
+        usage=usage_from_wire(body.get("usage")) or Usage(),
+        upstream_model=str(body.get("model") or ""),
+    )
+
+
+def chunk_from_wire(obj: Any) -> Chunk | None:
+    """One `chat.completion.chunk` as a Chunk, or None when it carries nothing (a role-only delta,
+    Azure's prompt-filter preamble). ValueError if it is not a chunk object."""
+    if not isinstance(obj, dict):
+        raise ValueError("stream chunk is not a JSON object")
+    choice = _first_choice(obj)
+    delta = choice.get("delta") if choice is not None else None
+    text = _content_text(delta.get("content")) if isinstance(delta, dict) else ""
+    finish = choice.get("finish_reason") if choice is not None else None
+    usage = usage_from_wire(obj.get("usage"))
+    if not text and finish is None and usage is None:
+        return None
+    return Chunk(
+        delta=text,
+        finish_reason=finish_reason(finish) if finish is not None else None,
+        usage=usage,
+        upstream_model=str(obj.get("model") or ""),
+    )
+
+
+def _error_fields(body: Any) -> tuple[str, str]:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", ""
+    return str(error.get("type") or ""), str(error.get("code") or "")
+
+
+def classify(status: int, body: Any) -> FailureClass:
+    """HTTP status refined by the `{"error": {"type", "code"}}` body."""
+    kind, code = _error_fields(body)
+    if "insufficient_quota" in (kind, code):
+        return FailureClass.CREDENTIAL  # billing: retrying will not help, another key may
+    if code == "context_length_exceeded":
+        return FailureClass.CALLER
+    return default_classify(status, body)
+
+
+def error_status(body: Any) -> int:
+    """The HTTP status an error object met mid-stream would have had."""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, int) and 400 <= code < 600:
+        return code  # vLLM and others put the status here
+    if isinstance(code, str) and code.isdigit() and 400 <= int(code) < 600:
+        return int(code)  # Azure
+    kind, code_text = _error_fields(body)
+    return _ERROR_STATUS.get(code_text) or _ERROR_STATUS.get(kind) or 500
+
+
+def error_message(body: Any) -> str:
+    """The vendor's message, with its error code when there is one."""
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if not isinstance(error, dict):
+        return str(error)[:500]
+    text = str(error.get("message") or error.get("type") or error)[:500]
+    code = error.get("code")
+    return f"{text} ({code})" if isinstance(code, str) and code and code not in text else text
+
+
+@dataclasses.dataclass(slots=True)
+class _StreamState:
+    provider: str
+    finish: FinishReason | None = None
+    usage: Usage | None = None
+    model: str = ""
+    done: bool = False
+
+    def on_event(self, event: Event) -> Chunk | None:
+        if event.data.strip() == DONE:
+            self.done = True
+            return self.final()
+        try:
+            obj = json.loads(event.data)
+        except ValueError as exc:
+            raise UpstreamError(
+                FailureClass.TRANSIENT, self.provider, f"malformed JSON in stream: {exc}"
+            ) from None
+        if isinstance(obj, dict) and obj.get("error"):
+            raise UpstreamError(
+                classify(error_status(obj), obj),
+                self.provider,
+                f"error in stream: {error_message(obj)}",
+            )
+        try:
+            chunk = chunk_from_wire(obj)
+        except ValueError as exc:
+            raise UpstreamError(FailureClass.TRANSIENT, self.provider, str(exc)) from None
+        if chunk is None:
+            return None
+        self.model = chunk.upstream_model or self.model
+        if chunk.finish_reason is not None:
+            self.finish = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        return Chunk(delta=chunk.delta, upstream_model=self.model) if chunk.delta else None
+
+    def final(self) -> Chunk:
+        return Chunk(
+            finish_reason=self.finish or FinishReason.UNSPECIFIED,
+            usage=self.usage,
+            upstream_model=self.model,
+        )
+
+
+class OpenAIProvider:
+    """Chat Completions at `{base_url}/chat/completions`; base_url includes the `/v1`."""
+
+    provider_type = "openai"
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        if not spec.base_url:
+            spec = dataclasses.replace(spec, base_url=self._default_base_url())
+        self._spec = spec
+        self._max_tokens_field = spec.options.get("max_tokens_field") or "max_tokens"
+        self._http = HttpClient(spec, classify, error_message)
+
+    def _default_base_url(self) -> str:
+        return DEFAULT_BASE_URL
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def type(self) -> str:
+        return self.provider_type
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._spec.api_key}"} if self._spec.api_key else {}
+
+    def _chat_url(self, request: CompletionRequest) -> str:
+        return self._http.url("/chat/completions")
+
+    def _models_url(self) -> str:
+        return self._http.url("/models")
+
+    def _malformed(self, exc: ValueError) -> UpstreamError:
+        return UpstreamError(FailureClass.TRANSIENT, self.name, f"malformed response: {exc}")
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        body = to_wire(request, max_tokens_field=self._max_tokens_field)
+        answer = await self._http.post_json(self._chat_url(request), body, self._headers())
+        if isinstance(answer, dict) and answer.get("error") and "choices" not in answer:
+            raise UpstreamError(
+                classify(error_status(answer), answer), self.name, error_message(answer)
+            )
+        try:
+            return from_wire(answer)
+        except ValueError as exc:
+            raise self._malformed(exc) from None
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        body = to_wire(request, stream=True, max_tokens_field=self._max_tokens_field)
+        state = _StreamState(self.name)
+        decoder = SSEDecoder()
+        raw = self._http.post_stream(self._chat_url(request), body, self._headers())
+        async with contextlib.aclosing(raw) as data_chunks:
+            async for data in data_chunks:
+                for event in decoder.feed(data):
+                    chunk = state.on_event(event)
+                    if chunk is not None:
+                        yield chunk
+                    if state.done:
+                        return
+        for event in decoder.close():
+            chunk = state.on_event(event)
+            if chunk is not None:
+                yield chunk
+            if state.done:
+                return
+        if state.finish is None:
+            raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
+        yield state.final()
+
+    async def probe(self) -> None:
+        await self._http.get_json(self._models_url(), self._headers())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class AzureOpenAIProvider(OpenAIProvider):
+    """Azure OpenAI: a deployment path, an `api-version` query and an `api-key` header."""
+
+    provider_type = "azure_openai"
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        super().__init__(spec)
+        self._api_version = spec.options.get("api_version") or AZURE_API_VERSION
+        self._deployment = spec.options.get("deployment") or ""
+
+    def _default_base_url(self) -> str:
+        raise ValueError("azure_openai needs base_url, e.g. https://<resource>.openai.azure.com")
+
+    def _headers(self) -> dict[str, str]:
+        return {"api-key": self._spec.api_key} if self._spec.api_key else {}
+
+    def _chat_url(self, request: CompletionRequest) -> str:
+        deployment = urllib.parse.quote(self._deployment or request.model, safe="")
+        return self._http.url(
+            f"/openai/deployments/{deployment}/chat/completions?api-version={self._api_version}"
+        )
+
+    def _models_url(self) -> str:
+        return self._http.url(f"/openai/models?api-version={self._api_version}")

@@ -1,0 +1,153 @@
+"""The CompletionService servicer: protobuf in, domain request to the gateway, protobuf out, and
+every error turned into a google.rpc.Status by status.py. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_status import rpc_status
+
+from hapax.v1 import completion_service_pb2 as pb
+from hapax.v1 import completion_service_pb2_grpc as pb_grpc
+from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Route, Usage
+from hapaxd.errors import GatewayError
+from hapaxd.gateway import Gateway
+from hapaxd.status import to_rpc_status
+from hapaxd.validation import Limits, build_request
+
+log = logging.getLogger("hapaxd.service")
+
+ROLES = {pb.ROLE_SYSTEM: Role.SYSTEM, pb.ROLE_USER: Role.USER, pb.ROLE_ASSISTANT: Role.ASSISTANT}
+FINISH = {
+    FinishReason.UNSPECIFIED: pb.FINISH_REASON_UNSPECIFIED,
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
+    FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
+}
+REQUEST_ID_KEY = "x-request-id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id when it is 1-128 safe characters, else a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID.match(value):
+            return value
+    return uuid.uuid4().hex
+
+
+def to_domain(
+    request: pb.CompleteRequest | pb.StreamCompleteRequest, request_id: str, limits: Limits
+) -> CompletionRequest:
+    return build_request(
+        model=request.model,
+        messages=[(ROLES.get(m.role), m.content) for m in request.messages],
+        prompt=request.prompt,
+        max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+        temperature=request.temperature if request.HasField("temperature") else None,
+        top_p=request.top_p if request.HasField("top_p") else None,
+        stop=list(request.stop),
+        user=request.user,
+        metadata=dict(request.metadata),
+        request_id=request_id,
+        limits=limits,
+    )
+
+
+def _usage(usage: Usage) -> pb.Usage:
+    return pb.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def _route(route: Route) -> pb.Route:
+    return pb.Route(
+        provider=route.provider,
+        upstream_model=route.upstream_model,
+        attempts=route.attempts,
+        shared=route.shared,
+    )
+
+
+def to_response(
+    completion: Completion, route: Route, request: CompletionRequest
+) -> pb.CompleteResponse:
+    return pb.CompleteResponse(
+        id=request.request_id,
+        text=completion.text,
+        finish_reason=FINISH[completion.finish_reason],
+        usage=_usage(completion.usage),
+        route=_route(route),
+        model=request.model,
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> None:
+    """End the call with the mapped status; raises grpc's AbortError, as context.abort does."""
+    if not isinstance(error, GatewayError):
+        log.error("internal error", exc_info=error, extra={"request_id": request_id})
+    status = rpc_status.to_status(to_rpc_status(error, request_id))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class CompletionServicer(pb_grpc.CompletionServiceServicer):  # type: ignore[misc]
+    def __init__(self, gateway: Gateway, limits: Limits) -> None:
+        self._gateway = gateway
+        self._limits = limits
+
+    async def Complete(
+        self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteResponse:
+        request_id = request_id_of(context)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        try:
+            domain = self._gateway.resolve(to_domain(request, request_id, self._limits))
+            completion, route = await self._gateway.complete(domain, context.time_remaining())
+            return to_response(completion, route, domain)
+        except Exception as error:  # every failure leaves as a status; AbortError is not one
+            failure = error
+        await abort(context, failure, request_id)
+        raise AssertionError("unreachable: abort raises")
+
+    async def StreamComplete(
+        self, request: pb.StreamCompleteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamCompleteResponse]:
+        request_id = request_id_of(context)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        failure: Exception | None = None
+        try:
+            domain = self._gateway.resolve(to_domain(request, request_id, self._limits))
+            model = domain.model
+            async with self._gateway.stream(domain, context.time_remaining()) as (items, shared):
+                last: Chunk | None = None
+                finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
+                async for chunk, route in items:
+                    if chunk.delta:
+                        yield pb.StreamCompleteResponse(id=request_id, delta=chunk.delta, model=model)
+                    if chunk.finish_reason is not None:
+                        finish = chunk.finish_reason
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    last = chunk
+                if route is not None and last is not None:
+                    if shared:
+                        route = Route(route.provider, route.upstream_model, route.attempts, True)
+                    yield pb.StreamCompleteResponse(
+                        id=request_id,
+                        finish_reason=FINISH[finish],
+                        usage=_usage(usage),
+                        route=_route(route),
+                        model=model,
+                    )
+        except Exception as error:
+            failure = error
+        if failure is not None:
+            await abort(context, failure, request_id)
+
