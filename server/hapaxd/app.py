@@ -22,6 +22,7 @@ from hapaxd.breaker import CircuitBreaker, State
 from hapaxd.config import Settings
 from hapaxd.events import Events, NoEvents
 from hapaxd.gateway import Gateway
+from hapaxd.health import HealthMonitor
 from hapaxd.providers.registry import build_provider
 from hapaxd.router import Router
 from hapaxd.service import CompletionServicer
@@ -36,7 +37,10 @@ HEALTH_SERVICES = ("", COMPLETION_SERVICE)
 
 
 def build_upstreams(
-    settings: Settings, events: Events, clock: Callable[[], float] | None = None
+    settings: Settings,
+    events: Events,
+    clock: Callable[[], float] | None = None,
+    on_breaker_change: Callable[[], None] = lambda: None,
 ) -> list[Upstream]:
     upstreams = []
     for provider_settings in settings.providers:
@@ -45,6 +49,7 @@ def build_upstreams(
         def on_transition(state: State, name: str = name) -> None:
             log.warning("circuit breaker for %s is now %s", name, state.value)
             events.breaker_transition(name, state.value)
+            on_breaker_change()
 
         breaker_settings = provider_settings.circuit_breaker or settings.circuit_breaker
         breaker = (
@@ -77,8 +82,19 @@ class App:
     ) -> None:
         self.settings = settings
         self.events = events or NoEvents()
-        self.upstreams = build_upstreams(settings, self.events, clock)
+        self.upstreams = build_upstreams(
+            settings, self.events, clock, on_breaker_change=lambda: self.monitor.publish_soon()
+        )
         self.router = Router(settings, self.upstreams, events=self.events)
+        health_settings = {
+            p.name: p.health_check or settings.health_check for p in settings.providers
+        }
+        self.monitor = HealthMonitor(
+            self.upstreams,
+            lambda upstream: health_settings[upstream.name],
+            on_change=self.set_serving,
+            events=self.events,
+        )
         self.gateway = Gateway(settings, self.router)
         self.health = health_aio.HealthServicer()
         limit = settings.server.max_message_bytes
@@ -112,7 +128,8 @@ class App:
 
     async def start(self) -> None:
         await self.server.start()
-        await self.set_serving(True)
+        await self.monitor.publish()
+        self.monitor.start()
         log.info(
             "serving on port %d from providers: %s",
             self.port,
@@ -131,6 +148,7 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         """Health to NOT_SERVING first (so balancers stop sending), then drain within grace."""
         await self.health.enter_graceful_shutdown()
+        await self.monitor.stop()
         await self.server.stop(self.settings.server.grace_period if grace is None else grace)
         for upstream in self.upstreams:
             with contextlib.suppress(Exception):

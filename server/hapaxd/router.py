@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+from hapaxd import callinfo
 from hapaxd.config import RouterSettings, Settings
 from hapaxd.domain import Chunk, Completion, CompletionRequest, Route
 from hapaxd.errors import (
@@ -68,6 +69,7 @@ class _Call:
 
     def failed(self, upstream: Upstream, error: UpstreamError, model: str, started: float) -> None:
         upstream.in_flight -= 1
+        _spent_upstream(time.perf_counter() - started)
         self.attempts.append(error.attempt())
         upstream.last_error = f"{error.failure_class.value}: {error.message}"
         self.router.events.attempt_finished(
@@ -83,6 +85,7 @@ class _Call:
     def succeeded(self, upstream: Upstream, model: str, started: float) -> None:
         upstream.in_flight -= 1
         elapsed = time.perf_counter() - started
+        _spent_upstream(elapsed)
         upstream.latencies.append(elapsed)
         upstream.breaker.success()
         self.router.events.attempt_finished(upstream.name, model, "success", elapsed)
@@ -291,6 +294,12 @@ class Router:
                                         time.perf_counter() - started)
                 return upstream, model, first, source, started
         raise call.exhausted()
+
+
+def _spent_upstream(seconds: float) -> None:
+    info = callinfo.current()
+    if info is not None:
+        info.upstream_seconds += seconds
 
 
 def _timeout(upstream: Upstream, why: str = "deadline reached") -> UpstreamError:

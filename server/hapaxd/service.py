@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
+from hapaxd import callinfo
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Route, Usage
 from hapaxd.errors import GatewayError
 from hapaxd.gateway import Gateway
@@ -76,6 +77,19 @@ def _route(route: Route) -> pb.Route:
     )
 
 
+def record(request_id: str, model: str = "", route: Route | None = None,
+           usage: Usage | None = None) -> None:
+    """Note what this call did, for its log line and metrics."""
+    info = callinfo.ensure()
+    info.request_id = request_id
+    if model:
+        info.model = model
+    if route is not None:
+        info.provider, info.attempts, info.deduplicated = route.provider, route.attempts, route.shared
+    if usage is not None:
+        info.prompt_tokens, info.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+
+
 def to_response(
     completion: Completion, route: Route, request: CompletionRequest
 ) -> pb.CompleteResponse:
@@ -91,6 +105,7 @@ def to_response(
 
 async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> None:
     """End the call with the mapped status; raises grpc's AbortError, as context.abort does."""
+    callinfo.ensure().error_reason = error.reason if isinstance(error, GatewayError) else "INTERNAL"
     if not isinstance(error, GatewayError):
         log.error("internal error", exc_info=error, extra={"request_id": request_id})
     status = rpc_status.to_status(to_rpc_status(error, request_id))
@@ -106,10 +121,13 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):  # type: ignore[mis
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
         request_id = request_id_of(context)
+        record(request_id)
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         try:
             domain = self._gateway.resolve(to_domain(request, request_id, self._limits))
+            record(request_id, domain.model)
             completion, route = await self._gateway.complete(domain, context.time_remaining())
+            record(request_id, domain.model, route, completion.usage)
             return to_response(completion, route, domain)
         except Exception as error:  # every failure leaves as a status; AbortError is not one
             failure = error
@@ -120,11 +138,13 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):  # type: ignore[mis
         self, request: pb.StreamCompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         request_id = request_id_of(context)
+        record(request_id)
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         failure: Exception | None = None
         try:
             domain = self._gateway.resolve(to_domain(request, request_id, self._limits))
             model = domain.model
+            record(request_id, model)
             async with self._gateway.stream(domain, context.time_remaining()) as (items, shared):
                 last: Chunk | None = None
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
@@ -139,6 +159,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):  # type: ignore[mis
                 if route is not None and last is not None:
                     if shared:
                         route = Route(route.provider, route.upstream_model, route.attempts, True)
+                    record(request_id, model, route, usage)
                     yield pb.StreamCompleteResponse(
                         id=request_id,
                         finish_reason=FINISH[finish],

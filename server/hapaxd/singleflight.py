@@ -120,8 +120,8 @@ class StreamGroup(Generic[T]):
             yield flight.read(), shared
         finally:
             flight.subscribers -= 1
-            if flight.subscribers == 0 and not flight.task.done():
-                flight.task.cancel()
+            if flight.subscribers == 0:
+                flight.task.cancel()  # no-op when it already ended
                 self._drop(key, flight)
 
     def _drop(self, key: Hashable, flight: _Broadcast[T]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from hapaxd import callinfo
 from hapaxd.errors import FailureClass, UpstreamError
 from hapaxd.providers.base import ProviderSpec
 
@@ -113,13 +114,23 @@ class HttpClient:
             await self._session.close()
             self._session = None
 
+    @staticmethod
+    def _with_request_id(headers: Mapping[str, str]) -> Mapping[str, str]:
+        """The caller's request id travels to the upstream as x-request-id."""
+        info = callinfo.current()
+        if info is None or not info.request_id:
+            return headers
+        return {**headers, "x-request-id": info.request_id}
+
     def url(self, path: str) -> str:
         return self._spec.base_url.rstrip("/") + path
 
     async def post_json(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
         with self._mapped():
             async with self._first_byte():
-                response = await self.session.post(url, json=body, headers=headers)
+                response = await self.session.post(
+                    url, json=body, headers=self._with_request_id(headers)
+                )
             async with response:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
@@ -128,7 +139,7 @@ class HttpClient:
     async def get_json(self, url: str, headers: Mapping[str, str]) -> Any:
         with self._mapped():
             async with self._first_byte():
-                response = await self.session.get(url, headers=headers)
+                response = await self.session.get(url, headers=self._with_request_id(headers))
             async with response:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
@@ -141,7 +152,9 @@ class HttpClient:
         upstream connection, so a caller that goes away stops the upstream too."""
         with self._mapped():
             async with self._first_byte():
-                response = await self.session.post(url, json=body, headers=headers)
+                response = await self.session.post(
+                    url, json=body, headers=self._with_request_id(headers)
+                )
             try:
                 if response.status >= 400:
                     self._raise_for_status(response, await response.read())

@@ -1,0 +1,46 @@
+"""What one RPC did, gathered as it runs, for its log line and metrics.
+
+The interceptor opens a CallInfo per RPC in a context variable; the servicer and the router fill
+it in; the HTTP client reads the request id from it for the upstream header. Plain Python.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+
+
+@dataclasses.dataclass(slots=True)
+class CallInfo:
+    method: str = ""
+    request_id: str = ""
+    model: str = ""
+    provider: str = ""
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    deduplicated: bool = False
+    client: str = ""  # an API key id once keys exist, never the key
+    upstream_seconds: float = 0.0  # time spent waiting on upstream calls
+    error_reason: str = ""
+
+
+_current: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
+    "hapax_call", default=None
+)
+
+
+def current() -> CallInfo | None:
+    return _current.get()
+
+
+def begin(method: str = "") -> CallInfo:
+    info = CallInfo(method=method)
+    _current.set(info)
+    return info
+
+
+def ensure() -> CallInfo:
+    """The current call's info, opened here when no interceptor opened one."""
+    info = _current.get()
+    return info if info is not None else begin()
