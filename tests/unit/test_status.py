@@ -1,0 +1,82 @@
+"""The one error table: every GatewayError's gRPC code and details (README lists the same)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2
+
+from hapaxd.errors import (
+    Attempt,
+    CallerRejected,
+    DeadlineExceeded,
+    FailureClass,
+    FieldViolation,
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    NoProviderAvailable,
+    StreamInterrupted,
+    UpstreamError,
+)
+from hapaxd.status import DOMAIN, to_rpc_status
+
+RL = Attempt("a", FailureClass.RATE_LIMITED, "429", 3.0)
+DOWN = Attempt("b", FailureClass.TRANSIENT, "503")
+
+ROWS = [
+    (InvalidRequest([FieldViolation("temperature", "bad")]), grpc.StatusCode.INVALID_ARGUMENT,
+     "INVALID_REQUEST", {"BadRequest"}),
+    (ModelNotFound("x", ["a"]), grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", set()),
+    (CallerRejected(Attempt("a", FailureClass.CALLER, "400")), grpc.StatusCode.INVALID_ARGUMENT,
+     "UPSTREAM_REJECTED_REQUEST", set()),
+    (NoProviderAvailable("m", [DOWN, RL]), grpc.StatusCode.UNAVAILABLE, "NO_PROVIDER_AVAILABLE",
+     {"RetryInfo"}),
+    (NoProviderAvailable("m", [RL]), grpc.StatusCode.RESOURCE_EXHAUSTED, "NO_PROVIDER_AVAILABLE",
+     {"RetryInfo", "QuotaFailure"}),
+    (DeadlineExceeded([DOWN]), grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", set()),
+    (StreamInterrupted("a", 3, 12, "reset"), grpc.StatusCode.UNAVAILABLE, "STREAM_INTERRUPTED",
+     {"RetryInfo"}),
+    (UpstreamError(FailureClass.TRANSIENT, "a", "x"), grpc.StatusCode.UNAVAILABLE,
+     "UPSTREAM_ERROR", {"RetryInfo"}),
+    (InternalError("bug"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
+    (ZeroDivisionError("secret detail"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
+]
+
+
+def unpack(status):  # type: ignore[no-untyped-def]
+    found = {}
+    for packed in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
+                     error_details_pb2.RetryInfo, error_details_pb2.QuotaFailure):
+            if packed.Is(kind.DESCRIPTOR):
+                found[kind.__name__] = kind()
+                packed.Unpack(found[kind.__name__])
+    return found
+
+
+@pytest.mark.parametrize(("error", "code", "reason", "extra"), ROWS,
+                         ids=[type(r[0]).__name__ for r in ROWS])
+def test_error_table(error: BaseException, code: grpc.StatusCode, reason: str,
+                     extra: set[str]) -> None:
+    status = to_rpc_status(error, "req-1")
+    assert status.code == getattr(code_pb2, code.name)
+    assert status.code != code_pb2.UNKNOWN
+    found = unpack(status)
+    assert set(found) == {"ErrorInfo", *extra}
+    info = found["ErrorInfo"]
+    assert (info.reason, info.domain, info.metadata["request_id"]) == (reason, DOMAIN, "req-1")
+    if isinstance(error, GatewayError):
+        assert status.message.startswith(error.message)
+    else:
+        assert "secret detail" not in status.message and "Traceback" not in status.message
+
+
+def test_attempts_and_retry_delay_are_in_the_details() -> None:
+    found = unpack(to_rpc_status(NoProviderAvailable("m", [RL], retry_after=2.5)))
+    assert found["ErrorInfo"].metadata["attempts"] == "a:rate_limited"
+    assert found["ErrorInfo"].metadata["attempt_count"] == "1"
+    delay = found["RetryInfo"].retry_delay
+    assert (delay.seconds, delay.nanos) == (2, 500_000_000)
+    assert found["QuotaFailure"].violations[0].subject == "provider:a"
