@@ -7,12 +7,11 @@ from typing import Any
 
 import grpc
 import pytest
-
 from hapax.v1 import admin_service_pb2_grpc, completion_service_pb2_grpc
 from hapaxd import config
 from hapaxd.app import App
 
-# pytest_plugins = ["tests.fakes.fixtures"]
+pytest_plugins = ["tests.fakes.fixtures"]
 
 LOCAL = {"name": "local", "type": "local", "models": {"*": "local"}}
 

@@ -14,9 +14,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from hapax.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    completion_service_pb2,
+    completion_service_pb2_grpc,
+)
 
-from hapax.v1 import admin_service_pb2, completion_service_pb2
-from hapax.v1 import admin_service_pb2_grpc, completion_service_pb2_grpc
 from hapaxd.admin import AdminServicer
 from hapaxd.breaker import CircuitBreaker, State
 from hapaxd.config import Settings
@@ -31,7 +35,9 @@ from hapaxd.validation import Limits
 
 log = logging.getLogger("hapaxd")
 
-COMPLETION_SERVICE = completion_service_pb2.DESCRIPTOR.services_by_name["CompletionService"].full_name
+COMPLETION_SERVICE = completion_service_pb2.DESCRIPTOR.services_by_name[
+    "CompletionService"
+].full_name
 ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 HEALTH_SERVICES = ("", COMPLETION_SERVICE)
 
@@ -118,8 +124,12 @@ class App:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (COMPLETION_SERVICE, ADMIN_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"]
-             .full_name, reflection.SERVICE_NAME),
+            (
+                COMPLETION_SERVICE,
+                ADMIN_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         self.port = self.server.add_insecure_port(address or settings.server.address)

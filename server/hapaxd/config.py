@@ -58,7 +58,7 @@ def _url(value: str) -> str:
 
 
 def _address(value: str) -> str:
-    host, sep, port = value.rpartition(":")
+    _host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("not a host:port address")
     return value
@@ -288,8 +288,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     elif error["type"] == "missing":
         message = "required"
     key = _path(tuple(error["loc"]))
-    if message.startswith(tuple(f"{k}:" for k in ("providers", "provider_preference", "models",
-                                                  "default_model"))):
+    if message.startswith(
+        tuple(f"{k}:" for k in ("providers", "provider_preference", "models", "default_model"))
+    ):
         return message  # a model-level check that already names its key
     return f"{key}: {message}" if key else message
 
@@ -297,8 +298,9 @@ def _describe(error: Mapping[str, Any]) -> str:
 def expand_env(node: Any, environ: Mapping[str, str], path: str = "") -> Any:
     """Replace ${VAR} and ${VAR:-default} in every string value of the parsed YAML."""
     if isinstance(node, dict):
-        return {k: expand_env(v, environ, f"{path}.{k}" if path else str(k)) for k, v in
-                node.items()}
+        return {
+            k: expand_env(v, environ, f"{path}.{k}" if path else str(k)) for k, v in node.items()
+        }
     if isinstance(node, list):
         return [expand_env(v, environ, f"{path}[{i}]") for i, v in enumerate(node)]
     if not isinstance(node, str):
@@ -367,10 +369,24 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Settings:
 
 # Usual environment variables and models for the built-in default.
 _DETECTED = (
-    ("openai", "OPENAI_API_KEY", {"type": "openai", "api_key_env": "OPENAI_API_KEY",
-                                  "models": {"default": "gpt-4o-mini", "*": "*"}}),
-    ("anthropic", "ANTHROPIC_API_KEY", {"type": "anthropic", "api_key_env": "ANTHROPIC_API_KEY",
-                                        "models": {"default": "claude-haiku-4-5", "*": "*"}}),
+    (
+        "openai",
+        "OPENAI_API_KEY",
+        {
+            "type": "openai",
+            "api_key_env": "OPENAI_API_KEY",
+            "models": {"default": "gpt-4o-mini", "*": "*"},
+        },
+    ),
+    (
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+        {
+            "type": "anthropic",
+            "api_key_env": "ANTHROPIC_API_KEY",
+            "models": {"default": "claude-haiku-4-5", "*": "*"},
+        },
+    ),
 )
 
 
@@ -383,12 +399,13 @@ def default_settings(environ: Mapping[str, str] | None = None) -> Settings:
             providers.append({"name": name, **body})
     if environ.get("OLLAMA_HOST"):
         host = environ["OLLAMA_HOST"]
-        providers.append({
-            "name": "ollama",
-            "type": "ollama",
-            "base_url": host if "://" in host else f"http://{host}",
-            "models": {"default": environ.get("OLLAMA_MODEL", "llama3.2"), "*": "*"},
-        })
+        providers.append(
+            {
+                "name": "ollama",
+                "type": "ollama",
+                "base_url": host if "://" in host else f"http://{host}",
+                "models": {"default": environ.get("OLLAMA_MODEL", "llama3.2"), "*": "*"},
+            }
+        )
     providers.append({"name": "local", "type": "local", "models": {"*": "local"}})
     return parse({"providers": providers, "default_model": "default"}, environ)
-

@@ -10,9 +10,7 @@ from typing import Protocol
 
 
 class Events(Protocol):
-    def attempt_finished(
-        self, provider: str, model: str, outcome: str, seconds: float
-    ) -> None: ...
+    def attempt_finished(self, provider: str, model: str, outcome: str, seconds: float) -> None: ...
 
     def first_token(self, provider: str, model: str, seconds: float) -> None: ...
 

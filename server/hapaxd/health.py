@@ -55,8 +55,9 @@ class HealthMonitor:
         serving = self.any_usable()
         if serving != self._serving:
             self._serving = serving
-            log.log(logging.INFO if serving else logging.WARNING, "some provider can serve: %s",
-                    serving)
+            log.log(
+                logging.INFO if serving else logging.WARNING, "some provider can serve: %s", serving
+            )
             if self._on_change is not None:
                 await self._on_change(serving)
 

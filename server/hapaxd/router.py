@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 
 from hapaxd import callinfo
 from hapaxd.config import RouterSettings, Settings
@@ -48,7 +48,9 @@ class _Call:
     def __init__(self, router: Router, request: CompletionRequest, deadline: float | None) -> None:
         self.router = router
         self.request = request
-        self.budget = _Budget(deadline if deadline is not None else router.settings.default_deadline)
+        self.budget = _Budget(
+            deadline if deadline is not None else router.settings.default_deadline
+        )
         self.attempts: list[Attempt] = []
         self.last: Upstream | None = None
 
@@ -242,7 +244,9 @@ class Router:
             upstream.last_error = f"{error.failure_class.value}: {error.message}"
             upstream.breaker.failure()
             self.events.attempt_finished(
-                upstream.name, request.model, error.failure_class.value,
+                upstream.name,
+                request.model,
+                error.failure_class.value,
                 time.perf_counter() - started,
             )
             raise StreamInterrupted(upstream.name, sent_chunks, sent_chars, error.message) from None
@@ -253,7 +257,7 @@ class Router:
 
     async def _open_stream(
         self, call: _Call
-    ) -> tuple[Upstream, str, Chunk, AsyncIterator[Chunk], float]:
+    ) -> tuple[Upstream, str, Chunk, AsyncGenerator[Chunk, None], float]:
         request = call.request
         max_attempts = self.settings.retry.max_attempts
         for upstream, model in call.targets():
@@ -286,12 +290,16 @@ class Router:
                     call.abandoned(upstream)
                     raise
                 if first is None:
-                    call.failed(upstream, UpstreamError(
-                        FailureClass.TRANSIENT, upstream.name, "stream ended before any chunk"
-                    ), request.model, started)
+                    call.failed(
+                        upstream,
+                        UpstreamError(
+                            FailureClass.TRANSIENT, upstream.name, "stream ended before any chunk"
+                        ),
+                        request.model,
+                        started,
+                    )
                     break
-                self.events.first_token(upstream.name, request.model,
-                                        time.perf_counter() - started)
+                self.events.first_token(upstream.name, request.model, time.perf_counter() - started)
                 return upstream, model, first, source, started
         raise call.exhausted()
 

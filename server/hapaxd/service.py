@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 from grpc_status import rpc_status
-
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
+
 from hapaxd import callinfo
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Route, Usage
 from hapaxd.errors import GatewayError
@@ -77,15 +77,20 @@ def _route(route: Route) -> pb.Route:
     )
 
 
-def record(request_id: str, model: str = "", route: Route | None = None,
-           usage: Usage | None = None) -> None:
+def record(
+    request_id: str, model: str = "", route: Route | None = None, usage: Usage | None = None
+) -> None:
     """Note what this call did, for its log line and metrics."""
     info = callinfo.ensure()
     info.request_id = request_id
     if model:
         info.model = model
     if route is not None:
-        info.provider, info.attempts, info.deduplicated = route.provider, route.attempts, route.shared
+        info.provider, info.attempts, info.deduplicated = (
+            route.provider,
+            route.attempts,
+            route.shared,
+        )
     if usage is not None:
         info.prompt_tokens, info.completion_tokens = usage.prompt_tokens, usage.completion_tokens
 
@@ -112,7 +117,7 @@ async def abort(context: grpc.aio.ServicerContext, error: BaseException, request
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-class CompletionServicer(pb_grpc.CompletionServiceServicer):  # type: ignore[misc]
+class CompletionServicer(pb_grpc.CompletionServiceServicer):
     def __init__(self, gateway: Gateway, limits: Limits) -> None:
         self._gateway = gateway
         self._limits = limits
@@ -148,9 +153,12 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):  # type: ignore[mis
             async with self._gateway.stream(domain, context.time_remaining()) as (items, shared):
                 last: Chunk | None = None
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
-                async for chunk, route in items:
+                async for chunk, chunk_route in items:
+                    route = chunk_route
                     if chunk.delta:
-                        yield pb.StreamCompleteResponse(id=request_id, delta=chunk.delta, model=model)
+                        yield pb.StreamCompleteResponse(
+                            id=request_id, delta=chunk.delta, model=model
+                        )
                     if chunk.finish_reason is not None:
                         finish = chunk.finish_reason
                     if chunk.usage is not None:
@@ -171,4 +179,3 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):  # type: ignore[mis
             failure = error
         if failure is not None:
             await abort(context, failure, request_id)
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -36,7 +37,7 @@ class Group(Generic[T]):
         if flight is None:
             flight = _Flight(asyncio.ensure_future(fn()))
             self._flights[key] = flight
-            flight.task.add_done_callback(lambda _t, k=key, f=flight: self._drop(k, f))
+            flight.task.add_done_callback(functools.partial(self._ended, key, flight))
         flight.waiters += 1
         try:
             return await asyncio.shield(flight.task), shared
@@ -45,6 +46,9 @@ class Group(Generic[T]):
             if flight.waiters == 0 and not flight.task.done():
                 flight.task.cancel()
                 self._drop(key, flight)
+
+    def _ended(self, key: Hashable, flight: _Flight[T], _task: object) -> None:
+        self._drop(key, flight)
 
     def _drop(self, key: Hashable, flight: _Flight[T]) -> None:
         if self._flights.get(key) is flight:
@@ -82,11 +86,14 @@ class _Broadcast(Generic[T]):
             async with self._changed:
                 self._changed.notify_all()
 
+    def _has_more(self, index: int) -> bool:
+        return index < len(self.items) or self.done
+
     async def read(self) -> AsyncIterator[T]:
         index = 0
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda: index < len(self.items) or self.done)
+                await self._changed.wait_for(functools.partial(self._has_more, index))
                 batch = self.items[index:]
             for item in batch:
                 yield item
@@ -114,7 +121,7 @@ class StreamGroup(Generic[T]):
         if flight is None:
             flight = _Broadcast(start())
             self._flights[key] = flight
-            flight.task.add_done_callback(lambda _t, k=key, f=flight: self._drop(k, f))
+            flight.task.add_done_callback(functools.partial(self._ended, key, flight))
         flight.subscribers += 1
         try:
             yield flight.read(), shared
@@ -123,6 +130,9 @@ class StreamGroup(Generic[T]):
             if flight.subscribers == 0:
                 flight.task.cancel()  # no-op when it already ended
                 self._drop(key, flight)
+
+    def _ended(self, key: Hashable, flight: _Broadcast[T], _task: object) -> None:
+        self._drop(key, flight)
 
     def _drop(self, key: Hashable, flight: _Broadcast[T]) -> None:
         if self._flights.get(key) is flight:

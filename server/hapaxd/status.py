@@ -10,6 +10,7 @@ import math
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message as ProtoMessage
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from hapaxd.errors import (
@@ -27,7 +28,7 @@ from hapaxd.errors import (
 DOMAIN = "hapax.gateway"
 DEFAULT_RETRY_DELAY = 1.0
 
-Detail = error_details_pb2.BadRequest | error_details_pb2.RetryInfo | error_details_pb2.QuotaFailure
+Detail = ProtoMessage  # BadRequest, RetryInfo or QuotaFailure
 
 
 def _retry_info(seconds: float | None) -> error_details_pb2.RetryInfo:
@@ -45,12 +46,16 @@ def _attempts_metadata(attempts: list[Attempt]) -> dict[str, str]:
     }
 
 
-def _no_provider(error: NoProviderAvailable) -> tuple[grpc.StatusCode, dict[str, str], list[Detail]]:
+def _no_provider(
+    error: NoProviderAvailable,
+) -> tuple[grpc.StatusCode, dict[str, str], list[Detail]]:
     details: list[Detail] = [_retry_info(error.retry_after)]
     if error.all_rate_limited:
         quota = error_details_pb2.QuotaFailure()
         for attempt in error.attempts:
-            quota.violations.add(subject=f"provider:{attempt.provider}", description=attempt.message)
+            quota.violations.add(
+                subject=f"provider:{attempt.provider}", description=attempt.message
+            )
         details.append(quota)
         return grpc.StatusCode.RESOURCE_EXHAUSTED, _attempts_metadata(error.attempts), details
     return grpc.StatusCode.UNAVAILABLE, _attempts_metadata(error.attempts), details
@@ -77,8 +82,11 @@ def _map(error: GatewayError) -> tuple[grpc.StatusCode, dict[str, str], list[Det
         case DeadlineExceeded():
             return grpc.StatusCode.DEADLINE_EXCEEDED, _attempts_metadata(error.attempts), []
         case StreamInterrupted():
-            sent = {"provider": error.provider, "chunks_sent": str(error.chunks_sent),
-                    "chars_sent": str(error.chars_sent)}
+            sent = {
+                "provider": error.provider,
+                "chunks_sent": str(error.chunks_sent),
+                "chars_sent": str(error.chars_sent),
+            }
             return grpc.StatusCode.UNAVAILABLE, sent, [_retry_info(None)]
         case UpstreamError():
             return grpc.StatusCode.UNAVAILABLE, {"provider": error.provider}, [_retry_info(None)]

@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 import pytest
-
 from hapax.v1 import completion_service_pb2 as pb
+
 from tests.conftest import Gateway, StartGateway, make_settings
 from tests.status_details import details_of
 
@@ -27,8 +27,16 @@ HELLO = pb.Message(role=pb.ROLE_USER, content="hello")
         ({"messages": [HELLO], "top_p": 1.5}, ["top_p"]),
         ({"prompt": "x" * 2001}, ["prompt"]),
     ],
-    ids=["empty", "unspecified-role", "unknown-role", "negative-max-tokens",
-         "temperature-range", "nan", "top-p", "oversized"],
+    ids=[
+        "empty",
+        "unspecified-role",
+        "unknown-role",
+        "negative-max-tokens",
+        "temperature-range",
+        "nan",
+        "top-p",
+        "oversized",
+    ],
 )
 @pytest.mark.parametrize("rpc", ["Complete", "StreamComplete"])
 async def test_bad_input_is_invalid_argument_with_field_violations(
@@ -48,8 +56,11 @@ async def test_bad_input_is_invalid_argument_with_field_violations(
 
 
 async def test_unknown_model_is_not_found(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(make_settings(
-        providers=[{"name": "local", "type": "local", "models": {"default": "local"}}]))
+    gateway = await start_gateway(
+        make_settings(
+            providers=[{"name": "local", "type": "local", "models": {"default": "local"}}]
+        )
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.stub.Complete(pb.CompleteRequest(prompt="x", model="gpt-17"))
     details = details_of(caught.value)

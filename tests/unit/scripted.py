@@ -23,6 +23,7 @@ class ScriptedProvider:
         self.text = text
         self.calls: list[CompletionRequest] = []
         self.cancelled = 0
+        self.called = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -34,6 +35,7 @@ class ScriptedProvider:
 
     async def _step(self, request: CompletionRequest) -> None:
         self.calls.append(request)
+        self.called.set()
         step = self.steps.pop(0) if self.steps else self.default
         if step == OK:
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hapaxd.breaker import CircuitBreaker, State
 from hapaxd.config import BreakerSettings
 
@@ -16,7 +15,9 @@ class Clock:
         return self.now
 
 
-def breaker(clock: Clock, transitions: list[State] | None = None, **settings: float) -> CircuitBreaker:
+def breaker(
+    clock: Clock, transitions: list[State] | None = None, **settings: float
+) -> CircuitBreaker:
     return CircuitBreaker(
         BreakerSettings(**settings),  # type: ignore[arg-type]
         clock=clock,

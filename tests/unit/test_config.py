@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-
 from hapaxd import config
 
 GOOD = """
@@ -27,8 +26,11 @@ default_model: chat
 circuit_breaker: {failure_threshold: 3, timeout: 20s}
 logging: {level: debug, format: text}
 """
-ENV = {"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1", "MY_OPENAI_KEY": "sk-1",
-       "MY_ANTHROPIC_KEY": "ak-2"}
+ENV = {
+    "OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
+    "MY_OPENAI_KEY": "sk-1",
+    "MY_ANTHROPIC_KEY": "ak-2",
+}
 
 
 def write(tmp_path: pathlib.Path, text: str) -> str:
@@ -46,20 +48,27 @@ def test_a_good_file_loads_with_env_expansion_and_durations(tmp_path: pathlib.Pa
     assert "sk-1" not in repr(settings)
     assert (primary.timeouts.connect, primary.timeouts.idle) == (0.5, 60.0)
     assert [[p.name for p, _ in rank] for rank in settings.routes_for("chat")] == [
-        ["backup"], ["primary"]]
+        ["backup"],
+        ["primary"],
+    ]
     assert settings.circuit_breaker.timeout == 20.0
     assert config.load(write(tmp_path, GOOD), {**ENV, "GRPC_PORT": "6000"}).server.address == (
-        "127.0.0.1:6000")
+        "127.0.0.1:6000"
+    )
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"OPENAI_BASE_URL": "nope"}, "providers[0].base_url: not a URL"),
-        ({"OPENAI_BASE_URL": None}, "providers[0].base_url: environment variable OPENAI_BASE_URL "
-                                    "is not set"),
-        ({"MY_ANTHROPIC_KEY": None}, "providers[1].api_key_env: environment variable "
-                                     "MY_ANTHROPIC_KEY is not set"),
+        (
+            {"OPENAI_BASE_URL": None},
+            "providers[0].base_url: environment variable OPENAI_BASE_URL is not set",
+        ),
+        (
+            {"MY_ANTHROPIC_KEY": None},
+            "providers[1].api_key_env: environment variable MY_ANTHROPIC_KEY is not set",
+        ),
     ],
 )
 def test_env_problems_name_the_key(
@@ -75,13 +84,19 @@ def test_env_problems_name_the_key(
     ("edit", "message"),
     [
         (("type: anthropic", "type: antropic"), "providers[1].type: Input should be"),
-        (("timeouts: {connect: 500ms", "timeouts: {connect: soon"), "providers[0].timeouts.connect:"
-                                                                    " not a duration"),
-        (("provider_preference: [backup, primary]", "provider_preference: [backup, nobody]"),
-         "provider_preference[1]: unknown provider 'nobody'"),
+        (
+            ("timeouts: {connect: 500ms", "timeouts: {connect: soon"),
+            "providers[0].timeouts.connect: not a duration",
+        ),
+        (
+            ("provider_preference: [backup, primary]", "provider_preference: [backup, nobody]"),
+            "provider_preference[1]: unknown provider 'nobody'",
+        ),
         (("default_model: chat", "default_model: other"), "default_model: no provider serves"),
-        (("failure_threshold: 3", "failure_threshold: 0"), "circuit_breaker.failure_threshold: "
-                                                           "Input should be greater than or equal"),
+        (
+            ("failure_threshold: 3", "failure_threshold: 0"),
+            "circuit_breaker.failure_threshold: Input should be greater than or equal",
+        ),
         (("logging: {level: debug", "logging: {levle: debug"), "logging.levle: unknown key"),
         (("127.0.0.1:${GRPC_PORT:-50051}", "localhost"), "server.address: not a host:port"),
         (("name: backup", "name: primary"), "providers[1].name: duplicate provider name"),

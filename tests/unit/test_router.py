@@ -7,7 +7,6 @@ import random
 from typing import Any
 
 import pytest
-
 from hapaxd.breaker import CircuitBreaker
 from hapaxd.config import BreakerSettings
 from hapaxd.domain import CompletionRequest, Message, Role
@@ -19,6 +18,7 @@ from hapaxd.errors import (
 )
 from hapaxd.router import Router
 from hapaxd.upstreams import Upstream
+
 from tests.conftest import make_settings
 from tests.unit.scripted import ScriptedProvider
 
@@ -26,16 +26,21 @@ T = FailureClass
 REQUEST = CompletionRequest(model="m", messages=(Message(Role.USER, "hello"),))
 
 
-def router(*providers: ScriptedProvider, config: dict[str, Any] | None = None,
-           sleeps: list[float] | None = None) -> Router:
+def router(
+    *providers: ScriptedProvider,
+    config: dict[str, Any] | None = None,
+    sleeps: list[float] | None = None,
+) -> Router:
     settings = make_settings(
-        providers=[{"name": p.name, "type": "local", "models": {"m": f"{p.name}-model"}}
-                   for p in providers],
+        providers=[
+            {"name": p.name, "type": "local", "models": {"m": f"{p.name}-model"}} for p in providers
+        ],
         default_model="m",
         **(config or {}),
     )
-    upstreams = [Upstream(p, CircuitBreaker(BreakerSettings(failure_threshold=1000)))
-                 for p in providers]  # type: ignore[arg-type]
+    upstreams = [
+        Upstream(p, CircuitBreaker(BreakerSettings(failure_threshold=1000))) for p in providers
+    ]  # type: ignore[arg-type]
 
     async def sleep(seconds: float) -> None:
         if sleeps is not None:
@@ -48,7 +53,11 @@ async def test_first_healthy_provider_in_preference_order_answers() -> None:
     a, b = ScriptedProvider("a", text="from a"), ScriptedProvider("b")
     completion, route = await router(a, b).complete(REQUEST)
     assert (completion.text, route.provider, route.upstream_model, route.attempts) == (
-        "from a", "a", "a-model", 1)
+        "from a",
+        "a",
+        "a-model",
+        1,
+    )
     assert not b.calls
     assert a.calls[0].model == "a-model"
 
@@ -108,7 +117,10 @@ async def test_every_provider_failing_is_unavailable_with_the_attempts() -> None
     with pytest.raises(NoProviderAvailable) as caught:
         await router(a, b).complete(REQUEST)
     assert [x.describe() for x in caught.value.attempts] == [
-        "a:transient", "a:transient", "b:credential"]
+        "a:transient",
+        "a:transient",
+        "b:credential",
+    ]
     assert not caught.value.all_rate_limited
 
 
@@ -143,13 +155,17 @@ async def test_open_breaker_and_unhealthy_providers_are_skipped() -> None:
 async def test_weights_spread_load_within_a_rank() -> None:
     heavy, light = ScriptedProvider("heavy"), ScriptedProvider("light")
     settings = make_settings(
-        providers=[{"name": "heavy", "type": "local", "models": {"m": "x"}, "weight": 3},
-                   {"name": "light", "type": "local", "models": {"m": "x"}, "weight": 1}],
+        providers=[
+            {"name": "heavy", "type": "local", "models": {"m": "x"}, "weight": 3},
+            {"name": "light", "type": "local", "models": {"m": "x"}, "weight": 1},
+        ],
         default_model="m",
         provider_preference=[["heavy", "light"]],
     )
-    upstreams = [Upstream(p, CircuitBreaker(BreakerSettings()), weight=w)  # type: ignore[arg-type]
-                 for p, w in ((heavy, 3.0), (light, 1.0))]
+    upstreams = [
+        Upstream(p, CircuitBreaker(BreakerSettings()), weight=w)  # type: ignore[arg-type]
+        for p, w in ((heavy, 3.0), (light, 1.0))
+    ]
     r = Router(settings, upstreams, rng=random.Random(1))
     for _ in range(400):
         await r.complete(REQUEST)
@@ -168,8 +184,7 @@ async def test_stream_fails_over_only_before_first_chunk() -> None:
 async def test_cancelling_the_caller_cancels_the_upstream_call() -> None:
     a = ScriptedProvider("a", "hang")
     task = asyncio.create_task(router(a).complete(REQUEST))
-    while not a.calls:
-        await asyncio.sleep(0)
+    await asyncio.wait_for(a.called.wait(), 2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

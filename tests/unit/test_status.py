@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
-
 from hapaxd.errors import (
     Attempt,
     CallerRejected,
@@ -26,20 +25,44 @@ RL = Attempt("a", FailureClass.RATE_LIMITED, "429", 3.0)
 DOWN = Attempt("b", FailureClass.TRANSIENT, "503")
 
 ROWS = [
-    (InvalidRequest([FieldViolation("temperature", "bad")]), grpc.StatusCode.INVALID_ARGUMENT,
-     "INVALID_REQUEST", {"BadRequest"}),
+    (
+        InvalidRequest([FieldViolation("temperature", "bad")]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        {"BadRequest"},
+    ),
     (ModelNotFound("x", ["a"]), grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", set()),
-    (CallerRejected(Attempt("a", FailureClass.CALLER, "400")), grpc.StatusCode.INVALID_ARGUMENT,
-     "UPSTREAM_REJECTED_REQUEST", set()),
-    (NoProviderAvailable("m", [DOWN, RL]), grpc.StatusCode.UNAVAILABLE, "NO_PROVIDER_AVAILABLE",
-     {"RetryInfo"}),
-    (NoProviderAvailable("m", [RL]), grpc.StatusCode.RESOURCE_EXHAUSTED, "NO_PROVIDER_AVAILABLE",
-     {"RetryInfo", "QuotaFailure"}),
+    (
+        CallerRejected(Attempt("a", FailureClass.CALLER, "400")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UPSTREAM_REJECTED_REQUEST",
+        set(),
+    ),
+    (
+        NoProviderAvailable("m", [DOWN, RL]),
+        grpc.StatusCode.UNAVAILABLE,
+        "NO_PROVIDER_AVAILABLE",
+        {"RetryInfo"},
+    ),
+    (
+        NoProviderAvailable("m", [RL]),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "NO_PROVIDER_AVAILABLE",
+        {"RetryInfo", "QuotaFailure"},
+    ),
     (DeadlineExceeded([DOWN]), grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", set()),
-    (StreamInterrupted("a", 3, 12, "reset"), grpc.StatusCode.UNAVAILABLE, "STREAM_INTERRUPTED",
-     {"RetryInfo"}),
-    (UpstreamError(FailureClass.TRANSIENT, "a", "x"), grpc.StatusCode.UNAVAILABLE,
-     "UPSTREAM_ERROR", {"RetryInfo"}),
+    (
+        StreamInterrupted("a", 3, 12, "reset"),
+        grpc.StatusCode.UNAVAILABLE,
+        "STREAM_INTERRUPTED",
+        {"RetryInfo"},
+    ),
+    (
+        UpstreamError(FailureClass.TRANSIENT, "a", "x"),
+        grpc.StatusCode.UNAVAILABLE,
+        "UPSTREAM_ERROR",
+        {"RetryInfo"},
+    ),
     (InternalError("bug"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
     (ZeroDivisionError("secret detail"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
 ]
@@ -48,18 +71,24 @@ ROWS = [
 def unpack(status):  # type: ignore[no-untyped-def]
     found = {}
     for packed in status.details:
-        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
-                     error_details_pb2.RetryInfo, error_details_pb2.QuotaFailure):
+        for kind in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.QuotaFailure,
+        ):
             if packed.Is(kind.DESCRIPTOR):
                 found[kind.__name__] = kind()
                 packed.Unpack(found[kind.__name__])
     return found
 
 
-@pytest.mark.parametrize(("error", "code", "reason", "extra"), ROWS,
-                         ids=[type(r[0]).__name__ for r in ROWS])
-def test_error_table(error: BaseException, code: grpc.StatusCode, reason: str,
-                     extra: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("error", "code", "reason", "extra"), ROWS, ids=[type(r[0]).__name__ for r in ROWS]
+)
+def test_error_table(
+    error: BaseException, code: grpc.StatusCode, reason: str, extra: set[str]
+) -> None:
     status = to_rpc_status(error, "req-1")
     assert status.code == getattr(code_pb2, code.name)
     assert status.code != code_pb2.UNKNOWN

@@ -6,14 +6,20 @@ import math
 from typing import Any
 
 import pytest
-
 from hapaxd.domain import Role
 from hapaxd.errors import InvalidRequest
 from hapaxd.validation import Limits, build_request
 
 BASE: dict[str, Any] = dict(
-    model="", messages=[(Role.USER, "hi")], prompt="", max_tokens=None, temperature=None,
-    top_p=None, stop=[], user="", metadata={},
+    model="",
+    messages=[(Role.USER, "hi")],
+    prompt="",
+    max_tokens=None,
+    temperature=None,
+    top_p=None,
+    stop=[],
+    user="",
+    metadata={},
 )
 
 

@@ -6,7 +6,7 @@ Imports nothing from grpc. Adapters raise only errors.UpstreamError.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Protocol, runtime_checkable
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest
@@ -56,12 +56,12 @@ class Provider(Protocol):
         """One whole answer, or UpstreamError."""
         ...
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         """Chunks as they arrive. Nothing is yielded before the upstream has answered."""
         ...
 
     async def probe(self) -> None:
-        """A cheap liveness call that spends no tokens where the vendor allows; UpstreamError if down."""
+        """A cheap liveness call (no tokens spent where the vendor allows); UpstreamError if down."""
         ...
 
     async def aclose(self) -> None:

@@ -82,7 +82,7 @@ def _json_error_text(body: Any) -> str:
 
 
 class HttpClient:
-    """One aiohttp session per provider (keep-alive pool), created lazily inside the running loop."""
+    """One aiohttp session per provider (a keep-alive pool), made lazily inside the running loop."""
 
     def __init__(
         self,
@@ -212,7 +212,9 @@ class HttpClient:
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamError(FailureClass.TIMEOUT, name, f"connect timeout: {exc}") from None
         except aiohttp.SocketTimeoutError as exc:
-            raise UpstreamError(FailureClass.TIMEOUT, name, f"upstream went silent: {exc}") from None
+            raise UpstreamError(
+                FailureClass.TIMEOUT, name, f"upstream went silent: {exc}"
+            ) from None
         except TimeoutError as exc:
             raise UpstreamError(FailureClass.TIMEOUT, name, f"timed out: {exc}") from None
         except aiohttp.ClientPayloadError as exc:

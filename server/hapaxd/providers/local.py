@@ -4,7 +4,7 @@ serves out of the box and in smoke tests. Its answers say plainly that they are 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Usage
 from hapaxd.providers.base import ProviderSpec
@@ -14,9 +14,7 @@ PREFIX = "[hapax local provider: no upstream model was called]"
 
 def answer_words(request: CompletionRequest) -> tuple[list[str], FinishReason]:
     """The answer as words (each with its leading space) and why it ends."""
-    last_user = next(
-        (m.content for m in reversed(request.messages) if m.role is Role.USER), ""
-    )
+    last_user = next((m.content for m in reversed(request.messages) if m.role is Role.USER), "")
     text = f"{PREFIX} You said: {last_user}"
     for stop in request.stop:
         cut = text.find(stop) if stop else -1
@@ -56,7 +54,7 @@ class LocalProvider:
             upstream_model=request.model,
         )
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         words, finish = answer_words(request)
         for word in words:
             if self._delay:
