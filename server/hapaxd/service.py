@@ -3,6 +3,7 @@ every error turned into a google.rpc.Status by status.py. Nothing else lives her
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import uuid
@@ -31,6 +32,7 @@ FINISH = {
     FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
 }
 REQUEST_ID_KEY = "x-request-id"
+CREDENTIAL_KEYS = ("authorization", "x-api-key")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
 
@@ -40,6 +42,16 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
         if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID.match(value):
             return value
     return uuid.uuid4().hex
+
+
+def caller_of(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling, for deduplication: a digest of the credential the caller presents
+    (`authorization` or `x-api-key` metadata), so two tenants never share one answer."""
+    for key, value in context.invocation_metadata() or ():
+        if key in CREDENTIAL_KEYS:
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            return hashlib.sha256(raw).hexdigest()[:32]
+    return ""
 
 
 def to_domain(
@@ -131,7 +143,9 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         try:
             domain = self._gateway.resolve(to_domain(request, request_id, self._limits))
             record(request_id, domain.model)
-            completion, route = await self._gateway.complete(domain, context.time_remaining())
+            completion, route = await self._gateway.complete(
+                domain, context.time_remaining(), caller_of(context)
+            )
             record(request_id, domain.model, route, completion.usage)
             return to_response(completion, route, domain)
         except Exception as error:  # every failure leaves as a status; AbortError is not one
@@ -150,7 +164,9 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
             domain = self._gateway.resolve(to_domain(request, request_id, self._limits))
             model = domain.model
             record(request_id, model)
-            async with self._gateway.stream(domain, context.time_remaining()) as (items, shared):
+            async with self._gateway.stream(
+                domain, context.time_remaining(), caller_of(context)
+            ) as (items, shared):
                 last: Chunk | None = None
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
                 async for chunk, chunk_route in items:
