@@ -39,11 +39,12 @@ class Gateway:
         key = self._key(request, caller)
         if key is None:
             return await self.router.complete(request, deadline)
+        if self._unary.running(key):
+            self.router.events.deduplicated("Complete")  # counted on joining, not on answer
         (completion, route), shared = await self._unary.do(
             key, lambda: self.router.complete(request, deadline)
         )
         if shared:
-            self.router.events.deduplicated("Complete")
             route = dataclasses.replace(route, shared=True)
         return completion, route
 

@@ -30,6 +30,9 @@ class Group(Generic[T]):
     def in_flight(self) -> int:
         return len(self._flights)
 
+    def running(self, key: Hashable) -> bool:
+        return key in self._flights
+
     async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """The result of fn(), run once per key at a time; `shared` is True for joiners."""
         flight = self._flights.get(key)

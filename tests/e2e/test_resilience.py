@@ -20,6 +20,7 @@ from tests.recorder import Recorder
 from tests.status_details import details_of
 
 FAST = {"connect": "200ms", "first_byte": "300ms", "idle": "300ms", "total": "5s"}
+GENEROUS = {"connect": "5s", "first_byte": "20s", "idle": "20s", "total": "30s"}
 
 
 def provider(name: str, fake: FakeUpstream, **extra: Any) -> dict[str, Any]:
@@ -69,7 +70,7 @@ async def test_1000_requests_through_a_flapping_primary_all_succeed(
     gateway = await start_gateway(settings(
         provider("primary", fake_upstream, circuit_breaker={"failure_threshold": 3,
                                                              "timeout": "20ms"}),
-        provider("backup", backup),
+        provider("backup", backup, timeouts=GENEROUS),  # the last resort must not time out
     ))
     limit = asyncio.Semaphore(50)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, cast
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Usage
 from hapaxd.errors import FailureClass, UpstreamError
@@ -45,7 +45,10 @@ ERROR_STATUS: Mapping[str, int] = {
 
 
 def to_wire(
-    request: CompletionRequest, *, stream: bool = False, default_max_tokens: int = DEFAULT_MAX_TOKENS
+    request: CompletionRequest,
+    *,
+    stream: bool = False,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> dict[str, Any]:
     """The Messages request body: system prompts go top level, max_tokens is always sent."""
     system = [m.content for m in request.messages if m.role is Role.SYSTEM]
@@ -223,11 +226,13 @@ class AnthropicProvider:
                 FailureClass.TRANSIENT, self.name, f"malformed response: {exc}"
             ) from None
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, default_max_tokens=self._max_tokens)
         state = _StreamState(self.name)
         decoder = SSEDecoder()
-        raw = self._http.post_stream(self._http.url("/v1/messages"), body, self._headers())
+        url = self._http.url("/v1/messages")
+        # post_stream is an async generator: aclosing() closes the upstream body promptly.
+        raw = cast(AsyncGenerator[bytes, None], self._http.post_stream(url, body, self._headers()))
         async with contextlib.aclosing(raw) as data_chunks:
             async for data in data_chunks:
                 for event in decoder.feed(data):

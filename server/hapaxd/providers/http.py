@@ -13,7 +13,7 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -95,7 +95,9 @@ class HttpClient:
         self._error_text = error_text
         self._session: aiohttp.ClientSession | None = None
         t = spec.timeouts
-        self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.idle)
+        # No sock_read: aiohttp would apply it to the wait for the headers as well, cutting a slow
+        # non-streamed answer at `idle` instead of `first_byte`. _read bounds each body read.
+        self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -132,7 +134,7 @@ class HttpClient:
                     url, json=body, headers=self._with_request_id(headers)
                 )
             async with response:
-                raw = await response.read()
+                raw = b"".join([data async for data in self._read(response)])
                 self._raise_for_status(response, raw)
             return self._parse(raw)
 
@@ -141,13 +143,13 @@ class HttpClient:
             async with self._first_byte():
                 response = await self.session.get(url, headers=self._with_request_id(headers))
             async with response:
-                raw = await response.read()
+                raw = b"".join([data async for data in self._read(response)])
                 self._raise_for_status(response, raw)
             return self._parse(raw)
 
     async def post_stream(
         self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Body bytes as they arrive. Closing the iterator (or cancelling its consumer) closes the
         upstream connection, so a caller that goes away stops the upstream too."""
         with self._mapped():
@@ -157,8 +159,9 @@ class HttpClient:
                 )
             try:
                 if response.status >= 400:
-                    self._raise_for_status(response, await response.read())
-                async for data in response.content.iter_any():
+                    raw = b"".join([data async for data in self._read(response)])
+                    self._raise_for_status(response, raw)
+                async for data in self._read(response):
                     yield data
             finally:
                 # Not release(): a body not read to the end must not go back to the pool.
@@ -166,6 +169,21 @@ class HttpClient:
                     response.close()
                 else:
                     response.release()
+
+    async def _read(self, response: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives; TIMEOUT when the upstream is silent for longer than idle."""
+        idle = self._spec.timeouts.idle
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    data = await response.content.readany()
+            except TimeoutError:
+                raise UpstreamError(
+                    FailureClass.TIMEOUT, self._spec.name, f"upstream went silent for {idle:g}s"
+                ) from None
+            if not data:
+                return
+            yield data
 
     def _parse(self, raw: bytes) -> Any:
         try:

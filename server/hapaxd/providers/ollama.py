@@ -1,6 +1,6 @@
 """Native Ollama adapter (type "ollama"): `/api/chat` with NDJSON streaming.
 
-Pure wire functions first, then the adapter. Talks HTTP through providers.http; must not import grpc.
+Pure wire functions first, then the adapter. Talks HTTP through providers.http; never imports grpc.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, cast
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
 from hapaxd.errors import FailureClass, UpstreamError
@@ -163,10 +163,12 @@ class OllamaProvider:
             return [final]
         return [Chunk(delta=chunk.delta, upstream_model=chunk.upstream_model), final]
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True)
         decoder = LineDecoder()
-        raw = self._http.post_stream(self._http.url("/api/chat"), body, self._headers())
+        url = self._http.url("/api/chat")
+        # post_stream is an async generator: aclosing() closes the upstream body promptly.
+        raw = cast(AsyncGenerator[bytes, None], self._http.post_stream(url, body, self._headers()))
         async with contextlib.aclosing(raw) as data_chunks:
             async for data in data_chunks:
                 for line in decoder.feed(data):

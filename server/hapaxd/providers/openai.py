@@ -1,6 +1,6 @@
-"""OpenAI Chat Completions adapter (types "openai" and "azure_openai"): any OpenAI-compatible server.
+"""OpenAI Chat Completions adapter (types "openai", "azure_openai"): any OpenAI-compatible server.
 
-Pure wire functions first, then the adapters. Talks HTTP through providers.http; must not import grpc.
+Pure wire functions first, then the adapters. Talks HTTP through providers.http; never imports grpc.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import contextlib
 import dataclasses
 import json
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, cast
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
 from hapaxd.errors import FailureClass, UpstreamError
@@ -272,11 +272,13 @@ class OpenAIProvider:
         except ValueError as exc:
             raise self._malformed(exc) from None
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, max_tokens_field=self._max_tokens_field)
         state = _StreamState(self.name)
         decoder = SSEDecoder()
-        raw = self._http.post_stream(self._chat_url(request), body, self._headers())
+        url = self._chat_url(request)
+        # post_stream is an async generator: aclosing() closes the upstream body promptly.
+        raw = cast(AsyncGenerator[bytes, None], self._http.post_stream(url, body, self._headers()))
         async with contextlib.aclosing(raw) as data_chunks:
             async for data in data_chunks:
                 for event in decoder.feed(data):

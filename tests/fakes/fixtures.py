@@ -1,0 +1,17 @@
+"""Pytest fixtures for the fake upstream, loaded by tests/conftest.py as a plugin
+(`pytest_plugins = ["tests.fakes.fixtures"]`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from .upstream import FakeUpstream
+
+
+@pytest_asyncio.fixture
+async def fake_upstream() -> AsyncIterator[FakeUpstream]:
+    """A started fake upstream on 127.0.0.1 (a free port), stopped after the test."""
+    async with FakeUpstream() as fake:
+        yield fake

@@ -1,0 +1,30 @@
+"""A scriptable fake LLM upstream (OpenAI, Azure OpenAI, Anthropic, Ollama) for adapter tests."""
+
+from .behaviours import (
+    Behaviour,
+    Fail,
+    Hang,
+    Malformed,
+    Raw,
+    Reply,
+    awkward_cuts,
+    awkward_pieces,
+    split_text,
+)
+from .server import CHAT_ROUTES, ROUTES, FakeUpstream, RecordedRequest
+
+__all__ = [
+    "CHAT_ROUTES",
+    "ROUTES",
+    "Behaviour",
+    "Fail",
+    "FakeUpstream",
+    "Hang",
+    "Malformed",
+    "Raw",
+    "RecordedRequest",
+    "Reply",
+    "awkward_cuts",
+    "awkward_pieces",
+    "split_text",
+]

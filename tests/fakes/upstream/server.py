@@ -1,0 +1,357 @@
+"""FakeUpstream: a real HTTP server on 127.0.0.1 that speaks the OpenAI, Azure OpenAI, Anthropic and
+Ollama wire formats, plays scripted behaviours, and records requests and client disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import re
+from collections.abc import Iterable
+from typing import Any, Self
+
+from aiohttp import web
+
+from .behaviours import Behaviour, Fail, Hang, Malformed, Raw, Reply, awkward_pieces
+from .wire import WIRES, OllamaWire, Wire
+
+# route name -> (method, path regex, vendor wire)
+ROUTES: dict[str, tuple[str, str, str]] = {
+    "openai.chat": ("POST", r"/v1/chat/completions", "openai"),
+    "openai.models": ("GET", r"/v1/models", "openai"),
+    "azure.chat": ("POST", r"/openai/deployments/[^/]+/chat/completions", "azure"),
+    "azure.models": ("GET", r"/openai/models", "azure"),
+    "anthropic.messages": ("POST", r"/v1/messages", "anthropic"),
+    "anthropic.models": ("GET", r"/v1/models", "anthropic"),  # told apart by anthropic-version
+    "ollama.chat": ("POST", r"/api/chat", "ollama"),
+    "ollama.tags": ("GET", r"/api/tags", "ollama"),
+}
+CHAT_ROUTES = frozenset(r for r in ROUTES if not r.endswith(("models", "tags")))
+
+
+@dataclasses.dataclass
+class RecordedRequest:
+    route: str  # a ROUTES name, or "unknown"
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    json: Any  # the parsed body, None if it was not JSON
+    disconnected: bool = False  # the client went away before the response was finished
+
+
+class FakeUpstream:
+    """Start with `async with FakeUpstream() as fake` (or start()/stop()); point adapters at
+    `fake.base_url(vendor)`; script with `fake.script(route, *behaviours)`."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.requests: list[RecordedRequest] = []
+        self.counts: collections.Counter[str] = collections.Counter()  # per path
+        self.disconnects = 0
+        self.disconnected = asyncio.Event()  # set at the first client disconnect
+        self._scripts: dict[str | None, collections.deque[Behaviour]] = collections.defaultdict(
+            collections.deque
+        )
+        self._defaults: dict[str | None, Behaviour] = {}
+        self._down = False
+        self._closing = False
+        self._gate = asyncio.Event()  # open unless hold() closed it
+        self._gate.set()
+        self.paused = 0  # streams waiting at Reply.pause_after
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+
+    # lifecycle --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(
+            app, handler_cancellation=True, shutdown_timeout=0.2, access_log=None
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        await site.start()
+        self._runner, self._closing = runner, False
+        if not self.port:
+            self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Close the listener and every open connection (hanging handlers are cancelled)."""
+        if self._runner is not None:
+            self._closing = True
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def refuse_connections(self) -> None:
+        """Stop listening (connects get ECONNREFUSED) and drop open connections."""
+        await self.stop()
+
+    async def accept_connections(self) -> None:
+        """Listen again on the same port."""
+        await self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def base_url(self, vendor: str) -> str:
+        """The base_url an adapter of that type is configured with (OpenAI's includes /v1)."""
+        return f"{self.url}/v1" if vendor == "openai" else self.url
+
+    # scripting --------------------------------------------------------------------------------
+
+    def script(self, route: str | None, *behaviours: Behaviour) -> None:
+        """Queue behaviours for a route (None: any route), consumed one per request."""
+        self._check(route)
+        self._scripts[route].extend(behaviours)
+
+    def set_default(self, behaviour: Behaviour, route: str | None = None) -> None:
+        """What a route (None: every route) does once its queue is empty; initially Reply()."""
+        self._check(route)
+        self._defaults[route] = behaviour
+
+    def hold(self) -> None:
+        """Chat requests are recorded, then wait (before any byte of the answer) until release();
+        streams with Reply.pause_after wait there too."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def wait_paused(self, n: int = 1, within: float = 5.0) -> None:
+        """Until `n` streams wait at their Reply.pause_after."""
+        await self._wait(lambda: self.paused >= n, within)
+
+    def set_down(self) -> None:
+        """Answer 503 to everything until set_up(); scripts are left untouched."""
+        self._down = True
+
+    def set_up(self) -> None:
+        self._down = False
+
+    def reset(self) -> None:
+        self._scripts.clear()
+        self._defaults.clear()
+        self.requests.clear()
+        self.counts.clear()
+        self.disconnects = 0
+        self.disconnected.clear()
+        self._down = False
+
+    def _check(self, route: str | None) -> None:
+        if route is not None and route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; routes: {', '.join(ROUTES)}")
+
+    def _next(self, route: str) -> Behaviour:
+        for queue in (self._scripts[route], self._scripts[None]):
+            if queue:
+                return queue.popleft()
+        return self._defaults.get(route) or self._defaults.get(None) or Reply()
+
+    # observation ------------------------------------------------------------------------------
+
+    def count(self, route_or_path: str) -> int:
+        if route_or_path.startswith("/"):
+            return self.counts[route_or_path]
+        return sum(1 for r in self.requests if r.route == route_or_path)
+
+    def requests_to(self, route: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.route == route]
+
+    @property
+    def last(self) -> RecordedRequest:
+        return self.requests[-1]
+
+    async def wait_for_requests(self, n: int = 1, within: float = 5.0) -> None:
+        await self._wait(lambda: len(self.requests) >= n, within)
+
+    async def wait_for_disconnects(self, n: int = 1, within: float = 5.0) -> None:
+        """Until `n` requests in all have seen their client close the connection early."""
+        await self._wait(lambda: self.disconnects >= n, within)
+
+    async def _wait(self, predicate: Any, within: float) -> None:
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # serving ----------------------------------------------------------------------------------
+
+    def _route(self, request: web.Request) -> str:
+        for name, (method, pattern, _vendor) in ROUTES.items():
+            if request.method == method and re.fullmatch(pattern, request.path):
+                if name == "openai.models" and "anthropic-version" in request.headers:
+                    continue
+                return name
+        return "unknown"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        route = self._route(request)
+        record = RecordedRequest(
+            route, request.method, request.path, dict(request.query),
+            {k.lower(): v for k, v in request.headers.items()}, raw, parsed,
+        )
+        self.requests.append(record)
+        self.counts[request.path] += 1
+        await self._notify()
+        wire = WIRES[ROUTES[route][2]] if route in ROUTES else WIRES["openai"]
+        if route == "unknown":
+            return self._json(404, wire.error_body(Fail(404, message=f"no route {request.path}")))
+        behaviour = Fail(503) if self._down else self._next(route)
+        fake_aborted: list[bool] = []
+        try:
+            return await self._play(request, record, wire, behaviour, fake_aborted)
+        except (asyncio.CancelledError, ConnectionResetError):
+            if not self._closing and not fake_aborted:
+                record.disconnected = True
+                self.disconnects += 1
+                self.disconnected.set()
+                await asyncio.shield(self._notify())
+            raise
+
+    async def _play(
+        self, request: web.Request, record: RecordedRequest, wire: Wire, behaviour: Behaviour,
+        fake_aborted: list[bool],
+    ) -> web.StreamResponse:
+        if record.route in CHAT_ROUTES:
+            await self._gate.wait()
+        if isinstance(behaviour, Hang):
+            if behaviour.seconds is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(behaviour.seconds or 0)
+            behaviour = behaviour.then
+        if isinstance(behaviour, Fail):
+            headers = dict(behaviour.headers)
+            if behaviour.retry_after is not None:
+                headers["Retry-After"] = behaviour.retry_after
+            return self._json(behaviour.status, wire.error_body(behaviour), headers)
+        if isinstance(behaviour, Raw):
+            response = await self._open(request, behaviour.status, behaviour.content_type, {})
+            await self._write_all(response, behaviour.pieces, behaviour.piece_delay)
+            await response.write_eof()
+            return response
+        body = record.json if isinstance(record.json, dict) else {}
+        # Azure names the deployment in the path, not the model in the body.
+        deployment = request.path.split("/")[3] if record.route == "azure.chat" else "unknown"
+        model = str(body.get("model") or deployment)
+        if record.route not in CHAT_ROUTES:
+            if isinstance(behaviour, Malformed):
+                return web.Response(body=wire.malformed_body(), content_type="application/json")
+            return self._json(200, wire.models())
+        streaming = body.get("stream", isinstance(wire, OllamaWire)) is True
+        if isinstance(behaviour, Malformed):
+            if not streaming:
+                return web.Response(body=wire.malformed_body(), content_type="application/json")
+            behaviour = Reply(error_after=behaviour.after)
+            return await self._stream(request, wire, behaviour, model, fake_aborted, broken=True)
+        if not streaming:
+            reply_model = behaviour.model or model
+            return self._json(200, wire.completion(behaviour, reply_model), behaviour.headers)
+        return await self._stream(request, wire, behaviour, model, fake_aborted)
+
+    async def _stream(
+        self, request: web.Request, wire: Wire, reply: Reply, model: str,
+        fake_aborted: list[bool], broken: bool = False,
+    ) -> web.StreamResponse:
+        frames = wire.frames(reply, reply.model or model)
+        gap = "\n" if isinstance(wire, OllamaWire) else ": keep-alive\n\n"
+
+        def encode(frames: Iterable[str]) -> list[bytes]:
+            out: list[bytes] = []
+            for frame in frames:
+                text = f"{gap}{frame}" if reply.comments else frame
+                out.append((text.replace("\n", "\r\n") if reply.crlf else text).encode())
+            return out
+
+        response = await self._open(request, 200, wire.stream_content_type, reply.headers)
+        if reply.awkward:
+            closing = [] if reply.end_early else frames.closing
+            data = b"".join(encode([*frames.opening, *frames.content, *closing]))
+            await self._write_all(response, awkward_pieces(data), reply.piece_delay)
+            await response.write_eof()
+            return response
+        await self._write_all(response, encode(frames.opening), 0)
+        pieces = encode(frames.content)
+        for index in range(len(pieces) + 1):  # the last round only runs the after-N actions
+            if index == reply.stall_after:
+                await asyncio.Event().wait()  # until the client leaves
+            if index == reply.pause_after:
+                self._gate.clear()
+                self.paused += 1
+                await self._notify()
+                await self._gate.wait()
+            if index == reply.drop_after:
+                await self._abort(request, fake_aborted)
+            if index == reply.error_after:
+                if broken:
+                    await self._write_all(response, encode([wire.malformed_frame()]), 0)
+                else:
+                    await self._write_all(response, encode([wire.stream_error(reply.error)]), 0)
+                    await response.write_eof()
+                    return response
+            if index == len(pieces):
+                break
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+            await response.write(pieces[index])
+        if not reply.end_early:
+            await self._write_all(response, encode(frames.closing), 0)
+        await response.write_eof()
+        return response
+
+    async def _abort(self, request: web.Request, fake_aborted: list[bool]) -> None:
+        """Cut the TCP connection, then wait to be cancelled. What was written has already gone to
+        the kernel (small writes on an idle socket are sent at once), so abort() loses nothing."""
+        transport = request.transport
+        assert transport is not None
+        fake_aborted.append(True)
+        transport.abort()
+        await asyncio.Event().wait()  # connection_lost cancels this handler
+
+    @staticmethod
+    async def _open(
+        request: web.Request, status: int, content_type: str, headers: dict[str, str] | Any
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+        response.headers.update(headers)
+        response.headers["Cache-Control"] = "no-cache"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        return response
+
+    @staticmethod
+    async def _write_all(
+        response: web.StreamResponse, pieces: Iterable[bytes], delay: float
+    ) -> None:
+        for piece in pieces:
+            await response.write(piece)
+            if delay:
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def _json(status: int, body: Any, headers: Any = None) -> web.Response:
+        response = web.Response(
+            status=status, text=json.dumps(body), content_type="application/json"
+        )
+        if headers:
+            response.headers.update(headers)
+        return response
+

@@ -1,0 +1,384 @@
+"""The adapters' pure wire functions against real vendor payloads: request bodies, responses,
+stream chunks, finish reasons and error classification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hapaxd.domain import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
+from hapaxd.errors import FailureClass
+from hapaxd.providers import anthropic, ollama, openai
+
+FULL = CompletionRequest(
+    model="m",
+    messages=(
+        Message(Role.SYSTEM, "Be brief."),
+        Message(Role.USER, "Hi"),
+        Message(Role.ASSISTANT, "Hello."),
+        Message(Role.SYSTEM, "Answer in French."),
+        Message(Role.USER, "How are you?"),
+    ),
+    max_tokens=64,
+    temperature=0.2,
+    top_p=0.9,
+    stop=("\n\n", "END"),
+    user="user-42",
+)
+MINIMAL = CompletionRequest(model="m", messages=(Message(Role.USER, "Hi"),))
+
+
+# OpenAI ----------------------------------------------------------------------------------------
+
+OPENAI_COMPLETION = {
+    "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+    "object": "chat.completion",
+    "created": 1741570283,
+    "model": "gpt-4o-2024-08-06",
+    "choices": [{
+        "index": 0,
+        "message": {"role": "assistant", "content": "The image shows a wooden boardwalk.",
+                    "refusal": None, "annotations": []},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }],
+    "usage": {"prompt_tokens": 1117, "completion_tokens": 46, "total_tokens": 1163,
+              "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+              "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                            "accepted_prediction_tokens": 0,
+                                            "rejected_prediction_tokens": 0}},
+    "service_tier": "default",
+    "system_fingerprint": "fp_fc9f1d7035",
+}
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
+            "model": "gpt-4o-mini", "system_fingerprint": "fp_44709d6fcb",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "usage": None}
+
+
+def test_openai_to_wire_full() -> None:
+    assert openai.to_wire(FULL) == {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "How are you?"},
+        ],
+        "max_tokens": 64,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["\n\n", "END"],
+        "user": "user-42",
+    }
+
+
+def test_openai_to_wire_leaves_unset_fields_out_and_streams_with_usage() -> None:
+    assert openai.to_wire(MINIMAL) == {
+        "model": "m", "messages": [{"role": "user", "content": "Hi"}]
+    }
+    body = openai.to_wire(MINIMAL, stream=True)
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_openai_to_wire_zero_temperature_is_sent() -> None:
+    body = openai.to_wire(CompletionRequest(model="m", messages=(), temperature=0.0))
+    assert body["temperature"] == 0.0
+
+
+def test_openai_to_wire_max_completion_tokens_option() -> None:
+    body = openai.to_wire(FULL, max_tokens_field="max_completion_tokens")
+    assert body["max_completion_tokens"] == 64 and "max_tokens" not in body
+
+
+def test_openai_from_wire() -> None:
+    completion = openai.from_wire(OPENAI_COMPLETION)
+    assert completion.text == "The image shows a wooden boardwalk."
+    assert completion.finish_reason is FinishReason.STOP
+    assert completion.usage == Usage(1117, 46)
+    assert completion.upstream_model == "gpt-4o-2024-08-06"
+
+
+def test_openai_from_wire_tool_call_with_null_content() -> None:
+    body = {**OPENAI_COMPLETION, "choices": [{
+        "index": 0, "logprobs": None, "finish_reason": "tool_calls",
+        "message": {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_abc", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+    }]}
+    completion = openai.from_wire(body)
+    assert completion.text == "" and completion.finish_reason is FinishReason.TOOL_CALLS
+
+
+@pytest.mark.parametrize("body", [[], "text", {"id": "x"}, {"choices": []}, {"choices": "x"}])
+def test_openai_from_wire_rejects_non_completions(body: Any) -> None:
+    with pytest.raises(ValueError):
+        openai.from_wire(body)
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [("stop", FinishReason.STOP), ("length", FinishReason.LENGTH),
+     ("content_filter", FinishReason.CONTENT_FILTER), ("tool_calls", FinishReason.TOOL_CALLS),
+     ("function_call", FinishReason.TOOL_CALLS), ("something_new", FinishReason.UNSPECIFIED),
+     (None, FinishReason.UNSPECIFIED)],
+)
+def test_openai_finish_reasons(wire: Any, reason: FinishReason) -> None:
+    assert openai.finish_reason(wire) is reason
+
+
+def test_openai_chunk_from_wire_sequence() -> None:
+    role = _chunk({"role": "assistant", "content": "", "refusal": None})
+    text = _chunk({"content": "Hel"})
+    finish = _chunk({}, "length")
+    usage = {**_chunk({}), "choices": [],
+             "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}
+    assert openai.chunk_from_wire(role) is None
+    assert openai.chunk_from_wire(text) == Chunk(delta="Hel", upstream_model="gpt-4o-mini")
+    assert openai.chunk_from_wire(finish) == Chunk(
+        finish_reason=FinishReason.LENGTH, upstream_model="gpt-4o-mini"
+    )
+    assert openai.chunk_from_wire(usage) == Chunk(usage=Usage(9, 12), upstream_model="gpt-4o-mini")
+
+
+def test_openai_chunk_from_wire_usage_with_null_choices_and_azure_preamble() -> None:
+    vllm = {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": None,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+    assert openai.chunk_from_wire(vllm) == Chunk(usage=Usage(1, 2), upstream_model="m")
+    azure = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
+             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
+    assert openai.chunk_from_wire(azure) is None
+    with pytest.raises(ValueError):
+        openai.chunk_from_wire(["not", "a", "chunk"])
+
+
+def _openai_error(kind: str, code: str | None, message: str = "m") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "failure"),
+    [
+        (429, _openai_error("insufficient_quota", "insufficient_quota"), FailureClass.CREDENTIAL),
+        (429, _openai_error("requests", "rate_limit_exceeded"), FailureClass.RATE_LIMITED),
+        (400, _openai_error("invalid_request_error", "context_length_exceeded"),
+         FailureClass.CALLER),
+        (400, _openai_error("invalid_request_error", None), FailureClass.CALLER),
+        (401, _openai_error("invalid_request_error", "invalid_api_key"), FailureClass.CREDENTIAL),
+        (403, _openai_error("invalid_request_error", "unsupported_country_region_territory"),
+         FailureClass.CREDENTIAL),
+        (404, _openai_error("invalid_request_error", "model_not_found"), FailureClass.INTERNAL),
+        (408, "timeout", FailureClass.TIMEOUT),
+        (500, _openai_error("server_error", None), FailureClass.TRANSIENT),
+        (502, "<html>Bad Gateway</html>", FailureClass.TRANSIENT),
+        (503, {"error": {"code": "503", "message": "Service unavailable"}},
+         FailureClass.TRANSIENT),
+    ],
+)
+def test_openai_classify(status: int, body: Any, failure: FailureClass) -> None:
+    assert openai.classify(status, body) is failure
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (_openai_error("server_error", None), 500),
+        (_openai_error("requests", "rate_limit_exceeded"), 429),
+        (_openai_error("insufficient_quota", "insufficient_quota"), 429),
+        (_openai_error("invalid_request_error", "context_length_exceeded"), 400),
+        ({"error": {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}},
+         400),
+        ({"error": {"code": "429", "message": "Azure rate limit"}}, 429),
+        ({"error": {"message": "weird"}}, 500),
+    ],
+)
+def test_openai_error_status_of_stream_errors(body: Any, status: int) -> None:
+    assert openai.error_status(body) == status
+
+
+def test_openai_error_message_names_the_code() -> None:
+    body = _openai_error("insufficient_quota", "insufficient_quota", "You exceeded your quota.")
+    assert openai.error_message(body) == "You exceeded your quota. (insufficient_quota)"
+    assert openai.error_message("<html>502</html>") == "<html>502</html>"
+
+
+# Anthropic -------------------------------------------------------------------------------------
+
+ANTHROPIC_MESSAGE = {
+    "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-sonnet-4-20250514",
+    "content": [
+        {"type": "thinking", "thinking": "The user says hi.", "signature": "EqQBCgIYAhIM"},
+        {"type": "text", "text": "Hi! "},
+        {"type": "text", "text": "I'm Claude."},
+        {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {"q": "x"}},
+    ],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 2095, "cache_creation_input_tokens": 0,
+              "cache_read_input_tokens": 0, "output_tokens": 503, "service_tier": "standard"},
+}
+
+
+def test_anthropic_to_wire_full() -> None:
+    assert anthropic.to_wire(FULL) == {
+        "model": "m",
+        "max_tokens": 64,
+        "system": "Be brief.\n\nAnswer in French.",
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "How are you?"},
+        ],
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop_sequences": ["\n\n", "END"],
+        "metadata": {"user_id": "user-42"},
+    }
+
+
+def test_anthropic_to_wire_always_sends_max_tokens() -> None:
+    assert anthropic.to_wire(MINIMAL) == {
+        "model": "m", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hi"}]
+    }
+    body = anthropic.to_wire(MINIMAL, stream=True, default_max_tokens=4096)
+    assert body["max_tokens"] == 4096 and body["stream"] is True
+
+
+def test_anthropic_from_wire_joins_text_blocks_only() -> None:
+    completion = anthropic.from_wire(ANTHROPIC_MESSAGE)
+    assert completion.text == "Hi! I'm Claude."
+    assert completion.finish_reason is FinishReason.STOP
+    assert completion.usage == Usage(2095, 503)
+    assert completion.upstream_model == "claude-sonnet-4-20250514"
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [("end_turn", FinishReason.STOP), ("stop_sequence", FinishReason.STOP),
+     ("max_tokens", FinishReason.LENGTH), ("tool_use", FinishReason.TOOL_CALLS),
+     ("refusal", FinishReason.CONTENT_FILTER), ("pause_turn", FinishReason.UNSPECIFIED),
+     (None, FinishReason.UNSPECIFIED)],
+)
+def test_anthropic_stop_reasons(wire: Any, reason: FinishReason) -> None:
+    assert anthropic.stop_reason(wire) is reason
+    assert anthropic.from_wire({**ANTHROPIC_MESSAGE, "stop_reason": wire}).finish_reason is reason
+
+
+@pytest.mark.parametrize("body", [None, {"type": "message"}, {"content": "text"}])
+def test_anthropic_from_wire_rejects_non_messages(body: Any) -> None:
+    with pytest.raises(ValueError):
+        anthropic.from_wire(body)
+
+
+def _anthropic_error(kind: str, message: str = "m") -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message},
+            "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "failure"),
+    [
+        (400, _anthropic_error("invalid_request_error"), FailureClass.CALLER),
+        (400, _anthropic_error("invalid_request_error",
+                               "Your credit balance is too low to access the Anthropic API."),
+         FailureClass.CREDENTIAL),
+        (401, _anthropic_error("authentication_error", "invalid x-api-key"),
+         FailureClass.CREDENTIAL),
+        (402, _anthropic_error("billing_error"), FailureClass.CREDENTIAL),
+        (403, _anthropic_error("permission_error"), FailureClass.CREDENTIAL),
+        (404, _anthropic_error("not_found_error"), FailureClass.INTERNAL),
+        (413, _anthropic_error("request_too_large"), FailureClass.CALLER),
+        (429, _anthropic_error("rate_limit_error"), FailureClass.RATE_LIMITED),
+        (500, _anthropic_error("api_error"), FailureClass.TRANSIENT),
+        (529, _anthropic_error("overloaded_error", "Overloaded"), FailureClass.TRANSIENT),
+        (504, "upstream timed out", FailureClass.TIMEOUT),
+    ],
+)
+def test_anthropic_classify(status: int, body: Any, failure: FailureClass) -> None:
+    assert anthropic.classify(status, body) is failure
+
+
+# Ollama ----------------------------------------------------------------------------------------
+
+OLLAMA_DONE = {
+    "model": "llama3.2",
+    "created_at": "2023-12-12T14:13:43.416799Z",
+    "message": {"role": "assistant", "content": "Hello! How are you today?"},
+    "done": True,
+    "done_reason": "stop",
+    "total_duration": 5191566416,
+    "load_duration": 2154458,
+    "prompt_eval_count": 26,
+    "prompt_eval_duration": 383809000,
+    "eval_count": 298,
+    "eval_duration": 4799921000,
+}
+
+
+def test_ollama_to_wire_full() -> None:
+    body = ollama.to_wire(FULL)
+    assert body["stream"] is False
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert len(body["messages"]) == 5
+    assert body["options"] == {"num_predict": 64, "temperature": 0.2, "top_p": 0.9,
+                               "stop": ["\n\n", "END"]}
+
+
+def test_ollama_to_wire_minimal_sends_stream_flag_and_no_options() -> None:
+    assert ollama.to_wire(MINIMAL) == {
+        "model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": False
+    }
+    assert ollama.to_wire(MINIMAL, stream=True)["stream"] is True
+
+
+def test_ollama_from_wire() -> None:
+    completion = ollama.from_wire(OLLAMA_DONE)
+    assert completion.text == "Hello! How are you today?"
+    assert completion.finish_reason is FinishReason.STOP
+    assert completion.usage == Usage(26, 298)
+    assert completion.upstream_model == "llama3.2"
+
+
+def test_ollama_from_wire_without_counts_and_length() -> None:
+    body = {k: v for k, v in OLLAMA_DONE.items() if k != "prompt_eval_count"}
+    completion = ollama.from_wire({**body, "done_reason": "length"})
+    assert completion.usage == Usage(0, 298) and completion.finish_reason is FinishReason.LENGTH
+
+
+def test_ollama_chunk_from_wire_records() -> None:
+    part = {"model": "llama3.2", "created_at": "2023-08-04T08:52:19.385406455Z",
+            "message": {"role": "assistant", "content": "The"}, "done": False}
+    assert ollama.chunk_from_wire(part) == Chunk(delta="The", upstream_model="llama3.2")
+    empty = {**part, "message": {"role": "assistant", "content": ""}}
+    assert ollama.chunk_from_wire(empty) is None
+    final = ollama.chunk_from_wire({**OLLAMA_DONE, "message": {"role": "assistant",
+                                                               "content": ""}})
+    assert final == Chunk(finish_reason=FinishReason.STOP, usage=Usage(26, 298),
+                          upstream_model="llama3.2")
+    with pytest.raises(ValueError):
+        ollama.chunk_from_wire("nope")
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [("stop", FinishReason.STOP), ("length", FinishReason.LENGTH),
+     ("unload", FinishReason.UNSPECIFIED), (None, FinishReason.UNSPECIFIED)],
+)
+def test_ollama_done_reasons(wire: Any, reason: FinishReason) -> None:
+    assert ollama.done_reason(wire) is reason
+
+
+@pytest.mark.parametrize(
+    ("status", "failure"),
+    [(400, FailureClass.CALLER), (404, FailureClass.INTERNAL), (500, FailureClass.TRANSIENT),
+     (503, FailureClass.TRANSIENT)],
+)
+def test_ollama_classify(status: int, failure: FailureClass) -> None:
+    assert ollama.classify(status, {"error": "x"}) is failure
