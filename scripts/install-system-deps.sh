@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Debian packages the test suite drives as real peers: `prometheus` (gives the `prometheus` and
+# `promtool` binaries). Does nothing when promtool is already on PATH. `make tools` runs this.
+set -euo pipefail
+
+if command -v promtool >/dev/null 2>&1; then
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-system-deps: promtool is missing and there is no apt-get;" \
+       "install the 'prometheus' package (it provides promtool) by hand" >&2
+  exit 1
+fi
+
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+  else
+    echo "install-system-deps: not root and no sudo; as root run:" \
+         "apt-get update && apt-get install -y --no-install-recommends prometheus" >&2
+    exit 1
+  fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+${as_root[@]+"${as_root[@]}"} apt-get update
+${as_root[@]+"${as_root[@]}"} apt-get install -y --no-install-recommends prometheus
+
+# Only the binaries are wanted. On a host running systemd the package also starts a Prometheus
+# service on :9090 (the gateway's metrics port), so stop it and keep it from starting at boot.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  ${as_root[@]+"${as_root[@]}"} systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
