@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from hapax.v1 import admin_service_pb2_grpc, completion_service_pb2_grpc
 from hapaxd import config
 from hapaxd.app import App

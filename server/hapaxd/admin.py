@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
+
 from hapax.v1 import admin_service_pb2 as pb
 from hapax.v1 import admin_service_pb2_grpc as pb_grpc
-
 from hapaxd.breaker import State
 from hapaxd.upstreams import Upstream
 

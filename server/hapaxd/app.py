@@ -14,13 +14,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+
 from hapax.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     completion_service_pb2,
     completion_service_pb2_grpc,
 )
-
 from hapaxd.admin import AdminServicer
 from hapaxd.breaker import CircuitBreaker, State
 from hapaxd.config import Settings

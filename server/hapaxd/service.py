@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 from grpc_status import rpc_status
+
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
-
 from hapaxd import callinfo
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Route, Usage
 from hapaxd.errors import GatewayError

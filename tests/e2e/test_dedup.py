@@ -19,8 +19,14 @@ CHAT = "openai.chat"
 
 def settings(fake: FakeUpstream, **extra: Any) -> Any:
     return make_settings(
-        providers=[{"name": "up", "type": "openai", "base_url": fake.base_url("openai"),
-                    "models": {"chat": "m", "nodedup": "m"}}],
+        providers=[
+            {
+                "name": "up",
+                "type": "openai",
+                "base_url": fake.base_url("openai"),
+                "models": {"chat": "m", "nodedup": "m"},
+            }
+        ],
         default_model="chat",
         models={"nodedup": {"dedup": False}},
         router={"retry": {"max_attempts": 1}},
@@ -35,8 +41,10 @@ async def test_100_identical_completes_reach_the_upstream_once(
     gateway = await start_gateway(settings(fake_upstream), events=events)
     fake_upstream.set_default(Reply(text="one answer for all"))
     fake_upstream.hold()
-    calls = [asyncio.ensure_future(gateway.stub.Complete(pb.CompleteRequest(prompt="same")))
-             for _ in range(100)]
+    calls = [
+        asyncio.ensure_future(gateway.stub.Complete(pb.CompleteRequest(prompt="same")))
+        for _ in range(100)
+    ]
     await events.wait_until(lambda: events.counts["deduplicated"] == 99)
     fake_upstream.release()
     replies = await asyncio.gather(*calls)
@@ -53,8 +61,10 @@ async def test_every_waiter_gets_the_same_error(
     gateway = await start_gateway(settings(fake_upstream), events=events)
     fake_upstream.set_default(Fail(503))
     fake_upstream.hold()
-    calls = [asyncio.ensure_future(gateway.stub.Complete(pb.CompleteRequest(prompt="same")))
-             for _ in range(5)]
+    calls = [
+        asyncio.ensure_future(gateway.stub.Complete(pb.CompleteRequest(prompt="same")))
+        for _ in range(5)
+    ]
     await events.wait_until(lambda: events.counts["deduplicated"] == 4)
     fake_upstream.release()
     results = await asyncio.gather(*calls, return_exceptions=True)
@@ -97,8 +107,9 @@ async def test_different_requests_or_callers_do_not_share(
         gateway.stub.Complete(pb.CompleteRequest(prompt="same")),
         gateway.stub.Complete(pb.CompleteRequest(prompt="same", temperature=0.0)),
         gateway.stub.Complete(pb.CompleteRequest(prompt="other")),
-        gateway.stub.Complete(pb.CompleteRequest(prompt="same"),
-                              metadata=(("authorization", "Bearer tenant-b"),)),
+        gateway.stub.Complete(
+            pb.CompleteRequest(prompt="same"), metadata=(("authorization", "Bearer tenant-b"),)
+        ),
         gateway.stub.Complete(pb.CompleteRequest(prompt="same", model="nodedup")),
     ]
     await fake_upstream.wait_for_requests(5)
@@ -113,11 +124,15 @@ async def test_callers_may_share_across_tenants_when_configured(
 ) -> None:
     events = Recorder()
     gateway = await start_gateway(
-        settings(fake_upstream, dedup={"share_across_callers": True}), events=events)
+        settings(fake_upstream, dedup={"share_across_callers": True}), events=events
+    )
     fake_upstream.hold()
-    calls = [gateway.stub.Complete(pb.CompleteRequest(prompt="same"),
-                                   metadata=(("authorization", f"Bearer tenant-{i}"),))
-             for i in range(3)]
+    calls = [
+        gateway.stub.Complete(
+            pb.CompleteRequest(prompt="same"), metadata=(("authorization", f"Bearer tenant-{i}"),)
+        )
+        for i in range(3)
+    ]
     await events.wait_until(lambda: events.counts["deduplicated"] == 2)
     fake_upstream.release()
     await asyncio.gather(*calls)
@@ -147,8 +162,9 @@ async def test_identical_streams_share_one_upstream_stream_and_a_late_joiner_get
             messages.append(message)
         return messages
 
-    streams = await asyncio.gather(*(rest(c, f) for c, f in zip(early, firsts, strict=True)),
-                                   rest(late, None))
+    streams = await asyncio.gather(
+        *(rest(c, f) for c, f in zip(early, firsts, strict=True)), rest(late, None)
+    )
     assert fake_upstream.count(CHAT) == 1
     for messages in streams:
         assert "".join(m.delta for m in messages) == text
@@ -163,8 +179,9 @@ async def test_dedup_can_be_turned_off_per_model(
 ) -> None:
     gateway = await start_gateway(settings(fake_upstream))
     fake_upstream.hold()
-    calls = [gateway.stub.Complete(pb.CompleteRequest(prompt="same", model="nodedup"))
-             for _ in range(3)]
+    calls = [
+        gateway.stub.Complete(pb.CompleteRequest(prompt="same", model="nodedup")) for _ in range(3)
+    ]
     await fake_upstream.wait_for_requests(3)
     fake_upstream.release()
     await asyncio.gather(*calls)
@@ -184,8 +201,9 @@ async def test_shared_answers_say_so(
         fake_upstream.release()
         shared = [r.route.shared for r in await asyncio.gather(*calls)]
     else:
-        streams = [gateway.stub.StreamComplete(pb.StreamCompleteRequest(prompt="s"))
-                   for _ in range(2)]
+        streams = [
+            gateway.stub.StreamComplete(pb.StreamCompleteRequest(prompt="s")) for _ in range(2)
+        ]
         await events.wait_until(lambda: events.counts["deduplicated"] == 1)
         fake_upstream.release()
         shared = [[m async for m in s][-1].route.shared for s in streams]

@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 import pytest
-from hapax.v1 import completion_service_pb2 as pb
 
+from hapax.v1 import completion_service_pb2 as pb
 from tests.conftest import Gateway, StartGateway, make_settings
 from tests.status_details import details_of
 

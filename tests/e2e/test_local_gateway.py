@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from hapax.v1 import completion_service_pb2 as pb
 
+from hapax.v1 import completion_service_pb2 as pb
 from tests.conftest import Gateway, StartGateway, make_settings
 
 

@@ -35,8 +35,9 @@ def provider(name: str, fake: FakeUpstream, **extra: Any) -> dict[str, Any]:
 
 
 def settings(*providers: dict[str, Any], **extra: Any) -> Any:
-    extra.setdefault("router", {"retry": {"max_attempts": 2, "initial_backoff": "1ms",
-                                          "max_backoff": "5ms"}})
+    extra.setdefault(
+        "router", {"retry": {"max_attempts": 2, "initial_backoff": "1ms", "max_backoff": "5ms"}}
+    )
     return make_settings(providers=list(providers), default_model="chat", **extra)
 
 
@@ -62,16 +63,28 @@ async def test_1000_requests_through_a_flapping_primary_all_succeed(
     start_gateway: StartGateway, fake_upstream: FakeUpstream, backup: FakeUpstream
 ) -> None:
     failures = [
-        Fail(500), Fail(503, retry_after="0"), Fail(429), Fail(429, retry_after="0"),
-        Malformed(), Hang(seconds=1.0), Fail(502), Reply(text="primary"), Reply(text="primary"),
+        Fail(500),
+        Fail(503, retry_after="0"),
+        Fail(429),
+        Fail(429, retry_after="0"),
+        Malformed(),
+        Hang(seconds=1.0),
+        Fail(502),
+        Reply(text="primary"),
+        Reply(text="primary"),
     ]
     fake_upstream.script(None, *itertools.islice(itertools.cycle(failures), 1500))
     backup.set_default(Reply(text="backup"))
-    gateway = await start_gateway(settings(
-        provider("primary", fake_upstream, circuit_breaker={"failure_threshold": 3,
-                                                             "timeout": "20ms"}),
-        provider("backup", backup, timeouts=GENEROUS),  # the last resort must not time out
-    ))
+    gateway = await start_gateway(
+        settings(
+            provider(
+                "primary",
+                fake_upstream,
+                circuit_breaker={"failure_threshold": 3, "timeout": "20ms"},
+            ),
+            provider("backup", backup, timeouts=GENEROUS),  # the last resort must not time out
+        )
+    )
     limit = asyncio.Semaphore(50)
 
     async def one(i: int) -> pb.CompleteResponse:
@@ -81,7 +94,9 @@ async def test_1000_requests_through_a_flapping_primary_all_succeed(
     replies = await asyncio.gather(*(one(i) for i in range(1000)))
     assert len(replies) == 1000
     assert all(r.text in ("primary", "backup") for r in replies)
-    served = {name: sum(r.route.provider == name for r in replies) for name in ("primary", "backup")}
+    served = {
+        name: sum(r.route.provider == name for r in replies) for name in ("primary", "backup")
+    }
     assert served["primary"] > 0 and served["backup"] > 0, served
     assert any(r.route.attempts > 1 for r in replies)
 
@@ -129,8 +144,11 @@ async def test_breaker_opens_sends_nothing_while_open_half_opens_and_closes(
     assert (reply.route.provider, reply.text) == ("primary", "recovered")
     assert await breaker_state() == admin_pb.BREAKER_STATE_CLOSED
     assert [args for name, args in events.log if name == "breaker"] == [
-        ("primary", "open"), ("primary", "half_open"), ("primary", "open"),
-        ("primary", "half_open"), ("primary", "closed"),
+        ("primary", "open"),
+        ("primary", "half_open"),
+        ("primary", "open"),
+        ("primary", "half_open"),
+        ("primary", "closed"),
     ]
 
 
@@ -138,10 +156,13 @@ async def test_caller_faults_never_trip_the_breaker(
     start_gateway: StartGateway, fake_upstream: FakeUpstream, backup: FakeUpstream
 ) -> None:
     fake_upstream.set_default(Fail(400, message="max_tokens is too large"))
-    gateway = await start_gateway(settings(
-        provider("primary", fake_upstream), provider("backup", backup),
-        circuit_breaker={"failure_threshold": 2},
-    ))
+    gateway = await start_gateway(
+        settings(
+            provider("primary", fake_upstream),
+            provider("backup", backup),
+            circuit_breaker={"failure_threshold": 2},
+        )
+    )
     for i in range(5):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await gateway.stub.Complete(ask(f"bad {i}"))
@@ -199,11 +220,13 @@ async def test_deadline_budget_covers_all_attempts_and_lists_them(
 ) -> None:
     fake_upstream.script("openai.chat", Fail(500), Fail(500))
     backup.set_default(Hang())
-    gateway = await start_gateway(settings(
-        provider("a", fake_upstream),
-        provider("b", backup, timeouts={**FAST, "first_byte": "30s", "idle": "30s"}),
-        router={"default_deadline": "400ms", "retry": {"initial_backoff": "1ms"}},
-    ))
+    gateway = await start_gateway(
+        settings(
+            provider("a", fake_upstream),
+            provider("b", backup, timeouts={**FAST, "first_byte": "30s", "idle": "30s"}),
+            router={"default_deadline": "400ms", "retry": {"initial_backoff": "1ms"}},
+        )
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.stub.Complete(ask("x"))
     details = details_of(caught.value)
@@ -217,8 +240,11 @@ async def test_a_caller_deadline_closes_the_upstream_request(
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.set_default(Hang())
-    gateway = await start_gateway(settings(
-        provider("a", fake_upstream, timeouts={**FAST, "first_byte": "30s", "idle": "30s"})))
+    gateway = await start_gateway(
+        settings(
+            provider("a", fake_upstream, timeouts={**FAST, "first_byte": "30s", "idle": "30s"})
+        )
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.stub.Complete(ask("x"), timeout=0.3)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -229,10 +255,12 @@ async def test_a_cancelled_stream_closes_the_upstream_request(
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.set_default(Reply(text="one two three four", chunks=4, stall_after=1))
-    gateway = await start_gateway(settings(
-        provider("a", fake_upstream, timeouts={**FAST, "idle": "30s"}),
-        router={"stream_idle_timeout": "30s"},
-    ))
+    gateway = await start_gateway(
+        settings(
+            provider("a", fake_upstream, timeouts={**FAST, "idle": "30s"}),
+            router={"stream_idle_timeout": "30s"},
+        )
+    )
     call = gateway.stub.StreamComplete(pb.StreamCompleteRequest(prompt="x"))
     first = await call.read()
     assert first.delta
@@ -261,11 +289,13 @@ async def test_a_stream_broken_after_chunks_ends_with_stream_interrupted(
         "stall": Reply(text="aa bb cc dd", chunks=4, stall_after=2),
     }[breakage]
     fake_upstream.set_default(broken)
-    gateway = await start_gateway(settings(
-        provider("a", fake_upstream, timeouts={**FAST, "idle": "30s"}),
-        provider("b", backup),
-        router={"stream_idle_timeout": "300ms"},
-    ))
+    gateway = await start_gateway(
+        settings(
+            provider("a", fake_upstream, timeouts={**FAST, "idle": "30s"}),
+            provider("b", backup),
+            router={"stream_idle_timeout": "300ms"},
+        )
+    )
     received: list[pb.StreamCompleteResponse] = []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for message in gateway.stub.StreamComplete(
@@ -283,13 +313,20 @@ async def test_a_stream_broken_after_chunks_ends_with_stream_interrupted(
 async def test_health_flips_to_not_serving_when_every_provider_is_down_and_back(
     start_gateway: StartGateway, fake_upstream: FakeUpstream, backup: FakeUpstream
 ) -> None:
-    probes = {"interval": "20ms", "timeout": "200ms", "failure_threshold": 2,
-              "success_threshold": 2}
-    gateway = await start_gateway(settings(
-        provider("a", fake_upstream), provider("b", backup), health_check=probes))
+    probes = {
+        "interval": "20ms",
+        "timeout": "200ms",
+        "failure_threshold": 2,
+        "success_threshold": 2,
+    }
+    gateway = await start_gateway(
+        settings(provider("a", fake_upstream), provider("b", backup), health_check=probes)
+    )
     health = health_pb2_grpc.HealthStub(gateway.channel)
-    serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
-                            health_pb2.HealthCheckResponse.NOT_SERVING)
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
     for service in ("", "hapax.v1.CompletionService"):
         watch = health.Watch(health_pb2.HealthCheckRequest(service=service))
         assert (await watch.read()).status == serving

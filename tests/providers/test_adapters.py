@@ -8,11 +8,11 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
+
 from hapaxd.domain import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
 from hapaxd.errors import FailureClass, UpstreamError
 from hapaxd.providers.base import Provider, ProviderSpec, Timeouts
 from hapaxd.providers.registry import PROVIDER_TYPES, build_provider
-
 from tests.fakes import Fail, FakeUpstream, Hang, Malformed, Raw, Reply, awkward_pieces
 
 
@@ -53,9 +53,12 @@ async def make(fake_upstream: FakeUpstream) -> AsyncIterator[Factory]:
 
     def factory(case: Case, timeouts: Timeouts = FAST, **overrides: object) -> Provider:
         fields: dict[str, object] = {
-            "name": f"{case.type}-test", "type": case.type,
-            "base_url": fake_upstream.base_url(case.vendor), "api_key": "sk-test",
-            "timeouts": timeouts, "options": dict(case.options),
+            "name": f"{case.type}-test",
+            "type": case.type,
+            "base_url": fake_upstream.base_url(case.vendor),
+            "api_key": "sk-test",
+            "timeouts": timeouts,
+            "options": dict(case.options),
         }
         provider = build_provider(ProviderSpec(**{**fields, **overrides}))  # type: ignore[arg-type]
         built.append(provider)
@@ -144,16 +147,20 @@ def test_awkward_pieces_cut_where_it_hurts() -> None:
 
 async def test_openai_stream_from_raw_pieces(make: Factory, fake_upstream: FakeUpstream) -> None:
     """A hand-cut OpenAI stream: a comment, CR and LF apart, an emoji and `[DONE]` split."""
-    fake_upstream.set_default(Raw((
-        b": OPENROUTER PROCESSING\r\n\r\ndata: {\"object\":\"chat.completion.chunk\",\"model\"",
-        b':"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"ok \xf0\x9f',
-        b'\x8e\x89"},"finish_reason":null}]}\r',
-        b'\n\r\ndata: {"object":"chat.completion.chunk","model":"gpt-4o-mini",',
-        b'"choices":[{"index":0,',
-        b'"delta":{"content":"!"},"finish_reason":"stop"}]}\r\n\r\nda',
-        b"ta: [DO",
-        b"NE]\r\n\r\n",
-    )))
+    fake_upstream.set_default(
+        Raw(
+            (
+                b': OPENROUTER PROCESSING\r\n\r\ndata: {"object":"chat.completion.chunk","model"',
+                b':"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"ok \xf0\x9f',
+                b'\x8e\x89"},"finish_reason":null}]}\r',
+                b'\n\r\ndata: {"object":"chat.completion.chunk","model":"gpt-4o-mini",',
+                b'"choices":[{"index":0,',
+                b'"delta":{"content":"!"},"finish_reason":"stop"}]}\r\n\r\nda',
+                b"ta: [DO",
+                b"NE]\r\n\r\n",
+            )
+        )
+    )
     chunks = await collect(make(OPENAI))
     assert text_of(chunks) == "ok 🎉!"
     assert chunks[-1] == Chunk(finish_reason=FinishReason.STOP, upstream_model="gpt-4o-mini")
@@ -185,14 +192,20 @@ COMMON_ERRORS = [
     (Fail(503), FailureClass.TRANSIENT),
 ]
 VENDOR_ERRORS = [
-    (OPENAI, Fail(429, kind="insufficient_quota", code="insufficient_quota"),
-     FailureClass.CREDENTIAL),
+    (
+        OPENAI,
+        Fail(429, kind="insufficient_quota", code="insufficient_quota"),
+        FailureClass.CREDENTIAL,
+    ),
     (OPENAI, Fail(400, code="context_length_exceeded"), FailureClass.CALLER),
     (AZURE, Fail(429), FailureClass.RATE_LIMITED),
     (AZURE, Fail(401), FailureClass.CREDENTIAL),
     (ANTHROPIC, Fail(529), FailureClass.TRANSIENT),
-    (ANTHROPIC, Fail(400, message="Your credit balance is too low to access the Anthropic API."),
-     FailureClass.CREDENTIAL),
+    (
+        ANTHROPIC,
+        Fail(400, message="Your credit balance is too low to access the Anthropic API."),
+        FailureClass.CREDENTIAL,
+    ),
     (ANTHROPIC, Fail(403), FailureClass.CREDENTIAL),
 ]
 ERROR_CASES = [(c, f, k) for c in NETWORK for f, k in COMMON_ERRORS] + VENDOR_ERRORS
@@ -200,11 +213,16 @@ ERROR_CASES = [(c, f, k) for c in NETWORK for f, k in COMMON_ERRORS] + VENDOR_ER
 
 @pytest.mark.parametrize("mode", ["complete", "stream"])
 @pytest.mark.parametrize(
-    ("case", "fail", "failure"), ERROR_CASES,
+    ("case", "fail", "failure"),
+    ERROR_CASES,
     ids=[f"{c}-{f.status}-{f.kind or f.code or ''}" for c, f, _ in ERROR_CASES],
 )
 async def test_vendor_error_bodies(
-    case: Case, fail: Fail, failure: FailureClass, mode: str, make: Factory,
+    case: Case,
+    fail: Fail,
+    failure: FailureClass,
+    mode: str,
+    make: Factory,
     fake_upstream: FakeUpstream,
 ) -> None:
     fake_upstream.set_default(fail)
@@ -309,7 +327,8 @@ STREAM_ERRORS = [
 
 
 @pytest.mark.parametrize(
-    ("case", "fail", "failure"), STREAM_ERRORS,
+    ("case", "fail", "failure"),
+    STREAM_ERRORS,
     ids=[f"{c}-{f.status}" for c, f, _ in STREAM_ERRORS],
 )
 async def test_error_event_mid_stream(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 
-from hapaxd.providers.sse import Event, LineDecoder, SSEDecoder
 from hypothesis import given
 from hypothesis import strategies as st
+
+from hapaxd.providers.sse import Event, LineDecoder, SSEDecoder
 
 # A realistic multi-event stream: Anthropic-style named events, a comment, multi-line data,
 # an id, non-ASCII text (2-, 3- and 4-byte UTF-8) and OpenAI's terminator.
@@ -98,9 +99,7 @@ def test_comments_are_ignored_and_do_not_dispatch() -> None:
 
 
 def test_only_one_leading_space_is_stripped() -> None:
-    assert decode([b"data:  two spaces\ndata:none\n\n"]) == [
-        Event("message", " two spaces\nnone")
-    ]
+    assert decode([b"data:  two spaces\ndata:none\n\n"]) == [Event("message", " two spaces\nnone")]
 
 
 def test_event_name_without_data_is_not_dispatched_and_resets() -> None:
@@ -123,8 +122,10 @@ def test_last_blank_line_without_trailing_newline_at_close() -> None:
     assert decoder.close() == [Event("message", "x")]
 
 
-@given(cuts=st.lists(st.integers(min_value=1, max_value=len(STREAM.encode()) * 2), max_size=40),
-       ending=st.sampled_from(["\n", "\r\n", "\r"]))
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=len(STREAM.encode()) * 2), max_size=40),
+    ending=st.sampled_from(["\n", "\r\n", "\r"]),
+)
 def test_random_splits_give_the_same_events(cuts: list[int], ending: str) -> None:
     data = STREAM.replace("\n", ending).encode()
     assert decode(split_at(data, [c for c in cuts if c < len(data)])) == EXPECTED
@@ -136,8 +137,11 @@ _text = st.text(
 
 
 @given(
-    events=st.lists(st.tuples(st.sampled_from(["", "delta", "ping"]), st.lists(_text, min_size=1,
-                    max_size=3)), min_size=1, max_size=5),
+    events=st.lists(
+        st.tuples(st.sampled_from(["", "delta", "ping"]), st.lists(_text, min_size=1, max_size=3)),
+        min_size=1,
+        max_size=5,
+    ),
     ending=st.sampled_from(["\n", "\r\n", "\r"]),
     data=st.data(),
 )
@@ -197,8 +201,10 @@ def test_ndjson_last_record_without_newline_comes_out_at_close() -> None:
     assert decoder.close() == ['{"done": true}']
 
 
-@given(cuts=st.lists(st.integers(min_value=1, max_value=len(NDJSON.encode()) - 1), max_size=30),
-       crlf=st.booleans())
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=len(NDJSON.encode()) - 1), max_size=30),
+    crlf=st.booleans(),
+)
 def test_ndjson_random_splits_give_the_same_records(cuts: list[int], crlf: bool) -> None:
     data = (NDJSON.replace("\n", "\r\n") if crlf else NDJSON).encode()
     assert lines_of(split_at(data, [c for c in cuts if c < len(data)])) == lines_of([data])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from hapaxd.domain import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
 from hapaxd.errors import FailureClass
 from hapaxd.providers import anthropic, ollama, openai
@@ -35,28 +36,46 @@ OPENAI_COMPLETION = {
     "object": "chat.completion",
     "created": 1741570283,
     "model": "gpt-4o-2024-08-06",
-    "choices": [{
-        "index": 0,
-        "message": {"role": "assistant", "content": "The image shows a wooden boardwalk.",
-                    "refusal": None, "annotations": []},
-        "logprobs": None,
-        "finish_reason": "stop",
-    }],
-    "usage": {"prompt_tokens": 1117, "completion_tokens": 46, "total_tokens": 1163,
-              "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-              "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                            "accepted_prediction_tokens": 0,
-                                            "rejected_prediction_tokens": 0}},
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "The image shows a wooden boardwalk.",
+                "refusal": None,
+                "annotations": [],
+            },
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 1117,
+        "completion_tokens": 46,
+        "total_tokens": 1163,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    },
     "service_tier": "default",
     "system_fingerprint": "fp_fc9f1d7035",
 }
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
-            "model": "gpt-4o-mini", "system_fingerprint": "fp_44709d6fcb",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            "usage": None}
+    return {
+        "id": "chatcmpl-123",
+        "object": "chat.completion.chunk",
+        "created": 1694268190,
+        "model": "gpt-4o-mini",
+        "system_fingerprint": "fp_44709d6fcb",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "usage": None,
+    }
 
 
 def test_openai_to_wire_full() -> None:
@@ -79,7 +98,8 @@ def test_openai_to_wire_full() -> None:
 
 def test_openai_to_wire_leaves_unset_fields_out_and_streams_with_usage() -> None:
     assert openai.to_wire(MINIMAL) == {
-        "model": "m", "messages": [{"role": "user", "content": "Hi"}]
+        "model": "m",
+        "messages": [{"role": "user", "content": "Hi"}],
     }
     body = openai.to_wire(MINIMAL, stream=True)
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
@@ -104,12 +124,27 @@ def test_openai_from_wire() -> None:
 
 
 def test_openai_from_wire_tool_call_with_null_content() -> None:
-    body = {**OPENAI_COMPLETION, "choices": [{
-        "index": 0, "logprobs": None, "finish_reason": "tool_calls",
-        "message": {"role": "assistant", "content": None, "tool_calls": [{
-            "id": "call_abc", "type": "function",
-            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
-    }]}
+    body = {
+        **OPENAI_COMPLETION,
+        "choices": [
+            {
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_abc",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                        }
+                    ],
+                },
+            }
+        ],
+    }
     completion = openai.from_wire(body)
     assert completion.text == "" and completion.finish_reason is FinishReason.TOOL_CALLS
 
@@ -122,10 +157,15 @@ def test_openai_from_wire_rejects_non_completions(body: Any) -> None:
 
 @pytest.mark.parametrize(
     ("wire", "reason"),
-    [("stop", FinishReason.STOP), ("length", FinishReason.LENGTH),
-     ("content_filter", FinishReason.CONTENT_FILTER), ("tool_calls", FinishReason.TOOL_CALLS),
-     ("function_call", FinishReason.TOOL_CALLS), ("something_new", FinishReason.UNSPECIFIED),
-     (None, FinishReason.UNSPECIFIED)],
+    [
+        ("stop", FinishReason.STOP),
+        ("length", FinishReason.LENGTH),
+        ("content_filter", FinishReason.CONTENT_FILTER),
+        ("tool_calls", FinishReason.TOOL_CALLS),
+        ("function_call", FinishReason.TOOL_CALLS),
+        ("something_new", FinishReason.UNSPECIFIED),
+        (None, FinishReason.UNSPECIFIED),
+    ],
 )
 def test_openai_finish_reasons(wire: Any, reason: FinishReason) -> None:
     assert openai.finish_reason(wire) is reason
@@ -135,8 +175,11 @@ def test_openai_chunk_from_wire_sequence() -> None:
     role = _chunk({"role": "assistant", "content": "", "refusal": None})
     text = _chunk({"content": "Hel"})
     finish = _chunk({}, "length")
-    usage = {**_chunk({}), "choices": [],
-             "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}
+    usage = {
+        **_chunk({}),
+        "choices": [],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21},
+    }
     assert openai.chunk_from_wire(role) is None
     assert openai.chunk_from_wire(text) == Chunk(delta="Hel", upstream_model="gpt-4o-mini")
     assert openai.chunk_from_wire(finish) == Chunk(
@@ -146,11 +189,22 @@ def test_openai_chunk_from_wire_sequence() -> None:
 
 
 def test_openai_chunk_from_wire_usage_with_null_choices_and_azure_preamble() -> None:
-    vllm = {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": None,
-            "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+    vllm = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": None,
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2},
+    }
     assert openai.chunk_from_wire(vllm) == Chunk(usage=Usage(1, 2), upstream_model="m")
-    azure = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
-             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
+    azure = {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+    }
     assert openai.chunk_from_wire(azure) is None
     with pytest.raises(ValueError):
         openai.chunk_from_wire(["not", "a", "chunk"])
@@ -165,18 +219,23 @@ def _openai_error(kind: str, code: str | None, message: str = "m") -> dict[str, 
     [
         (429, _openai_error("insufficient_quota", "insufficient_quota"), FailureClass.CREDENTIAL),
         (429, _openai_error("requests", "rate_limit_exceeded"), FailureClass.RATE_LIMITED),
-        (400, _openai_error("invalid_request_error", "context_length_exceeded"),
-         FailureClass.CALLER),
+        (
+            400,
+            _openai_error("invalid_request_error", "context_length_exceeded"),
+            FailureClass.CALLER,
+        ),
         (400, _openai_error("invalid_request_error", None), FailureClass.CALLER),
         (401, _openai_error("invalid_request_error", "invalid_api_key"), FailureClass.CREDENTIAL),
-        (403, _openai_error("invalid_request_error", "unsupported_country_region_territory"),
-         FailureClass.CREDENTIAL),
+        (
+            403,
+            _openai_error("invalid_request_error", "unsupported_country_region_territory"),
+            FailureClass.CREDENTIAL,
+        ),
         (404, _openai_error("invalid_request_error", "model_not_found"), FailureClass.INTERNAL),
         (408, "timeout", FailureClass.TIMEOUT),
         (500, _openai_error("server_error", None), FailureClass.TRANSIENT),
         (502, "<html>Bad Gateway</html>", FailureClass.TRANSIENT),
-        (503, {"error": {"code": "503", "message": "Service unavailable"}},
-         FailureClass.TRANSIENT),
+        (503, {"error": {"code": "503", "message": "Service unavailable"}}, FailureClass.TRANSIENT),
     ],
 )
 def test_openai_classify(status: int, body: Any, failure: FailureClass) -> None:
@@ -190,8 +249,17 @@ def test_openai_classify(status: int, body: Any, failure: FailureClass) -> None:
         (_openai_error("requests", "rate_limit_exceeded"), 429),
         (_openai_error("insufficient_quota", "insufficient_quota"), 429),
         (_openai_error("invalid_request_error", "context_length_exceeded"), 400),
-        ({"error": {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}},
-         400),
+        (
+            {
+                "error": {
+                    "object": "error",
+                    "message": "bad",
+                    "type": "BadRequestError",
+                    "code": 400,
+                }
+            },
+            400,
+        ),
         ({"error": {"code": "429", "message": "Azure rate limit"}}, 429),
         ({"error": {"message": "weird"}}, 500),
     ],
@@ -221,8 +289,13 @@ ANTHROPIC_MESSAGE = {
     ],
     "stop_reason": "end_turn",
     "stop_sequence": None,
-    "usage": {"input_tokens": 2095, "cache_creation_input_tokens": 0,
-              "cache_read_input_tokens": 0, "output_tokens": 503, "service_tier": "standard"},
+    "usage": {
+        "input_tokens": 2095,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 503,
+        "service_tier": "standard",
+    },
 }
 
 
@@ -245,7 +318,9 @@ def test_anthropic_to_wire_full() -> None:
 
 def test_anthropic_to_wire_always_sends_max_tokens() -> None:
     assert anthropic.to_wire(MINIMAL) == {
-        "model": "m", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hi"}]
+        "model": "m",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Hi"}],
     }
     body = anthropic.to_wire(MINIMAL, stream=True, default_max_tokens=4096)
     assert body["max_tokens"] == 4096 and body["stream"] is True
@@ -261,10 +336,15 @@ def test_anthropic_from_wire_joins_text_blocks_only() -> None:
 
 @pytest.mark.parametrize(
     ("wire", "reason"),
-    [("end_turn", FinishReason.STOP), ("stop_sequence", FinishReason.STOP),
-     ("max_tokens", FinishReason.LENGTH), ("tool_use", FinishReason.TOOL_CALLS),
-     ("refusal", FinishReason.CONTENT_FILTER), ("pause_turn", FinishReason.UNSPECIFIED),
-     (None, FinishReason.UNSPECIFIED)],
+    [
+        ("end_turn", FinishReason.STOP),
+        ("stop_sequence", FinishReason.STOP),
+        ("max_tokens", FinishReason.LENGTH),
+        ("tool_use", FinishReason.TOOL_CALLS),
+        ("refusal", FinishReason.CONTENT_FILTER),
+        ("pause_turn", FinishReason.UNSPECIFIED),
+        (None, FinishReason.UNSPECIFIED),
+    ],
 )
 def test_anthropic_stop_reasons(wire: Any, reason: FinishReason) -> None:
     assert anthropic.stop_reason(wire) is reason
@@ -278,19 +358,30 @@ def test_anthropic_from_wire_rejects_non_messages(body: Any) -> None:
 
 
 def _anthropic_error(kind: str, message: str = "m") -> dict[str, Any]:
-    return {"type": "error", "error": {"type": kind, "message": message},
-            "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+    return {
+        "type": "error",
+        "error": {"type": kind, "message": message},
+        "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+    }
 
 
 @pytest.mark.parametrize(
     ("status", "body", "failure"),
     [
         (400, _anthropic_error("invalid_request_error"), FailureClass.CALLER),
-        (400, _anthropic_error("invalid_request_error",
-                               "Your credit balance is too low to access the Anthropic API."),
-         FailureClass.CREDENTIAL),
-        (401, _anthropic_error("authentication_error", "invalid x-api-key"),
-         FailureClass.CREDENTIAL),
+        (
+            400,
+            _anthropic_error(
+                "invalid_request_error",
+                "Your credit balance is too low to access the Anthropic API.",
+            ),
+            FailureClass.CREDENTIAL,
+        ),
+        (
+            401,
+            _anthropic_error("authentication_error", "invalid x-api-key"),
+            FailureClass.CREDENTIAL,
+        ),
         (402, _anthropic_error("billing_error"), FailureClass.CREDENTIAL),
         (403, _anthropic_error("permission_error"), FailureClass.CREDENTIAL),
         (404, _anthropic_error("not_found_error"), FailureClass.INTERNAL),
@@ -327,13 +418,19 @@ def test_ollama_to_wire_full() -> None:
     assert body["stream"] is False
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert len(body["messages"]) == 5
-    assert body["options"] == {"num_predict": 64, "temperature": 0.2, "top_p": 0.9,
-                               "stop": ["\n\n", "END"]}
+    assert body["options"] == {
+        "num_predict": 64,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["\n\n", "END"],
+    }
 
 
 def test_ollama_to_wire_minimal_sends_stream_flag_and_no_options() -> None:
     assert ollama.to_wire(MINIMAL) == {
-        "model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": False
+        "model": "m",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": False,
     }
     assert ollama.to_wire(MINIMAL, stream=True)["stream"] is True
 
@@ -353,23 +450,31 @@ def test_ollama_from_wire_without_counts_and_length() -> None:
 
 
 def test_ollama_chunk_from_wire_records() -> None:
-    part = {"model": "llama3.2", "created_at": "2023-08-04T08:52:19.385406455Z",
-            "message": {"role": "assistant", "content": "The"}, "done": False}
+    part = {
+        "model": "llama3.2",
+        "created_at": "2023-08-04T08:52:19.385406455Z",
+        "message": {"role": "assistant", "content": "The"},
+        "done": False,
+    }
     assert ollama.chunk_from_wire(part) == Chunk(delta="The", upstream_model="llama3.2")
     empty = {**part, "message": {"role": "assistant", "content": ""}}
     assert ollama.chunk_from_wire(empty) is None
-    final = ollama.chunk_from_wire({**OLLAMA_DONE, "message": {"role": "assistant",
-                                                               "content": ""}})
-    assert final == Chunk(finish_reason=FinishReason.STOP, usage=Usage(26, 298),
-                          upstream_model="llama3.2")
+    final = ollama.chunk_from_wire({**OLLAMA_DONE, "message": {"role": "assistant", "content": ""}})
+    assert final == Chunk(
+        finish_reason=FinishReason.STOP, usage=Usage(26, 298), upstream_model="llama3.2"
+    )
     with pytest.raises(ValueError):
         ollama.chunk_from_wire("nope")
 
 
 @pytest.mark.parametrize(
     ("wire", "reason"),
-    [("stop", FinishReason.STOP), ("length", FinishReason.LENGTH),
-     ("unload", FinishReason.UNSPECIFIED), (None, FinishReason.UNSPECIFIED)],
+    [
+        ("stop", FinishReason.STOP),
+        ("length", FinishReason.LENGTH),
+        ("unload", FinishReason.UNSPECIFIED),
+        (None, FinishReason.UNSPECIFIED),
+    ],
 )
 def test_ollama_done_reasons(wire: Any, reason: FinishReason) -> None:
     assert ollama.done_reason(wire) is reason
@@ -377,8 +482,12 @@ def test_ollama_done_reasons(wire: Any, reason: FinishReason) -> None:
 
 @pytest.mark.parametrize(
     ("status", "failure"),
-    [(400, FailureClass.CALLER), (404, FailureClass.INTERNAL), (500, FailureClass.TRANSIENT),
-     (503, FailureClass.TRANSIENT)],
+    [
+        (400, FailureClass.CALLER),
+        (404, FailureClass.INTERNAL),
+        (500, FailureClass.TRANSIENT),
+        (503, FailureClass.TRANSIENT),
+    ],
 )
 def test_ollama_classify(status: int, failure: FailureClass) -> None:
     assert ollama.classify(status, {"error": "x"}) is failure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hapaxd.breaker import CircuitBreaker, State
 from hapaxd.config import BreakerSettings
 

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import pytest
+
 from hapaxd.breaker import CircuitBreaker
 from hapaxd.config import BreakerSettings
 from hapaxd.domain import CompletionRequest, Message, Role
@@ -18,7 +19,6 @@ from hapaxd.errors import (
 )
 from hapaxd.router import Router
 from hapaxd.upstreams import Upstream
-
 from tests.conftest import make_settings
 from tests.unit.scripted import ScriptedProvider
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
+
 from hapaxd.errors import (
     Attempt,
     CallerRejected,

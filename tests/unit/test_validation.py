@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+
 from hapaxd.domain import Role
 from hapaxd.errors import InvalidRequest
 from hapaxd.validation import Limits, build_request

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, cast
+from typing import Any
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Usage
 from hapaxd.errors import FailureClass, UpstreamError
@@ -94,9 +94,9 @@ def from_wire(body: Any) -> Completion:
     text = "".join(
         block["text"]
         for block in body["content"]
-        if isinstance(block, dict) and block.get("type") == "text" and isinstance(
-            block.get("text"), str
-        )
+        if isinstance(block, dict)
+        and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
     )
     usage = body.get("usage")
     return Completion(
@@ -232,7 +232,7 @@ class AnthropicProvider:
         decoder = SSEDecoder()
         url = self._http.url("/v1/messages")
         # post_stream is an async generator: aclosing() closes the upstream body promptly.
-        raw = cast(AsyncGenerator[bytes, None], self._http.post_stream(url, body, self._headers()))
+        raw = self._http.post_stream(url, body, self._headers())
         async with contextlib.aclosing(raw) as data_chunks:
             async for data in data_chunks:
                 for event in decoder.feed(data):

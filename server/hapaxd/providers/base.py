@@ -61,7 +61,7 @@ class Provider(Protocol):
         ...
 
     async def probe(self) -> None:
-        """A cheap liveness call (no tokens spent where the vendor allows); UpstreamError if down."""
+        """A cheap liveness call (no tokens where the vendor allows); UpstreamError if down."""
         ...
 
     async def aclose(self) -> None:

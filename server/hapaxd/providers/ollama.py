@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, cast
+from typing import Any
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
 from hapaxd.errors import FailureClass, UpstreamError
@@ -168,7 +168,7 @@ class OllamaProvider:
         decoder = LineDecoder()
         url = self._http.url("/api/chat")
         # post_stream is an async generator: aclosing() closes the upstream body promptly.
-        raw = cast(AsyncGenerator[bytes, None], self._http.post_stream(url, body, self._headers()))
+        raw = self._http.post_stream(url, body, self._headers())
         async with contextlib.aclosing(raw) as data_chunks:
             async for data in data_chunks:
                 for line in decoder.feed(data):

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import urllib.parse
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, cast
+from typing import Any
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
 from hapaxd.errors import FailureClass, UpstreamError
@@ -278,7 +278,7 @@ class OpenAIProvider:
         decoder = SSEDecoder()
         url = self._chat_url(request)
         # post_stream is an async generator: aclosing() closes the upstream body promptly.
-        raw = cast(AsyncGenerator[bytes, None], self._http.post_stream(url, body, self._headers()))
+        raw = self._http.post_stream(url, body, self._headers())
         async with contextlib.aclosing(raw) as data_chunks:
             async for data in data_chunks:
                 for event in decoder.feed(data):

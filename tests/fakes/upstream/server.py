@@ -206,8 +206,13 @@ class FakeUpstream:
             parsed = None
         route = self._route(request)
         record = RecordedRequest(
-            route, request.method, request.path, dict(request.query),
-            {k.lower(): v for k, v in request.headers.items()}, raw, parsed,
+            route,
+            request.method,
+            request.path,
+            dict(request.query),
+            {k.lower(): v for k, v in request.headers.items()},
+            raw,
+            parsed,
         )
         self.requests.append(record)
         self.counts[request.path] += 1
@@ -228,7 +233,11 @@ class FakeUpstream:
             raise
 
     async def _play(
-        self, request: web.Request, record: RecordedRequest, wire: Wire, behaviour: Behaviour,
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        wire: Wire,
+        behaviour: Behaviour,
         fake_aborted: list[bool],
     ) -> web.StreamResponse:
         if record.route in CHAT_ROUTES:
@@ -268,8 +277,13 @@ class FakeUpstream:
         return await self._stream(request, wire, behaviour, model, fake_aborted)
 
     async def _stream(
-        self, request: web.Request, wire: Wire, reply: Reply, model: str,
-        fake_aborted: list[bool], broken: bool = False,
+        self,
+        request: web.Request,
+        wire: Wire,
+        reply: Reply,
+        model: str,
+        fake_aborted: list[bool],
+        broken: bool = False,
     ) -> web.StreamResponse:
         frames = wire.frames(reply, reply.model or model)
         gap = "\n" if isinstance(wire, OllamaWire) else ": keep-alive\n\n"
@@ -354,4 +368,3 @@ class FakeUpstream:
         if headers:
             response.headers.update(headers)
         return response
-

@@ -34,22 +34,41 @@ class Frames:
 class OpenAIWire:
     vendor = "openai"
     stream_content_type = "text/event-stream"
-    finish = {"stop": "stop", "length": "length", "content_filter": "content_filter",
-              "tool_calls": "tool_calls"}
+    finish = {
+        "stop": "stop",
+        "length": "length",
+        "content_filter": "content_filter",
+        "tool_calls": "tool_calls",
+    }
     _errors = {
         400: ("invalid_request_error", None, "Invalid request."),
-        401: ("invalid_request_error", "invalid_api_key",
-              "Incorrect API key provided: sk-fake***key. You can find your API key at "
-              "https://platform.openai.com/account/api-keys."),
-        403: ("invalid_request_error", "unsupported_country_region_territory",
-              "Country, region, or territory not supported"),
-        404: ("invalid_request_error", "model_not_found",
-              "The model `gpt-nonexistent` does not exist or you do not have access to it."),
-        429: ("requests", "rate_limit_exceeded",
-              "Rate limit reached for gpt-4o-mini in organization org-fake on requests per min "
-              "(RPM): Limit 500, Used 500, Requested 1. Please try again in 120ms."),
-        500: ("server_error", None,
-              "The server had an error while processing your request. Sorry about that!"),
+        401: (
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided: sk-fake***key. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+        ),
+        403: (
+            "invalid_request_error",
+            "unsupported_country_region_territory",
+            "Country, region, or territory not supported",
+        ),
+        404: (
+            "invalid_request_error",
+            "model_not_found",
+            "The model `gpt-nonexistent` does not exist or you do not have access to it.",
+        ),
+        429: (
+            "requests",
+            "rate_limit_exceeded",
+            "Rate limit reached for gpt-4o-mini in organization org-fake on requests per min "
+            "(RPM): Limit 500, Used 500, Requested 1. Please try again in 120ms.",
+        ),
+        500: (
+            "server_error",
+            None,
+            "The server had an error while processing your request. Sorry about that!",
+        ),
         503: ("server_error", None, "The server is overloaded or not ready yet."),
     }
 
@@ -59,13 +78,19 @@ class OpenAIWire:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": reply.text, "refusal": None,
-                            "annotations": []},
-                "logprobs": None,
-                "finish_reason": self.finish[reply.finish],
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": reply.text,
+                        "refusal": None,
+                        "annotations": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": self.finish[reply.finish],
+                }
+            ],
             "usage": self._usage(reply),
             "service_tier": "default",
             "system_fingerprint": "fp_fake0000",
@@ -77,15 +102,23 @@ class OpenAIWire:
             "completion_tokens": reply.output_tokens,
             "total_tokens": reply.prompt_tokens + reply.output_tokens,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
     def frames(self, reply: Reply, model: str) -> Frames:
-        base = {"id": _id("chatcmpl-"), "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": model, "service_tier": "default",
-                "system_fingerprint": "fp_fake0000"}
+        base = {
+            "id": _id("chatcmpl-"),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake0000",
+        }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -109,7 +142,8 @@ class OpenAIWire:
 
     def error_fields(self, fail: Fail) -> tuple[str, str | None, str]:
         default = self._errors.get(fail.status) or (
-            ("server_error", None, "Internal error.") if fail.status >= 500
+            ("server_error", None, "Internal error.")
+            if fail.status >= 500
             else ("invalid_request_error", None, "Bad request.")
         )
         code = fail.code if fail.code is not None else (None if fail.kind else default[1])
@@ -129,55 +163,100 @@ class OpenAIWire:
         return 'data: {"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choi\n\n'
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [
-            {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
-            {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
-        ]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": "gpt-4o-mini",
+                    "object": "model",
+                    "created": 1721172741,
+                    "owned_by": "system",
+                },
+                {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
+            ],
+        }
 
 
 class AzureWire(OpenAIWire):
     vendor = "azure"
-    _filters = {name: {"filtered": False, "severity": "safe"}
-                for name in ("hate", "self_harm", "sexual", "violence")}
+    _filters = {
+        name: {"filtered": False, "severity": "safe"}
+        for name in ("hate", "self_harm", "sexual", "violence")
+    }
 
     def preamble(self) -> list[str]:
         # Azure opens every stream with a chunk holding only the prompt's content-filter results.
-        return [self.event({"choices": [], "created": 0, "id": "", "model": "", "object": "",
-                            "prompt_filter_results": [
-                                {"prompt_index": 0, "content_filter_results": self._filters}]})]
+        return [
+            self.event(
+                {
+                    "choices": [],
+                    "created": 0,
+                    "id": "",
+                    "model": "",
+                    "object": "",
+                    "prompt_filter_results": [
+                        {"prompt_index": 0, "content_filter_results": self._filters}
+                    ],
+                }
+            )
+        ]
 
     def error_body(self, fail: Fail) -> dict[str, Any]:
         if fail.kind or fail.code:  # request errors pass through in OpenAI's shape
             return super().error_body(fail)
         messages = {
             401: "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
-                 "to provide a valid key for an active subscription and use a correct regional "
-                 "API endpoint for your resource.",
+            "to provide a valid key for an active subscription and use a correct regional "
+            "API endpoint for your resource.",
             429: "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
-                 "2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing "
-                 "tier. Please retry after 6 seconds.",
+            "2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing "
+            "tier. Please retry after 6 seconds.",
         }
         message = fail.message or messages.get(fail.status) or self.error_fields(fail)[2]
         return {"error": {"code": str(fail.status), "message": message}}
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{
-            "id": "gpt-4o-2024-08-06", "object": "model", "created_at": 1723075200,
-            "status": "succeeded", "lifecycle_status": "generally-available",
-            "capabilities": {"chat_completion": True, "completion": False, "embeddings": False,
-                             "fine_tune": True, "inference": True},
-        }]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": "gpt-4o-2024-08-06",
+                    "object": "model",
+                    "created_at": 1723075200,
+                    "status": "succeeded",
+                    "lifecycle_status": "generally-available",
+                    "capabilities": {
+                        "chat_completion": True,
+                        "completion": False,
+                        "embeddings": False,
+                        "fine_tune": True,
+                        "inference": True,
+                    },
+                }
+            ],
+        }
 
 
 class AnthropicWire:
     vendor = "anthropic"
     stream_content_type = "text/event-stream; charset=utf-8"
-    finish = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal",
-              "tool_calls": "tool_use"}
-    _types = {400: "invalid_request_error", 401: "authentication_error",
-              402: "billing_error", 403: "permission_error", 404: "not_found_error",
-              413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-              529: "overloaded_error"}
+    finish = {
+        "stop": "end_turn",
+        "length": "max_tokens",
+        "content_filter": "refusal",
+        "tool_calls": "tool_use",
+    }
+    _types = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        402: "billing_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        500: "api_error",
+        529: "overloaded_error",
+    }
     _messages = {
         "invalid_request_error": "messages: at least one message is required",
         "authentication_error": "invalid x-api-key",
@@ -190,47 +269,87 @@ class AnthropicWire:
         "overloaded_error": "Overloaded",
     }
 
-    def _message(self, reply: Reply, model: str, content: list[Any], stop: str | None,
-                 output_tokens: int) -> dict[str, Any]:
-        return {"id": _id("msg_"), "type": "message", "role": "assistant", "model": model,
-                "content": content, "stop_reason": stop, "stop_sequence": None,
-                "usage": {"input_tokens": reply.prompt_tokens, "cache_creation_input_tokens": 0,
-                          "cache_read_input_tokens": 0, "output_tokens": output_tokens,
-                          "service_tier": "standard"}}
+    def _message(
+        self, reply: Reply, model: str, content: list[Any], stop: str | None, output_tokens: int
+    ) -> dict[str, Any]:
+        return {
+            "id": _id("msg_"),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": reply.prompt_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": output_tokens,
+                "service_tier": "standard",
+            },
+        }
 
     def completion(self, reply: Reply, model: str) -> dict[str, Any]:
-        return self._message(reply, model, [{"type": "text", "text": reply.text}],
-                             self.finish[reply.finish], reply.output_tokens)
+        return self._message(
+            reply,
+            model,
+            [{"type": "text", "text": reply.text}],
+            self.finish[reply.finish],
+            reply.output_tokens,
+        )
 
     def event(self, obj: dict[str, Any]) -> str:
         return f"event: {obj['type']}\ndata: {_dump(obj)}\n\n"
 
     def frames(self, reply: Reply, model: str) -> Frames:
         opening = [
-            self.event({"type": "message_start",
-                        "message": self._message(reply, model, [], None, 1)}),
-            self.event({"type": "content_block_start", "index": 0,
-                        "content_block": {"type": "text", "text": ""}}),
+            self.event(
+                {"type": "message_start", "message": self._message(reply, model, [], None, 1)}
+            ),
+            self.event(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            ),
             self.event({"type": "ping"}),
         ]
-        content = [self.event({"type": "content_block_delta", "index": 0,
-                               "delta": {"type": "text_delta", "text": piece}})
-                   for piece in reply.pieces]
+        content = [
+            self.event(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                }
+            )
+            for piece in reply.pieces
+        ]
         closing = [
             self.event({"type": "content_block_stop", "index": 0}),
-            self.event({"type": "message_delta",
-                        "delta": {"stop_reason": self.finish[reply.finish], "stop_sequence": None},
-                        "usage": {"output_tokens": reply.output_tokens}}),
+            self.event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": self.finish[reply.finish], "stop_sequence": None},
+                    "usage": {"output_tokens": reply.output_tokens},
+                }
+            ),
             self.event({"type": "message_stop"}),
         ]
         return Frames(opening, content, closing)
 
     def error_body(self, fail: Fail) -> dict[str, Any]:
-        kind = fail.kind or self._types.get(fail.status) or (
-            "api_error" if fail.status >= 500 else "invalid_request_error")
+        kind = (
+            fail.kind
+            or self._types.get(fail.status)
+            or ("api_error" if fail.status >= 500 else "invalid_request_error")
+        )
         message = fail.message or self._messages.get(kind, "Error")
-        return {"type": "error", "error": {"type": kind, "message": message},
-                "request_id": _id("req_")}
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": message},
+            "request_id": _id("req_"),
+        }
 
     def stream_error(self, fail: Fail) -> str:
         body = self.error_body(fail)
@@ -244,10 +363,20 @@ class AnthropicWire:
         return 'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n'
 
     def models(self) -> dict[str, Any]:
-        data = [{"type": "model", "id": "claude-sonnet-4-20250514",
-                 "display_name": "Claude Sonnet 4", "created_at": "2025-05-22T00:00:00Z"}]
-        return {"data": data, "has_more": False, "first_id": data[0]["id"],
-                "last_id": data[-1]["id"]}
+        data = [
+            {
+                "type": "model",
+                "id": "claude-sonnet-4-20250514",
+                "display_name": "Claude Sonnet 4",
+                "created_at": "2025-05-22T00:00:00Z",
+            }
+        ]
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"],
+            "last_id": data[-1]["id"],
+        }
 
 
 class OllamaWire:
@@ -268,14 +397,24 @@ class OllamaWire:
         return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
 
     def _record(self, model: str, content: str, done: bool) -> dict[str, Any]:
-        return {"model": model, "created_at": self._now(),
-                "message": {"role": "assistant", "content": content}, "done": done}
+        return {
+            "model": model,
+            "created_at": self._now(),
+            "message": {"role": "assistant", "content": content},
+            "done": done,
+        }
 
     def _done(self, reply: Reply, model: str, content: str) -> dict[str, Any]:
-        return {**self._record(model, content, True), "done_reason": self.finish[reply.finish],
-                "total_duration": 5191566416, "load_duration": 2154458,
-                "prompt_eval_count": reply.prompt_tokens, "prompt_eval_duration": 383809000,
-                "eval_count": reply.output_tokens, "eval_duration": 4799921000}
+        return {
+            **self._record(model, content, True),
+            "done_reason": self.finish[reply.finish],
+            "total_duration": 5191566416,
+            "load_duration": 2154458,
+            "prompt_eval_count": reply.prompt_tokens,
+            "prompt_eval_duration": 383809000,
+            "eval_count": reply.output_tokens,
+            "eval_duration": 4799921000,
+        }
 
     def completion(self, reply: Reply, model: str) -> dict[str, Any]:
         return self._done(reply, model, reply.text)
@@ -297,18 +436,31 @@ class OllamaWire:
         return '{"model": "llama3.2", "created_at": "2024-10-01T00:00:00Z", "mess\n'
 
     def models(self) -> dict[str, Any]:
-        return {"models": [{
-            "name": "llama3.2:latest", "model": "llama3.2:latest",
-            "modified_at": "2024-10-01T12:00:00.000000-07:00", "size": 2019393189,
-            "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
-            "details": {"parent_model": "", "format": "gguf", "family": "llama",
-                        "families": ["llama"], "parameter_size": "3.2B",
-                        "quantization_level": "Q4_K_M"},
-        }]}
+        return {
+            "models": [
+                {
+                    "name": "llama3.2:latest",
+                    "model": "llama3.2:latest",
+                    "modified_at": "2024-10-01T12:00:00.000000-07:00",
+                    "size": 2019393189,
+                    "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": "llama",
+                        "families": ["llama"],
+                        "parameter_size": "3.2B",
+                        "quantization_level": "Q4_K_M",
+                    },
+                }
+            ]
+        }
 
 
 Wire = OpenAIWire | AnthropicWire | OllamaWire
 WIRES: dict[str, Wire] = {
-    "openai": OpenAIWire(), "azure": AzureWire(), "anthropic": AnthropicWire(),
+    "openai": OpenAIWire(),
+    "azure": AzureWire(),
+    "anthropic": AnthropicWire(),
     "ollama": OllamaWire(),
 }
