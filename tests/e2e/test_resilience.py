@@ -4,6 +4,7 @@ through a real gateway and real HTTP fake upstreams that fail in every way."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 from collections.abc import AsyncIterator
 from typing import Any
@@ -62,18 +63,22 @@ def ask(text: str) -> pb.CompleteRequest:
 async def test_1000_requests_through_a_flapping_primary_all_succeed(
     start_gateway: StartGateway, fake_upstream: FakeUpstream, backup: FakeUpstream
 ) -> None:
+    """Every failure a primary can show, unary and streaming, while it also stops listening and
+    comes back: with the backup healthy, no caller notices."""
     failures = [
         Fail(500),
         Fail(503, retry_after="0"),
         Fail(429),
         Fail(429, retry_after="0"),
-        Malformed(),
-        Hang(seconds=1.0),
         Fail(502),
+        Malformed(after=0),
+        Hang(seconds=1.0),  # hangs before headers past first_byte
+        Hang(seconds=0.05, then=Reply(text="primary")),  # a slow first byte that is in time
+        Reply(text="primary", chunks=3, drop_after=0),  # reset before the body (streams)
         Reply(text="primary"),
         Reply(text="primary"),
     ]
-    fake_upstream.script(None, *itertools.islice(itertools.cycle(failures), 1500))
+    fake_upstream.script(None, *itertools.islice(itertools.cycle(failures), 2000))
     backup.set_default(Reply(text="backup"))
     gateway = await start_gateway(
         settings(
@@ -86,19 +91,45 @@ async def test_1000_requests_through_a_flapping_primary_all_succeed(
         )
     )
     limit = asyncio.Semaphore(50)
+    done = 0
+    reached = {n: asyncio.Event() for n in (200, 250, 500, 550, 800, 850)}
 
-    async def one(i: int) -> pb.CompleteResponse:
+    async def one(i: int) -> tuple[str, str, int]:
+        nonlocal done
         async with limit:
-            return await gateway.stub.Complete(ask(f"request {i}"), timeout=20)
+            try:
+                if i % 4:
+                    reply = await gateway.stub.Complete(ask(f"request {i}"), timeout=20)
+                    return reply.text, reply.route.provider, reply.route.attempts
+                messages = [
+                    m
+                    async for m in gateway.stub.StreamComplete(
+                        pb.StreamCompleteRequest(prompt=f"stream {i}"), timeout=20
+                    )
+                ]
+                last = messages[-1]
+                return "".join(m.delta for m in messages), last.route.provider, last.route.attempts
+            finally:
+                done += 1
+                if done in reached:
+                    reached[done].set()
 
-    replies = await asyncio.gather(*(one(i) for i in range(1000)))
-    assert len(replies) == 1000
-    assert all(r.text in ("primary", "backup") for r in replies)
-    served = {
-        name: sum(r.route.provider == name for r in replies) for name in ("primary", "backup")
-    }
+    async def flap() -> None:
+        """The primary refuses connections for a while, three times during the run."""
+        for at in (200, 500, 800):
+            await reached[at].wait()
+            await fake_upstream.refuse_connections()
+            await reached[at + 50].wait()
+            await fake_upstream.accept_connections()
+
+    flapper = asyncio.create_task(flap())
+    results = await asyncio.gather(*(one(i) for i in range(1000)))
+    await flapper
+    assert len(results) == 1000
+    assert {text for text, _, _ in results} <= {"primary", "backup"}
+    served = collections.Counter(provider for _, provider, _ in results)
     assert served["primary"] > 0 and served["backup"] > 0, served
-    assert any(r.route.attempts > 1 for r in replies)
+    assert any(attempts > 1 for _, _, attempts in results)
 
 
 async def test_breaker_opens_sends_nothing_while_open_half_opens_and_closes(
@@ -347,3 +378,49 @@ async def test_health_flips_to_not_serving_when_every_provider_is_down_and_back(
     listing = await gateway.admin.ListProviders(admin_pb.ListProvidersRequest())
     assert [(p.name, p.type) for p in listing.providers] == [("a", "openai"), ("b", "openai")]
     assert fake_upstream.count("openai.models") > 0, "probes use the models list: no tokens"
+
+
+async def test_health_is_not_serving_during_shutdown(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    health = health_pb2_grpc.HealthStub(gateway.channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service="hapax.v1.CompletionService"))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    stopping = asyncio.create_task(gateway.app.stop(grace=5))
+    async with asyncio.timeout(5):
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await stopping
+
+
+async def test_list_providers_reports_errors_latency_and_load(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, backup: FakeUpstream
+) -> None:
+    fake_upstream.set_default(Fail(503, message="overloaded right now"))
+    gateway = await start_gateway(
+        settings(
+            provider("a", fake_upstream),
+            provider("b", backup),
+            router={"retry": {"max_attempts": 1}},
+        )
+    )
+    backup.hold()
+    pending = gateway.stub.Complete(ask("x"))
+    await backup.wait_for_requests(1)
+    during = {
+        p.name: p
+        for p in (await gateway.admin.ListProviders(admin_pb.ListProvidersRequest())).providers
+    }
+    backup.release()
+    await pending
+    after = {
+        p.name: p
+        for p in (await gateway.admin.ListProviders(admin_pb.ListProvidersRequest())).providers
+    }
+    assert (during["a"].in_flight, during["b"].in_flight) == (0, 1)
+    assert after["b"].in_flight == 0
+    assert "transient" in after["a"].last_error and "overloaded right now" in after["a"].last_error
+    assert after["b"].last_error == ""
+    assert after["b"].latency_p50_ms > 0
+    assert after["a"].base_url == fake_upstream.base_url("openai")
+    assert all(
+        p.healthy and p.breaker_state == admin_pb.BREAKER_STATE_CLOSED for p in after.values()
+    )
