@@ -12,7 +12,7 @@ from hapax.v1 import admin_service_pb2_grpc, completion_service_pb2_grpc
 from hapaxd import config
 from hapaxd.app import App
 
-pytest_plugins = ["tests.fakes.fixtures"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.logcapture"]
 
 LOCAL = {"name": "local", "type": "local", "models": {"*": "local"}}
 
@@ -22,6 +22,7 @@ def make_settings(**data: Any) -> config.Settings:
     data.setdefault("providers", [LOCAL])
     data.setdefault("default_model", "default")
     data.setdefault("health_check", {"enabled": False})
+    data.setdefault("metrics", {"address": "127.0.0.1:0"})
     return config.parse(data, {})
 
 

@@ -24,9 +24,10 @@ from hapax.v1 import (
 from hapaxd.admin import AdminServicer
 from hapaxd.breaker import CircuitBreaker, State
 from hapaxd.config import Settings
-from hapaxd.events import Events, NoEvents
+from hapaxd.events import Events
 from hapaxd.gateway import Gateway
 from hapaxd.health import HealthMonitor
+from hapaxd.observability import Observability
 from hapaxd.providers.registry import build_provider
 from hapaxd.router import Router
 from hapaxd.service import CompletionServicer
@@ -85,12 +86,15 @@ class App:
         events: Events | None = None,
         clock: Callable[[], float] | None = None,
         interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
+        observability: Observability | None = None,
     ) -> None:
         self.settings = settings
-        self.events = events or NoEvents()
+        self.observability = observability or Observability(settings)
+        self.events = self.observability.events_with(events)
         self.upstreams = build_upstreams(
             settings, self.events, clock, on_breaker_change=lambda: self.monitor.publish_soon()
         )
+        self.observability.instrument(self.upstreams)
         self.router = Router(settings, self.upstreams, events=self.events)
         health_settings = {
             p.name: p.health_check or settings.health_check for p in settings.providers
@@ -105,7 +109,7 @@ class App:
         self.health = health_aio.HealthServicer()
         limit = settings.server.max_message_bytes
         self.server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=(*self.observability.interceptors, *interceptors),
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -140,6 +144,7 @@ class App:
         await self.server.start()
         await self.monitor.publish()
         self.monitor.start()
+        await self.observability.start(ready=self.router.any_usable)
         log.info(
             "serving on port %d from providers: %s",
             self.port,
@@ -157,12 +162,14 @@ class App:
 
     async def stop(self, grace: float | None = None) -> None:
         """Health to NOT_SERVING first (so balancers stop sending), then drain within grace."""
+        self.observability.draining()
         await self.health.enter_graceful_shutdown()
         await self.monitor.stop()
         await self.server.stop(self.settings.server.grace_period if grace is None else grace)
         for upstream in self.upstreams:
             with contextlib.suppress(Exception):
                 await upstream.provider.aclose()
+        await self.observability.stop()
 
 
 async def serve(settings: Settings) -> None:

@@ -122,7 +122,11 @@ def to_response(
 
 async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> None:
     """End the call with the mapped status; raises grpc's AbortError, as context.abort does."""
-    callinfo.ensure().error_reason = error.reason if isinstance(error, GatewayError) else "INTERNAL"
+    info = callinfo.ensure()
+    info.error_reason = error.reason if isinstance(error, GatewayError) else "INTERNAL"
+    attempts = getattr(error, "attempts", None)
+    if attempts:  # the upstream calls a failed request made, for its log line
+        info.attempts, info.provider = len(attempts), attempts[-1].provider
     if not isinstance(error, GatewayError):
         log.error("internal error", exc_info=error, extra={"request_id": request_id})
     status = rpc_status.to_status(to_rpc_status(error, request_id))

@@ -26,7 +26,10 @@ class Probed:
 
 
 def monitor(*providers: Probed, **settings: int) -> tuple[HealthMonitor, list[bool]]:
-    upstreams = [Upstream(p, CircuitBreaker(BreakerSettings())) for p in providers]  # type: ignore[arg-type]
+    upstreams = [
+        Upstream(p, CircuitBreaker(BreakerSettings()))  # type: ignore[arg-type]
+        for p in providers
+    ]
     changes: list[bool] = []
 
     async def on_change(serving: bool) -> None:
@@ -36,8 +39,7 @@ def monitor(*providers: Probed, **settings: int) -> tuple[HealthMonitor, list[bo
     return HealthMonitor(upstreams, lambda _u: policy, on_change=on_change), changes
 
 
-async def test_a_provider_is_marked_down_after_failure_threshold_and_up_after_success_threshold(
-) -> None:
+async def test_down_after_failure_threshold_and_up_after_success_threshold() -> None:
     a = Probed("a")
     health, changes = monitor(a, failure_threshold=2, success_threshold=3)
     await health.check_all()

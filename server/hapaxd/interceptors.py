@@ -1,0 +1,244 @@
+"""The per-RPC observability interceptor: opens the call's CallInfo, counts and times the call,
+records its final status code and error reason, and writes one log line per RPC.
+
+Only the hapax.v1 services are observed; grpc.health.v1 and reflection calls pass through
+untouched (probes every few seconds would drown the log and the request metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from hapaxd import callinfo
+from hapaxd.metrics import ERROR_TYPES, HAPAX_PREFIX, METHODS, OTHER, Metrics
+from hapaxd.service import request_id_of
+
+log = logging.getLogger("hapaxd.access")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+ContentFilter = Callable[[str], str]
+
+
+class _Method:
+    """The metric children of one method, looked up once instead of on every call."""
+
+    __slots__ = ("active", "duration", "metrics", "name", "overhead", "requests")
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.name = name
+        self.metrics = metrics
+        self.active = metrics.grpc_active.labels(name)
+        self.duration = metrics.grpc_duration.labels(name)
+        self.overhead = metrics.overhead.labels(name)
+        self.requests: dict[str, Any] = {}
+
+    def count(self, code: str) -> None:
+        child = self.requests.get(code)
+        if child is None:
+            child = self.requests[code] = self.metrics.grpc_requests.labels(self.name, code)
+        child.inc()
+
+
+def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
+    """The status code name the call ends with, also when the handler aborted or raised."""
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    code = context.code()
+    if code is not None:
+        return getattr(code, "name", None) or str(code)
+    return "OK" if error is None else "UNKNOWN"
+
+
+def _prompt_text(request: Any) -> str:
+    prompt = getattr(request, "prompt", "")
+    messages = getattr(request, "messages", ())
+    return "\n".join([*(m.content for m in messages), *([prompt] if prompt else [])])
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Metrics and the access log for every hapax.v1 RPC, unary and server-streaming.
+
+    `trace_id` (when tracing is on) adds the current trace id to the log line; `content` (when
+    logging.log_content is on) adds prompt and completion text, passed through that filter.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        trace_id: Callable[[], str] | None = None,
+        content: ContentFilter | None = None,
+        logger: logging.Logger = log,
+    ) -> None:
+        self._metrics = metrics
+        self._methods = {path: _Method(metrics, name) for path, name in METHODS.items()}
+        self._other = _Method(metrics, OTHER)
+        self._errors: dict[str, Any] = {}
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._trace_id = trace_id
+        self._content = content
+        self._log = logger
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        path = details.method
+        if handler is None or not path.startswith(HAPAX_PREFIX):
+            return handler
+        cached = self._wrapped.get(path)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, self._methods.get(path, self._other))
+        if path in self._methods:
+            self._wrapped[path] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: _Method) -> grpc.RpcMethodHandler:
+        # Wrapped: async unary handlers and async-generator streaming ones, which is every
+        # hapax.v1 method. Anything else (client streaming, sync or reader/writer style) passes.
+        if handler.request_streaming:
+            return handler
+        if handler.response_streaming:
+            factory, behavior = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+            if not inspect.isasyncgenfunction(behavior):
+                return handler
+            wrapped = self._stream(behavior, method)
+        else:
+            factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+            if not inspect.iscoroutinefunction(behavior):
+                return handler
+            wrapped = self._unary(behavior, method)
+        return factory(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary(self, behavior: Behavior, method: _Method) -> Behavior:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            info = callinfo.begin(method.name)
+            method.active.inc()
+            started = time.perf_counter()
+            error: BaseException | None = None
+            response = None
+            try:
+                response = await behavior(request, context)
+                return response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                method.active.dec()
+                completion = getattr(response, "text", "") if self._content else ""
+                self._finish(method, info, context, error, started, request, completion)
+
+        return observed
+
+    def _stream(self, behavior: Behavior, method: _Method) -> Behavior:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            info = callinfo.begin(method.name)
+            method.active.inc()
+            started = time.perf_counter()
+            error: BaseException | None = None
+            deltas: list[str] | None = [] if self._content else None
+            try:
+                async for response in behavior(request, context):
+                    if deltas is not None:
+                        deltas.append(getattr(response, "delta", ""))
+                    yield response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                method.active.dec()
+                completion = "".join(deltas) if deltas is not None else ""
+                self._finish(method, info, context, error, started, request, completion)
+
+        return observed
+
+    def _finish(
+        self,
+        method: _Method,
+        info: callinfo.CallInfo,
+        context: grpc.aio.ServicerContext,
+        error: BaseException | None,
+        started: float,
+        request: Any,
+        completion: str,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        code = _final_code(context, error)
+        if not info.request_id:  # calls the servicer does not tag, e.g. AdminService
+            info.request_id = request_id_of(context)
+        method.count(code)
+        method.duration.observe(elapsed)
+        if not info.deduplicated:  # a joiner's wait is upstream time spent by another call
+            method.overhead.observe(max(0.0, elapsed - info.upstream_seconds))
+        if code != "OK":
+            self._count_error(info.error_reason or code)
+        if self._log.isEnabledFor(logging.INFO):
+            self._write_log(method, info, context, code, elapsed, request, completion)
+
+    def _count_error(self, reason: str) -> None:
+        child = self._errors.get(reason)
+        if child is None:
+            label = reason if reason in ERROR_TYPES else OTHER
+            child = self._errors[reason] = self._metrics.errors.labels(label)
+            if label == OTHER and len(self._errors) > 64:
+                self._errors.clear()  # unknown reasons map to "other"; keep the cache small
+        child.inc()
+
+    def _write_log(
+        self,
+        method: _Method,
+        info: callinfo.CallInfo,
+        context: grpc.aio.ServicerContext,
+        code: str,
+        elapsed: float,
+        request: Any,
+        completion: str,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "request_id": info.request_id,
+            "method": method.name,
+            "code": code,
+            "latency_ms": round(elapsed * 1000, 3),
+            "model": info.model,
+            "provider": info.provider,
+            "attempts": info.attempts,
+            "prompt_tokens": info.prompt_tokens,
+            "completion_tokens": info.completion_tokens,
+            "deduplicated": info.deduplicated,
+            "client": info.client,
+            "peer": context.peer(),
+        }
+        if info.error_reason:
+            fields["error_reason"] = info.error_reason
+        if self._trace_id is not None:
+            fields["trace_id"] = self._trace_id()
+        if self._content is not None:
+            fields["prompt"] = self._content(_prompt_text(request))
+            fields["completion"] = self._content(completion)
+        # makeRecord + handle is logger.info without the stack walk that finds the caller.
+        record = self._log.makeRecord(
+            self._log.name,
+            logging.INFO,
+            __file__,
+            0,
+            "%s %s",
+            (method.name, code),
+            None,
+            extra=fields,
+        )
+        self._log.handle(record)

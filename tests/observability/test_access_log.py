@@ -1,0 +1,153 @@
+"""One JSON log line per RPC, and the request id carried everywhere: logs, response metadata,
+error details and the upstream request."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import grpc
+import pytest
+
+from hapax.v1 import admin_service_pb2
+from hapax.v1 import completion_service_pb2 as pb
+from hapaxd.logs import JsonFormatter
+from tests.fakes.upstream import Fail, FakeUpstream
+from tests.observability.conftest import Observe, openai_provider, settings_with
+from tests.status_details import details_of
+
+FIELDS = {
+    "timestamp",
+    "level",
+    "request_id",
+    "method",
+    "code",
+    "latency_ms",
+    "model",
+    "provider",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "deduplicated",
+    "client",
+    "peer",
+}
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    formatter = JsonFormatter()
+    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "hapaxd.access"]
+
+
+async def test_one_json_line_per_rpc_with_every_field(
+    observe: Observe, caplog: pytest.LogCaptureFixture
+) -> None:
+    observed = await observe(settings_with())
+    caplog.set_level(logging.INFO, logger="hapaxd.access")
+    await observed.stub.Complete(
+        pb.CompleteRequest(prompt="hi there"), metadata=(("x-request-id", "req-log-1"),)
+    )
+    async for _ in observed.stub.StreamComplete(
+        pb.StreamCompleteRequest(prompt="hi"), metadata=(("x-request-id", "req-log-2"),)
+    ):
+        pass
+    with pytest.raises(grpc.aio.AioRpcError):
+        await observed.stub.Complete(pb.CompleteRequest(), metadata=(("x-request-id", "req-3"),))
+    await observed.gateway.admin.ListProviders(admin_service_pb2.ListProvidersRequest())
+
+    lines = access_lines(caplog)
+    assert [line["method"] for line in lines] == [
+        "Complete",
+        "StreamComplete",
+        "Complete",
+        "ListProviders",
+    ]
+    for line in lines:
+        assert FIELDS <= set(line), FIELDS - set(line)
+        assert line["level"] == "info"
+        assert line["peer"].startswith("ipv4:127.0.0.1:")
+        assert line["request_id"]
+        assert line["client"] == ""
+    ok, stream, failed, admin = lines
+    assert ok["request_id"] == "req-log-1" and ok["code"] == "OK"
+    assert (ok["model"], ok["provider"], ok["attempts"]) == ("default", "local", 1)
+    assert ok["prompt_tokens"] == 2 and ok["completion_tokens"] > 0
+    assert ok["deduplicated"] is False and ok["latency_ms"] > 0
+    assert stream["request_id"] == "req-log-2" and stream["code"] == "OK"
+    assert stream["completion_tokens"] > 0
+    assert failed["request_id"] == "req-3" and failed["code"] == "INVALID_ARGUMENT"
+    assert failed["error_reason"] == "INVALID_REQUEST"
+    assert admin["code"] == "OK"
+    assert "prompt" not in ok and "hi there" not in json.dumps(lines)  # no content by default
+
+
+async def test_request_id_reaches_metadata_error_details_logs_and_upstream(
+    observe: Observe, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_with(
+        providers=[openai_provider(fake_upstream, "up", api_key_env="OPENAI_TEST_KEY")],
+        router={"retry": {"max_attempts": 1}},
+    )
+    observed = await observe(settings)
+    caplog.set_level(logging.INFO, logger="hapaxd.access")
+
+    call = observed.stub.Complete(
+        pb.CompleteRequest(prompt="hi"), metadata=(("x-request-id", "trace-me-42"),)
+    )
+    reply = await call
+    assert reply.id == "trace-me-42"
+    assert dict(await call.initial_metadata())["x-request-id"] == "trace-me-42"
+    assert fake_upstream.last.headers["x-request-id"] == "trace-me-42"
+
+    fake_upstream.script("openai.chat", Fail(500))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await observed.stub.Complete(
+            pb.CompleteRequest(prompt="again"), metadata=(("x-request-id", "trace-me-43"),)
+        )
+    details = details_of(caught.value)
+    assert details.info is not None and details.info.metadata["request_id"] == "trace-me-43"
+    assert fake_upstream.last.headers["x-request-id"] == "trace-me-43"
+    assert dict(caught.value.initial_metadata())["x-request-id"] == "trace-me-43"
+
+    lines = access_lines(caplog)
+    assert [(line["request_id"], line["code"]) for line in lines] == [
+        ("trace-me-42", "OK"),
+        ("trace-me-43", "UNAVAILABLE"),
+    ]
+    assert lines[1]["error_reason"] == "NO_PROVIDER_AVAILABLE"
+    assert (lines[1]["model"], lines[1]["provider"], lines[1]["attempts"]) == ("default", "up", 1)
+
+
+async def test_generated_request_id_is_the_same_everywhere(
+    observe: Observe, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_with(providers=[openai_provider(fake_upstream, "up")])
+    observed = await observe(settings)
+    caplog.set_level(logging.INFO, logger="hapaxd.access")
+    call = observed.stub.StreamComplete(
+        pb.StreamCompleteRequest(prompt="hi"), metadata=(("x-request-id", "not valid!"),)
+    )
+    messages = [m async for m in call]
+    generated = dict(await call.initial_metadata())["x-request-id"]
+    assert generated != "not valid!" and messages[0].id == generated
+    assert fake_upstream.last.headers["x-request-id"] == generated
+    assert [line["request_id"] for line in access_lines(caplog)] == [generated]
+
+
+async def test_content_is_logged_only_when_configured_and_then_redacted(
+    observe: Observe, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_with(
+        logging={"log_content": True, "redact_patterns": [r"\b\d{4}-\d{4}-\d{4}-\d{4}\b"]}
+    )
+    observed = await observe(settings)
+    caplog.set_level(logging.INFO, logger="hapaxd.access")
+    await observed.stub.Complete(pb.CompleteRequest(prompt="card 4111-1111-1111-1111 please"))
+    async for _ in observed.stub.StreamComplete(pb.StreamCompleteRequest(prompt="stream me")):
+        pass
+    unary, stream = access_lines(caplog)
+    assert unary["prompt"] == "card [REDACTED] please"
+    assert "[REDACTED]" in unary["completion"] and "4111" not in unary["completion"]
+    assert stream["prompt"] == "stream me"
+    assert stream["completion"].endswith("You said: stream me")

@@ -1,0 +1,319 @@
+"""Metric values after real traffic, bounded label values, and the events the router reports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from hapax.v1 import admin_service_pb2
+from hapax.v1 import completion_service_pb2 as pb
+from hapaxd.interceptors import ObservabilityInterceptor
+from hapaxd.metrics import Metrics, PrometheusEvents
+from tests.fakes.upstream import Fail, FakeUpstream, Reply
+from tests.observability.conftest import AccessLog, Observe, openai_provider, settings_with
+from tests.recorder import Recorder
+
+
+async def test_counters_after_ok_and_failed_calls(observe: Observe) -> None:
+    observed = await observe(settings_with())
+    stub = observed.stub
+    for _ in range(3):
+        await stub.Complete(pb.CompleteRequest(prompt="one two three"))
+    replies = [m async for m in stub.StreamComplete(pb.StreamCompleteRequest(prompt="hi"))]
+    for bad in (pb.CompleteRequest(), pb.CompleteRequest(prompt="x", temperature=-1)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Complete(bad)
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    await observed.gateway.admin.ListProviders(admin_service_pb2.ListProvidersRequest())
+
+    s = await observed.samples()
+    assert s.value("hapax_grpc_requests_total", method="Complete", code="OK") == 3
+    assert s.value("hapax_grpc_requests_total", method="Complete", code="INVALID_ARGUMENT") == 2
+    assert s.value("hapax_grpc_requests_total", method="StreamComplete", code="OK") == 1
+    assert s.value("hapax_grpc_requests_total", method="ListProviders", code="OK") == 1
+    assert s.value("hapax_grpc_request_duration_seconds_count", method="Complete") == 5
+    assert s.value("hapax_gateway_overhead_seconds_count", method="Complete") == 5
+    assert s.value("hapax_grpc_active_requests", method="Complete") == 0
+    assert s.value("hapax_errors_total", type="INVALID_REQUEST") == 2
+    assert (
+        s.value(
+            "hapax_provider_requests_total", provider="local", model="default", outcome="success"
+        )
+        == 4
+    )
+    assert s.value("hapax_request_latency_seconds_count", provider="local") == 4
+    assert (
+        s.value("hapax_time_to_first_token_seconds_count", provider="local", model="default") == 1
+    )
+    final = replies[-1].usage
+    assert s.value("hapax_tokens_total", provider="local", model="default", kind="prompt") == (
+        3 * 3 + final.prompt_tokens
+    )
+    assert (
+        s.value("hapax_tokens_total", provider="local", model="default", kind="completion")
+        > final.completion_tokens
+    )
+    # series that exist before anything happened
+    assert s.value("hapax_circuit_breaker_state", provider="local") == 0
+    assert s.value("hapax_provider_healthy", provider="local") == 1
+    assert s.value("hapax_healthy_providers") == 1
+    assert s.value("hapax_retries_total", provider="local") == 0
+    assert s.value("hapax_health_check_errors_total", provider="local") == 0
+
+
+async def test_overhead_excludes_upstream_time(observe: Observe) -> None:
+    slow = {
+        "name": "slow",
+        "type": "local",
+        "models": {"*": "local"},
+        "options": {"chunk_delay": "0.02"},
+    }
+    observed = await observe(settings_with(providers=[slow]))
+    async for _ in observed.stub.StreamComplete(pb.StreamCompleteRequest(prompt="a b c d e")):
+        pass
+    s = await observed.samples()
+    total = s.value("hapax_grpc_request_duration_seconds_sum", method="StreamComplete")
+    overhead = s.value("hapax_gateway_overhead_seconds_sum", method="StreamComplete")
+    assert total is not None and overhead is not None
+    assert total > 0.2  # 10+ words, 20 ms apart
+    assert overhead < total / 2
+
+
+async def test_unknown_models_share_one_other_series(observe: Observe) -> None:
+    settings = settings_with(
+        providers=[{"name": "local", "type": "local", "models": {"*": "local", "known": "local"}}]
+    )
+    observed = await observe(settings)
+    for i in range(50):
+        await observed.stub.Complete(pb.CompleteRequest(prompt="hi", model=f"made-up-{i}"))
+    await observed.stub.Complete(pb.CompleteRequest(prompt="hi", model="known"))
+    s = await observed.samples()
+    models = {labels["model"] for labels in s.labels("hapax_provider_requests_total")}
+    assert models == {"other", "known"}
+    assert (
+        s.value("hapax_provider_requests_total", provider="local", model="other", outcome="success")
+        == 50
+    )
+    assert {labels["model"] for labels in s.labels("hapax_tokens_total")} == {"other", "known"}
+    assert "made-up" not in s.text
+
+
+async def test_failover_retry_and_breaker_counters(
+    observe: Observe, fake_upstream: FakeUpstream
+) -> None:
+    settings = settings_with(
+        providers=[
+            openai_provider(fake_upstream, "primary", api_key_env="OPENAI_TEST_KEY"),
+            openai_provider(fake_upstream, "backup", api_key_env="BACKUP_TEST_KEY"),
+        ],
+        provider_preference=["primary", "backup"],
+        circuit_breaker={"failure_threshold": 2, "timeout": "1h"},
+        router={"retry": {"max_attempts": 2, "initial_backoff": "1ms", "max_backoff": "2ms"}},
+    )
+    observed = await observe(settings)
+    fake_upstream.script("openai.chat", Fail(500), Fail(500), Reply(prompt_tokens=7, chunks=2))
+    reply = await observed.stub.Complete(pb.CompleteRequest(prompt="hi"))
+    assert reply.route.provider == "backup" and reply.route.attempts == 3
+    s = await observed.samples()
+    assert s.value("hapax_retries_total", provider="primary") == 1
+    assert s.value("hapax_failovers_total", **{"from": "primary", "to": "backup"}) == 1
+    assert (
+        s.value(
+            "hapax_provider_requests_total",
+            provider="primary",
+            model="default",
+            outcome="transient",
+        )
+        == 2
+    )
+    assert (
+        s.value(
+            "hapax_provider_requests_total", provider="backup", model="default", outcome="success"
+        )
+        == 1
+    )
+    assert s.value("hapax_circuit_breaker_state", provider="primary") == 2
+    assert s.value("hapax_circuit_breaker_state", provider="backup") == 0
+    assert s.value("hapax_tokens_total", provider="backup", model="default", kind="prompt") == 7
+    assert s.value("hapax_grpc_requests_total", method="Complete", code="OK") == 1
+
+
+def _metrics(*providers: str) -> tuple[Metrics, PrometheusEvents]:
+    settings = settings_with(
+        providers=[{"name": p, "type": "local", "models": {"*": "local"}} for p in providers]
+    )
+    metrics = Metrics(settings, CollectorRegistry())
+    return metrics, PrometheusEvents(metrics)
+
+
+def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_health_events_drive_the_health_gauges() -> None:
+    metrics, events = _metrics("a", "b")
+    assert _value(metrics, "hapax_healthy_providers") == 2
+    events.health_checked("a", False, 0.5)
+    events.health_checked("a", True, 0.1)
+    events.provider_health("a", False)
+    assert _value(metrics, "hapax_health_check_errors_total", provider="a") == 1
+    assert _value(metrics, "hapax_health_check_duration_seconds_count", provider="a") == 2
+    assert _value(metrics, "hapax_provider_healthy", provider="a") == 0
+    assert _value(metrics, "hapax_healthy_providers") == 1
+    events.provider_health("b", False)
+    assert _value(metrics, "hapax_healthy_providers") == 0
+    events.provider_health("a", True)
+    assert _value(metrics, "hapax_healthy_providers") == 1
+
+
+def test_breaker_states_map_to_numbers() -> None:
+    metrics, events = _metrics("a")
+    for state, number in (("open", 2), ("half_open", 1), ("closed", 0)):
+        events.breaker_transition("a", state)
+        assert _value(metrics, "hapax_circuit_breaker_state", provider="a") == number
+        assert (
+            _value(metrics, "hapax_circuit_breaker_transitions_total", provider="a", to=state) == 1
+        )
+
+
+def test_unknown_label_values_are_bounded() -> None:
+    metrics, events = _metrics("a")
+    for i in range(20):
+        events.attempt_finished(f"ghost-{i}", f"model-{i}", f"weird-{i}", 0.1)
+        events.deduplicated(f"Method{i}")
+        events.failover(f"x{i}", "a")
+    assert (
+        _value(
+            metrics,
+            "hapax_provider_requests_total",
+            provider="other",
+            model="other",
+            outcome="other",
+        )
+        == 20
+    )
+    assert _value(metrics, "hapax_deduplicated_requests_total", method="other") == 20
+    assert _value(metrics, "hapax_failovers_total", **{"from": "other", "to": "a"}) == 20
+
+
+def test_each_app_has_its_own_registry() -> None:
+    first, events = _metrics("a")
+    second, _ = _metrics("a")
+    events.retry("a")
+    assert _value(first, "hapax_retries_total", provider="a") == 1
+    assert _value(second, "hapax_retries_total", provider="a") == 0
+    assert first.registry is not second.registry
+
+
+async def test_deduplicated_calls_are_counted_and_logged(
+    observe: Observe, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = Recorder()
+    observed = await observe(
+        settings_with(providers=[openai_provider(fake_upstream, "up")]), events=events
+    )
+    caplog.set_level(logging.INFO, logger="hapaxd.access")
+    fake_upstream.hold()
+    calls = [
+        asyncio.ensure_future(observed.stub.Complete(pb.CompleteRequest(prompt="same")))
+        for _ in range(3)
+    ]
+    await events.wait_until(lambda: events.counts["deduplicated"] == 2)
+    fake_upstream.release()
+    await asyncio.gather(*calls)
+    s = await observed.samples()
+    assert s.value("hapax_deduplicated_requests_total", method="Complete") == 2
+    assert (
+        s.value("hapax_provider_requests_total", provider="up", model="default", outcome="success")
+        == 1
+    )
+    assert s.value("hapax_grpc_requests_total", method="Complete", code="OK") == 3
+    assert s.value("hapax_gateway_overhead_seconds_count", method="Complete") == 1
+    flags = sorted(r.deduplicated for r in caplog.records if r.name == "hapaxd.access")
+    assert flags == [False, True, True]
+
+
+class _Details:
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+class _Context:
+    def code(self) -> None:
+        return None
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+
+async def test_interceptor_skips_health_and_bounds_unknown_hapax_methods() -> None:
+    metrics = Metrics(settings_with(), CollectorRegistry())
+    interceptor = ObservabilityInterceptor(metrics)
+
+    async def ok(request: object, context: object) -> str:
+        return "ok"
+
+    handler = grpc.unary_unary_rpc_method_handler(ok)
+
+    async def continuation(details: object) -> grpc.RpcMethodHandler | None:
+        return None if details.method.endswith("/Missing") else handler  # type: ignore[attr-defined]
+
+    async def intercept(method: str) -> grpc.RpcMethodHandler | None:
+        return await interceptor.intercept_service(continuation, _Details(method))
+
+    assert await intercept("/grpc.health.v1.Health/Check") is handler  # passed through
+    assert await intercept("/hapax.v1.CompletionService/Missing") is None  # UNIMPLEMENTED
+    known = await intercept("/hapax.v1.CompletionService/Complete")
+    assert known is not handler
+    assert await intercept("/hapax.v1.CompletionService/Complete") is known  # wrapped once
+    for i in range(5):
+        future = await intercept(f"/hapax.v1.Future/Method{i}")
+        assert await future.unary_unary(None, _Context()) == "ok"
+    assert await known.unary_unary(None, _Context()) == "ok"
+
+    def count(method: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "hapax_grpc_requests_total", {"method": method, "code": "OK"}
+        )
+
+    assert count("other") == 5
+    assert count("Complete") == 1
+    methods = {
+        s.labels["method"]
+        for family in metrics.registry.collect()
+        if family.name == "hapax_grpc_requests"
+        for s in family.samples
+    }
+    assert methods == {"Complete", "StreamComplete", "ListProviders", "other"}
+
+
+async def test_a_cancelled_stream_is_counted_and_leaves_no_active_request(
+    observe: Observe, access_log: AccessLog
+) -> None:
+    slow = {
+        "name": "slow",
+        "type": "local",
+        "models": {"*": "local"},
+        "options": {"chunk_delay": "0.05"},
+    }
+    observed = await observe(settings_with(providers=[slow]))
+    call = observed.stub.StreamComplete(pb.StreamCompleteRequest(prompt="a b c d e f g h"))
+    await call.read()
+    s = await observed.samples()
+    assert s.value("hapax_grpc_active_requests", method="StreamComplete") == 1
+    call.cancel()
+    await access_log.wait_for(1)  # the server side notices the cancellation on its own time
+    (line,) = access_log.records
+    assert line.code == "CANCELLED"
+    s = await observed.samples()
+    assert s.value("hapax_grpc_active_requests", method="StreamComplete") == 0
+    assert s.value("hapax_grpc_requests_total", method="StreamComplete", code="CANCELLED") == 1
+    assert s.value("hapax_errors_total", type="CANCELLED") == 1

@@ -1,0 +1,85 @@
+"""Secrets never reach the logs: traffic with provider keys and metrics credentials, every record
+grepped; plus the redactor itself on the shapes secrets arrive in."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+
+from hapax.v1 import admin_service_pb2
+from hapax.v1 import completion_service_pb2 as pb
+from hapaxd import redaction
+from tests.fakes.upstream import Fail, FakeUpstream
+from tests.logcapture import (
+    BACKUP_KEY,
+    METRICS_PASSWORD,
+    METRICS_TOKEN,
+    OPENAI_KEY,
+    SECRETS,
+    leaked,
+)
+from tests.observability.conftest import Observe, openai_provider, settings_with
+
+
+async def test_traffic_with_keys_logs_no_secret(
+    observe: Observe, fake_upstream: FakeUpstream, all_logs: logging.Handler
+) -> None:
+    settings = settings_with(
+        providers=[
+            openai_provider(fake_upstream, "primary", api_key_env="OPENAI_TEST_KEY"),
+            openai_provider(fake_upstream, "backup", api_key_env="BACKUP_TEST_KEY"),
+        ],
+        metrics={
+            "bearer_token_env": "METRICS_TOKEN",
+            "basic_auth_user": "prom",
+            "basic_auth_password_env": "METRICS_PASSWORD",
+        },
+        router={"retry": {"max_attempts": 1}},
+        circuit_breaker={"failure_threshold": 1, "timeout": "1h"},
+    )
+    observed = await observe(settings)
+    before = len(all_logs.lines)  # type: ignore[attr-defined]
+    fake_upstream.script("openai.chat", Fail(401, message=f"Incorrect API key: {OPENAI_KEY}"))
+    await observed.stub.Complete(pb.CompleteRequest(prompt="hello"))
+    assert fake_upstream.requests[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    fake_upstream.script("openai.chat", Fail(500, message=f"boom, key was {BACKUP_KEY}"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await observed.stub.Complete(pb.CompleteRequest(prompt="again"))
+    await observed.gateway.admin.ListProviders(admin_service_pb2.ListProvidersRequest())
+    await observed.get("/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}x"})
+    await observed.get("/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
+    # Code that logs a secret by mistake is redacted too, in messages, arguments and tracebacks.
+    log = logging.getLogger("hapaxd.test")
+    log.warning("upstream said %s", f"invalid key {OPENAI_KEY}")
+    log.warning(f"headers {{'Authorization': 'Bearer {METRICS_TOKEN}'}}")
+    try:
+        raise RuntimeError(f"password={METRICS_PASSWORD}")
+    except RuntimeError:
+        log.exception("failed with %s", BACKUP_KEY)
+
+    lines = all_logs.lines[before:]  # type: ignore[attr-defined]
+    assert len(lines) >= 7
+    assert any("[REDACTED]" in line for line in lines)
+    assert not leaked(lines, set(SECRETS.values()))
+    assert set(SECRETS.values()) <= redaction.REDACTOR.secrets()
+
+
+def test_redactor_masks_header_shapes_and_configured_patterns() -> None:
+    redactor = redaction.Redactor()
+    redactor.add(["literal-secret-value", "short"], [r"\b\d{3}-\d{2}-\d{4}\b"])
+    cases = {
+        "authorization: Bearer abc.def.ghi": "authorization: Bearer [REDACTED]",
+        "{'Authorization': 'Basic dXNlcjpwYXNz'}": "{'Authorization': 'Basic [REDACTED]'}",
+        "x-api-key=abcdef123456&next=1": "x-api-key=[REDACTED]&next=1",
+        '"api-key": "0123456789"': '"api-key": "[REDACTED]"',
+        "token Bearer eyJhbGciOiJIUzI1NiJ9.x": "token Bearer [REDACTED]",
+        "key sk-ant-api03-abcdefghijklmnop in text": "key [REDACTED] in text",
+        "the literal-secret-value leaked": "the [REDACTED] leaked",
+        "ssn 123-45-6789": "ssn [REDACTED]",
+        "short words stay": "short words stay",  # below the minimum secret length
+        "api_key_env=OPENAI_API_KEY": "api_key_env=OPENAI_API_KEY",  # names are not secrets
+    }
+    for text, expected in cases.items():
+        assert redactor.redact(text) == expected, text

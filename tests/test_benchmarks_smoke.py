@@ -1,0 +1,58 @@
+"""The benchmarks still run: tiny sizes, real processes and channels, structure only (never timing
+ratios, which belong to `make bench` on a quiet machine)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks import client_choice, gateway
+from benchmarks.fake_upstream import STREAM_MESSAGES
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_gateway_benchmark_measures_gateway_and_floor_for_unary_and_stream() -> None:
+    config = gateway.Config(
+        rounds=1, max_requests=50, warmup=0, initial_warmup=0, concurrency=(1, 4), pin=False
+    )
+    result = gateway.run(config)
+
+    cells = {(c["kind"], c["concurrency"]): c for c in result["cells"]}
+    assert set(cells) == {("unary", 1), ("unary", 4), ("stream", 1), ("stream", 4)}
+    for (kind, _), cell in cells.items():
+        for target in ("gateway", "floor"):
+            figures = cell[target]
+            assert figures["errors"] == 0, figures.get("first_error")
+            assert figures["requests"] == 50
+            assert figures["rps"] > 0
+            assert figures["p50_ms"] > 0 and figures["p99_ms"] >= figures["p50_ms"]
+            assert figures["messages_per_call"] == (1 if kind == "unary" else STREAM_MESSAGES)
+        assert math.isfinite(cell["rps_ratio"]) and cell["rps_ratio"] > 0
+        assert math.isfinite(cell["p50_added_ms"])
+    assert set(result["aims"]) == {"complete_rps_ratio", "complete_p50_added_ms_at_c1"}
+    assert "Complete" in gateway.format_table(result)
+
+
+def test_client_choice_benchmark_measures_both_clients_and_both_loops() -> None:
+    config = client_choice.Config(
+        rounds=1,
+        warmup=0,
+        loop_rounds=1,
+        max_requests=30,
+        pin=False,
+        loop_cells=(("unary", 1), ("stream", 2)),
+    )
+    result = client_choice.run(config)
+
+    for mode, _, _ in client_choice.MODES:
+        for name in client_choice.CLIENTS:
+            figures = result["http_clients"][mode][name]
+            assert figures["errors"] == 0, figures.get("first_error")
+            assert figures["rps"] > 0
+    for cell in result["event_loops"]:
+        for loop in ("uvloop", "asyncio"):
+            assert cell[loop]["errors"] == 0, cell[loop].get("first_error")
+            assert cell[loop]["rps"] > 0
+    assert "httpx" in client_choice.format_table(result)
