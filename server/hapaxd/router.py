@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from hapaxd import callinfo
 from hapaxd.config import RouterSettings, Settings
@@ -29,6 +30,8 @@ from hapaxd.events import Events, NoEvents
 from hapaxd.upstreams import Upstream
 
 StreamItem = tuple[Chunk, Route]
+ChunkSource = AsyncGenerator[Chunk, None]
+T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -70,6 +73,13 @@ class _Call:
         upstream.in_flight += 1
 
     def failed(self, upstream: Upstream, error: UpstreamError, model: str, started: float) -> None:
+        """An attempt failed before answering; a caller fault ends the call here."""
+        self.count_failure(upstream, error, model, started)
+        if error.failure_class is FailureClass.CALLER:
+            raise CallerRejected(error.attempt())
+
+    def count_failure(self, upstream: Upstream, error: UpstreamError, model: str, started: float) -> None:
+        """Bookkeeping for a failed attempt: its record, its last error, its breaker."""
         upstream.in_flight -= 1
         _spent_upstream(time.perf_counter() - started)
         self.attempts.append(error.attempt())
@@ -81,8 +91,6 @@ class _Call:
             upstream.breaker.failure()
         else:
             upstream.breaker.release()
-        if error.failure_class is FailureClass.CALLER:
-            raise CallerRejected(error.attempt())
 
     def succeeded(self, upstream: Upstream, model: str, started: float) -> None:
         upstream.in_flight -= 1
@@ -168,10 +176,11 @@ class Router:
     def any_usable(self) -> bool:
         return any(u.usable() for u in self.upstreams.values())
 
-    async def complete(
-        self, request: CompletionRequest, deadline: float | None = None
-    ) -> tuple[Completion, Route]:
-        call = _Call(self, request, deadline)
+    async def _first_success(
+        self, call: _Call, attempt: Callable[[Upstream, str], Awaitable[T]]
+    ) -> tuple[Upstream, str, T, float]:
+        """Run `attempt` on each target in order, retrying and failing over by failure class
+        within the call's budget, until one succeeds: (upstream, upstream model, result, start)."""
         max_attempts = self.settings.retry.max_attempts
         for upstream, model in call.targets():
             for n in range(max_attempts):
@@ -182,29 +191,38 @@ class Router:
                 started = time.perf_counter()
                 try:
                     async with asyncio.timeout(remaining):
-                        completion = await upstream.provider.complete(request.with_model(model))
+                        result = await attempt(upstream, model)
                 except UpstreamError as error:
-                    call.failed(upstream, error, request.model, started)
+                    call.failed(upstream, error, call.request.model, started)
                     if not (error.failure_class.retryable and n + 1 < max_attempts):
                         break
                     if not await call.pause_before_retry(upstream, error, n):
                         break
                     continue
                 except TimeoutError:
-                    call.failed(upstream, _timeout(upstream), request.model, started)
+                    call.failed(upstream, _timeout(upstream), call.request.model, started)
                     raise DeadlineExceeded(call.attempts) from None
                 except BaseException:
                     call.abandoned(upstream)
                     raise
-                call.succeeded(upstream, request.model, started)
-                self.events.tokens(
-                    upstream.name,
-                    request.model,
-                    completion.usage.prompt_tokens,
-                    completion.usage.completion_tokens,
-                )
-                return completion, Route(upstream.name, model, len(call.attempts) + 1)
+                return upstream, model, result, started
         raise call.exhausted()
+
+    async def complete(
+        self, request: CompletionRequest, deadline: float | None = None
+    ) -> tuple[Completion, Route]:
+        call = _Call(self, request, deadline)
+
+        async def attempt(upstream: Upstream, model: str) -> Completion:
+            return await upstream.provider.complete(request.with_model(model))
+
+        upstream, model, completion, started = await self._first_success(call, attempt)
+        call.succeeded(upstream, request.model, started)
+        usage = completion.usage
+        self.events.tokens(
+            upstream.name, request.model, usage.prompt_tokens, usage.completion_tokens
+        )
+        return completion, Route(upstream.name, model, len(call.attempts) + 1)
 
     async def stream(
         self, request: CompletionRequest, deadline: float | None = None
@@ -212,8 +230,20 @@ class Router:
         """Chunks with what served them. Nothing is yielded until one provider's first chunk has
         arrived, so failover before that is invisible; after it a failure is StreamInterrupted."""
         call = _Call(self, request, deadline)
-        opened = await self._open_stream(call)
-        upstream, model, first, source, started = opened
+
+        async def attempt(upstream: Upstream, model: str) -> tuple[Chunk, ChunkSource]:
+            source = upstream.provider.stream(request.with_model(model))
+            try:
+                first = await anext(source, None)
+            except BaseException:
+                await source.aclose()
+                raise
+            if first is None:
+                raise UpstreamError(FailureClass.TRANSIENT, upstream.name, "stream had no chunk")
+            return first, source
+
+        upstream, model, (first, source), started = await self._first_success(call, attempt)
+        self.events.first_token(upstream.name, request.model, time.perf_counter() - started)
         route = Route(upstream.name, model, len(call.attempts) + 1)
         sent_chunks, sent_chars = 0, 0
         idle = self.settings.stream_idle_timeout
@@ -240,68 +270,12 @@ class Router:
             call.succeeded(upstream, request.model, started)
         except UpstreamError as error:
             finished = True
-            upstream.in_flight -= 1
-            upstream.last_error = f"{error.failure_class.value}: {error.message}"
-            upstream.breaker.failure()
-            self.events.attempt_finished(
-                upstream.name,
-                request.model,
-                error.failure_class.value,
-                time.perf_counter() - started,
-            )
+            call.count_failure(upstream, error, request.model, started)
             raise StreamInterrupted(upstream.name, sent_chunks, sent_chars, error.message) from None
         finally:
             if not finished:
                 call.abandoned(upstream)
             await source.aclose()
-
-    async def _open_stream(
-        self, call: _Call
-    ) -> tuple[Upstream, str, Chunk, AsyncGenerator[Chunk, None], float]:
-        request = call.request
-        max_attempts = self.settings.retry.max_attempts
-        for upstream, model in call.targets():
-            for n in range(max_attempts):
-                remaining = call.check_budget()
-                if not (upstream.healthy and upstream.breaker.allow()):
-                    break
-                call.begin(upstream)
-                started = time.perf_counter()
-                source = upstream.provider.stream(request.with_model(model))
-                try:
-                    async with asyncio.timeout(remaining):
-                        first = await anext(source)
-                except StopAsyncIteration:
-                    first = None
-                except UpstreamError as error:
-                    await source.aclose()
-                    call.failed(upstream, error, request.model, started)
-                    if not (error.failure_class.retryable and n + 1 < max_attempts):
-                        break
-                    if not await call.pause_before_retry(upstream, error, n):
-                        break
-                    continue
-                except TimeoutError:
-                    await source.aclose()
-                    call.failed(upstream, _timeout(upstream), request.model, started)
-                    raise DeadlineExceeded(call.attempts) from None
-                except BaseException:
-                    await source.aclose()
-                    call.abandoned(upstream)
-                    raise
-                if first is None:
-                    call.failed(
-                        upstream,
-                        UpstreamError(
-                            FailureClass.TRANSIENT, upstream.name, "stream ended before any chunk"
-                        ),
-                        request.model,
-                        started,
-                    )
-                    break
-                self.events.first_token(upstream.name, request.model, time.perf_counter() - started)
-                return upstream, model, first, source, started
-        raise call.exhausted()
 
 
 def _spent_upstream(seconds: float) -> None:

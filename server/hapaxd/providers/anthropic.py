@@ -15,7 +15,7 @@ from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Ro
 from hapaxd.errors import FailureClass, UpstreamError
 from hapaxd.providers.base import ProviderSpec
 from hapaxd.providers.http import HttpClient, default_classify
-from hapaxd.providers.sse import Event, SSEDecoder
+from hapaxd.providers.sse import Event, sse_events
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -229,24 +229,15 @@ class AnthropicProvider:
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, default_max_tokens=self._max_tokens)
         state = _StreamState(self.name)
-        decoder = SSEDecoder()
-        url = self._http.url("/v1/messages")
-        # post_stream is an async generator: aclosing() closes the upstream body promptly.
-        raw = self._http.post_stream(url, body, self._headers())
-        async with contextlib.aclosing(raw) as data_chunks:
-            async for data in data_chunks:
-                for event in decoder.feed(data):
-                    chunk = state.on_event(event)
-                    if chunk is not None:
-                        yield chunk
-                    if state.done:
-                        return
-        for event in decoder.close():
-            chunk = state.on_event(event)
-            if chunk is not None:
-                yield chunk
-            if state.done:
-                return
+        raw = self._http.post_stream(self._http.url("/v1/messages"), body, self._headers())
+        # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
+        async with contextlib.aclosing(sse_events(raw)) as events:
+            async for event in events:
+                chunk = state.on_event(event)
+                if chunk is not None:
+                    yield chunk
+                if state.done:
+                    return
         raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
 
     async def probe(self) -> None:

@@ -15,7 +15,7 @@ from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Us
 from hapaxd.errors import FailureClass, UpstreamError
 from hapaxd.providers.base import ProviderSpec
 from hapaxd.providers.http import HttpClient, default_classify
-from hapaxd.providers.sse import LineDecoder
+from hapaxd.providers.sse import ndjson_lines
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 
@@ -165,22 +165,14 @@ class OllamaProvider:
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True)
-        decoder = LineDecoder()
-        url = self._http.url("/api/chat")
-        # post_stream is an async generator: aclosing() closes the upstream body promptly.
-        raw = self._http.post_stream(url, body, self._headers())
-        async with contextlib.aclosing(raw) as data_chunks:
-            async for data in data_chunks:
-                for line in decoder.feed(data):
-                    for chunk in self._chunks(line):
-                        yield chunk
-                        if chunk.finish_reason is not None:
-                            return
-        for line in decoder.close():
-            for chunk in self._chunks(line):
-                yield chunk
-                if chunk.finish_reason is not None:
-                    return
+        raw = self._http.post_stream(self._http.url("/api/chat"), body, self._headers())
+        # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
+        async with contextlib.aclosing(ndjson_lines(raw)) as lines:
+            async for line in lines:
+                for chunk in self._chunks(line):
+                    yield chunk
+                    if chunk.finish_reason is not None:
+                        return
         raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
 
     async def probe(self) -> None:

@@ -16,7 +16,7 @@ from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Us
 from hapaxd.errors import FailureClass, UpstreamError
 from hapaxd.providers.base import ProviderSpec
 from hapaxd.providers.http import HttpClient, default_classify
-from hapaxd.providers.sse import Event, SSEDecoder
+from hapaxd.providers.sse import Event, sse_events
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 AZURE_API_VERSION = "2024-10-21"
@@ -275,24 +275,15 @@ class OpenAIProvider:
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, max_tokens_field=self._max_tokens_field)
         state = _StreamState(self.name)
-        decoder = SSEDecoder()
-        url = self._chat_url(request)
-        # post_stream is an async generator: aclosing() closes the upstream body promptly.
-        raw = self._http.post_stream(url, body, self._headers())
-        async with contextlib.aclosing(raw) as data_chunks:
-            async for data in data_chunks:
-                for event in decoder.feed(data):
-                    chunk = state.on_event(event)
-                    if chunk is not None:
-                        yield chunk
-                    if state.done:
-                        return
-        for event in decoder.close():
-            chunk = state.on_event(event)
-            if chunk is not None:
-                yield chunk
-            if state.done:
-                return
+        raw = self._http.post_stream(self._chat_url(request), body, self._headers())
+        # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
+        async with contextlib.aclosing(sse_events(raw)) as events:
+            async for event in events:
+                chunk = state.on_event(event)
+                if chunk is not None:
+                    yield chunk
+                if state.done:
+                    return
         if state.finish is None:
             raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
         yield state.final()

@@ -7,7 +7,9 @@ what is incomplete for the next feed. Pure Python: no HTTP client, no grpc.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
+from collections.abc import AsyncGenerator
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,3 +108,25 @@ class LineDecoder:
         rest = (self._buffer + self._text.decode(b"", final=True)).strip()
         self._buffer = ""
         return [rest] if rest else []
+
+
+async def sse_events(body: AsyncGenerator[bytes, None]) -> AsyncGenerator[Event, None]:
+    """Every event of a streamed SSE body. Closing this generator closes the body."""
+    decoder = SSEDecoder()
+    async with contextlib.aclosing(body) as data:
+        async for chunk in data:
+            for event in decoder.feed(chunk):
+                yield event
+    for event in decoder.close():
+        yield event
+
+
+async def ndjson_lines(body: AsyncGenerator[bytes, None]) -> AsyncGenerator[str, None]:
+    """Every record of a streamed NDJSON body. Closing this generator closes the body."""
+    decoder = LineDecoder()
+    async with contextlib.aclosing(body) as data:
+        async for chunk in data:
+            for line in decoder.feed(chunk):
+                yield line
+    for line in decoder.close():
+        yield line
