@@ -78,7 +78,9 @@ class _Call:
         if error.failure_class is FailureClass.CALLER:
             raise CallerRejected(error.attempt())
 
-    def count_failure(self, upstream: Upstream, error: UpstreamError, model: str, started: float) -> None:
+    def count_failure(
+        self, upstream: Upstream, error: UpstreamError, model: str, started: float
+    ) -> None:
         """Bookkeeping for a failed attempt: its record, its last error, its breaker."""
         upstream.in_flight -= 1
         _spent_upstream(time.perf_counter() - started)
