@@ -1,0 +1,40 @@
+"""`python -m benchmarks` (what `make bench` runs): the gateway against the floor, then the HTTP
+client and event loop measurements. About 2 minutes; `--quick` for a ~20 s smoke run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from benchmarks import client_choice, gateway
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    gateway.add_arguments(parser)
+    parser.add_argument(
+        "--only", choices=("gateway", "client-choice"), help="run one of the two benchmarks"
+    )
+    args = parser.parse_args(argv)
+    results = {}
+    began = time.perf_counter()
+    if args.only in (None, "gateway"):
+        results["gateway"] = gateway.run(gateway.config_from(args), verbose=args.verbose)
+        print(gateway.format_table(results["gateway"]), flush=True)
+    if args.only in (None, "client-choice"):
+        config = client_choice.Config.quick() if args.quick else client_choice.Config()
+        config.pin = not args.no_pin
+        results["client_choice"] = client_choice.run(config)
+        if "gateway" in results:
+            print()
+        print(client_choice.format_table(results["client_choice"]), flush=True)
+    print(f"\n(benchmarks took {time.perf_counter() - began:.0f} s)")
+    if args.json:
+        gateway.write_json(args.json, results)
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
