@@ -153,7 +153,6 @@ class RetrySettings(_Frozen):
 
 class RouterSettings(_Frozen):
     default_deadline: Seconds = 60.0  # when the caller sets no gRPC deadline
-    stream_idle_timeout: Seconds = 30.0
     retry: RetrySettings = RetrySettings()
 
 

@@ -248,7 +248,6 @@ class Router:
         self.events.first_token(upstream.name, request.model, time.perf_counter() - started)
         route = Route(upstream.name, model, len(call.attempts) + 1)
         sent_chunks, sent_chars = 0, 0
-        idle = self.settings.stream_idle_timeout
         finished = False
         try:
             chunk: Chunk | None = first
@@ -263,11 +262,8 @@ class Router:
                 yield chunk, route
                 sent_chunks += 1
                 sent_chars += len(chunk.delta)
-                try:
-                    async with asyncio.timeout(idle):
-                        chunk = await anext(source, None)
-                except TimeoutError:
-                    raise _timeout(upstream, f"no chunk for {idle:g}s") from None
+                # A silent upstream is cut by its provider's `timeouts.idle`, read by read.
+                chunk = await anext(source, None)
             finished = True
             call.succeeded(upstream, request.model, started)
         except UpstreamError as error:

@@ -289,7 +289,6 @@ async def test_a_cancelled_stream_closes_the_upstream_request(
     gateway = await start_gateway(
         settings(
             provider("a", fake_upstream, timeouts={**FAST, "idle": "30s"}),
-            router={"stream_idle_timeout": "30s"},
         )
     )
     call = gateway.stub.StreamComplete(pb.StreamCompleteRequest(prompt="x"))
@@ -322,9 +321,8 @@ async def test_a_stream_broken_after_chunks_ends_with_stream_interrupted(
     fake_upstream.set_default(broken)
     gateway = await start_gateway(
         settings(
-            provider("a", fake_upstream, timeouts={**FAST, "idle": "30s"}),
+            provider("a", fake_upstream, timeouts={**FAST, "idle": "300ms"}),
             provider("b", backup),
-            router={"stream_idle_timeout": "300ms"},
         )
     )
     received: list[pb.StreamCompleteResponse] = []

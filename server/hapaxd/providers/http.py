@@ -13,7 +13,7 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -129,10 +129,7 @@ class HttpClient:
 
     async def post_json(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
         with self._mapped():
-            async with self._first_byte():
-                response = await self.session.post(
-                    url, json=body, headers=self._with_request_id(headers)
-                )
+            response = await self._send("POST", url, headers, body)
             async with response:
                 raw = b"".join([data async for data in self._read(response)])
                 self._raise_for_status(response, raw)
@@ -140,8 +137,7 @@ class HttpClient:
 
     async def get_json(self, url: str, headers: Mapping[str, str]) -> Any:
         with self._mapped():
-            async with self._first_byte():
-                response = await self.session.get(url, headers=self._with_request_id(headers))
+            response = await self._send("GET", url, headers)
             async with response:
                 raw = b"".join([data async for data in self._read(response)])
                 self._raise_for_status(response, raw)
@@ -153,10 +149,7 @@ class HttpClient:
         """Body bytes as they arrive. Closing the iterator (or cancelling its consumer) closes the
         upstream connection, so a caller that goes away stops the upstream too."""
         with self._mapped():
-            async with self._first_byte():
-                response = await self.session.post(
-                    url, json=body, headers=self._with_request_id(headers)
-                )
+            response = await self._send("POST", url, headers, body)
             try:
                 if response.status >= 400:
                     raw = b"".join([data async for data in self._read(response)])
@@ -207,16 +200,23 @@ class HttpClient:
             retry_after=retry_after,
         )
 
-    @contextlib.asynccontextmanager
-    async def _first_byte(self) -> AsyncIterator[None]:
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: Any = None
+    ) -> aiohttp.ClientResponse:
+        """The response, once its headers arrived within first_byte."""
+        first_byte = self._spec.timeouts.first_byte
         try:
-            async with asyncio.timeout(self._spec.timeouts.first_byte):
-                yield
+            async with asyncio.timeout(first_byte):
+                return await self.session.request(
+                    method, url, json=body, headers=self._with_request_id(headers)
+                )
+        except aiohttp.ClientError:
+            raise  # aiohttp's own timeouts are TimeoutErrors too; _mapped() classifies them
         except TimeoutError:
             raise UpstreamError(
                 FailureClass.TIMEOUT,
                 self._spec.name,
-                f"no response headers within {self._spec.timeouts.first_byte:g}s",
+                f"no response headers within {first_byte:g}s",
             ) from None
 
     @contextlib.contextmanager
