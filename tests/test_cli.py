@@ -217,3 +217,33 @@ async def test_serve_starts_answers_health_and_exits_0_on_sigterm(tmp_path: path
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_serve_on_the_built_in_default_logs_its_providers_and_never_the_key() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    key = "sk-cli-test-key-never-logged-0123"
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": key,
+        "HAPAX_GRPC_ADDRESS": address,
+        "HAPAX_METRICS_ADDRESS": "127.0.0.1:0",
+    }
+    env.pop("HAPAX_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        *HAPAXD,
+        "serve",
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await wait_until_serving(address, proc, within=30)
+        proc.send_signal(signal.SIGTERM)
+        output = (await asyncio.wait_for(proc.communicate(), 15))[0].decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "from providers: openai (openai), local (local)" in output
+    assert key not in output

@@ -407,4 +407,9 @@ def default_settings(environ: Mapping[str, str] | None = None) -> Settings:
             }
         )
     providers.append({"name": "local", "type": "local", "models": {"*": "local"}})
-    return parse({"providers": providers, "default_model": "default"}, environ)
+    data: dict[str, Any] = {"providers": providers, "default_model": "default"}
+    if environ.get("HAPAX_GRPC_ADDRESS"):
+        data["server"] = {"address": environ["HAPAX_GRPC_ADDRESS"]}
+    if environ.get("HAPAX_METRICS_ADDRESS"):
+        data["metrics"] = {"address": environ["HAPAX_METRICS_ADDRESS"]}
+    return parse(data, environ)

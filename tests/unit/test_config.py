@@ -148,3 +148,13 @@ def test_the_example_config_in_the_repo_is_valid() -> None:
     env = {"OPENAI_API_KEY": "sk", "ANTHROPIC_API_KEY": "ak"}
     settings = config.load(str(root / "config" / "hapax.example.yaml"), env)
     assert settings.providers
+
+
+def test_built_in_default_addresses_can_be_moved_by_environment() -> None:
+    settings = config.default_settings(
+        {"HAPAX_GRPC_ADDRESS": "127.0.0.1:7000", "HAPAX_METRICS_ADDRESS": "127.0.0.1:7001"}
+    )
+    assert (settings.server.address, settings.metrics.address) == (
+        "127.0.0.1:7000",
+        "127.0.0.1:7001",
+    )
