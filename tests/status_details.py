@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -23,11 +24,9 @@ class Details:
         return [v.field for v in self.bad_request.field_violations] if self.bad_request else []
 
 
-def details_of(error: grpc.aio.AioRpcError) -> Details:
-    """The rich status of a failed call: every detail unpacked, one ErrorInfo required."""
-    status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, f"no google.rpc.Status on {error.code()}: {error.details()}"
-    found: dict[str, object] = {}
+def unpack(status: status_pb2.Status) -> dict[str, Any]:
+    """Every known detail of a google.rpc.Status by type name; a type twice is an error."""
+    found: dict[str, Any] = {}
     for packed in status.details:
         for kind in (
             error_details_pb2.ErrorInfo,
@@ -40,11 +39,19 @@ def details_of(error: grpc.aio.AioRpcError) -> Details:
                 packed.Unpack(detail)
                 assert kind.__name__ not in found, f"two {kind.__name__} details"
                 found[kind.__name__] = detail
+    return found
+
+
+def details_of(error: grpc.aio.AioRpcError) -> Details:
+    """The rich status of a failed call: every detail unpacked, one ErrorInfo required."""
+    status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no google.rpc.Status on {error.code()}: {error.details()}"
+    found = unpack(status)
     return Details(
         code=error.code(),
         message=status.message,
-        info=found.get("ErrorInfo"),  # type: ignore[arg-type]
-        bad_request=found.get("BadRequest"),  # type: ignore[arg-type]
-        retry=found.get("RetryInfo"),  # type: ignore[arg-type]
-        quota=found.get("QuotaFailure"),  # type: ignore[arg-type]
+        info=found.get("ErrorInfo"),
+        bad_request=found.get("BadRequest"),
+        retry=found.get("RetryInfo"),
+        quota=found.get("QuotaFailure"),
     )

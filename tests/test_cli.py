@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import Gateway
+from tests.processes import run
 
 _SCRIPT = pathlib.Path(sys.executable).parent / "hapaxd"
 HAPAXD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "hapaxd"]
@@ -65,21 +66,7 @@ def check_config(path: str, env: dict[str, str] | None = None) -> subprocess.Com
 
 
 async def run_cli(*args: str, within: float = 30.0) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *HAPAXD,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), within)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run(*HAPAXD, *args, within=within)
 
 
 def free_port() -> int:

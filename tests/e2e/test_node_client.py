@@ -3,7 +3,6 @@ calls the gateway through stubs loaded from protos/: the contract works outside 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pathlib
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway
+from tests.processes import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "tools" / "node_modules"
@@ -26,23 +26,15 @@ async def run_client(address: str, prompt: str) -> dict[str, Any]:
     for package in ("@grpc/grpc-js", "@grpc/proto-loader"):
         if not (NODE_MODULES / package / "package.json").exists():
             pytest.fail(f"{package} is missing from tools/node_modules: run `make tools`")
-    proc = await asyncio.create_subprocess_exec(
+    code, out, err = await run(
         node,
         str(CLIENT),
         address,
         prompt,
+        within=60,
         env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, f"node client exited {proc.returncode}:\n{err.decode()}"
+    assert code == 0, f"node client exited {code}:\n{err}"
     result: dict[str, Any] = json.loads(out)
     return result
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import code_pb2, error_details_pb2
+from google.rpc import code_pb2
 
 from hapaxd.errors import (
     Attempt,
@@ -21,6 +21,7 @@ from hapaxd.errors import (
     UpstreamError,
 )
 from hapaxd.status import DOMAIN, to_rpc_status
+from tests.status_details import unpack
 
 RL = Attempt("a", FailureClass.RATE_LIMITED, "429", 3.0)
 DOWN = Attempt("b", FailureClass.TRANSIENT, "503")
@@ -67,21 +68,6 @@ ROWS = [
     (InternalError("bug"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
     (ZeroDivisionError("secret detail"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
 ]
-
-
-def unpack(status):  # type: ignore[no-untyped-def]
-    found = {}
-    for packed in status.details:
-        for kind in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.RetryInfo,
-            error_details_pb2.QuotaFailure,
-        ):
-            if packed.Is(kind.DESCRIPTOR):
-                found[kind.__name__] = kind()
-                packed.Unpack(found[kind.__name__])
-    return found
 
 
 @pytest.mark.parametrize(
