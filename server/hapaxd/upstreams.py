@@ -7,7 +7,7 @@ import collections
 import dataclasses
 import statistics
 
-from hapaxd.breaker import CircuitBreaker
+from hapaxd.breaker import CircuitBreaker, State
 from hapaxd.providers.base import Provider
 
 
@@ -30,7 +30,7 @@ class Upstream:
 
     def usable(self) -> bool:
         """Healthy by its probes and not refused by its breaker (does not take a trial place)."""
-        return self.healthy and self.breaker.state.value != "open"
+        return self.healthy and self.breaker.state is not State.OPEN
 
     def latency_p50(self) -> float:
         return statistics.median(self.latencies) if self.latencies else 0.0
