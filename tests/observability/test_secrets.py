@@ -44,10 +44,13 @@ async def test_traffic_with_keys_logs_no_secret(
     fake_upstream.script("openai.chat", Fail(401, message=f"Incorrect API key: {OPENAI_KEY}"))
     await observed.stub.Complete(pb.CompleteRequest(prompt="hello"))
     assert fake_upstream.requests[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"
-    fake_upstream.script("openai.chat", Fail(500, message=f"boom, key was {BACKUP_KEY}"))
-    with pytest.raises(grpc.aio.AioRpcError):
+    fake_upstream.script("openai.chat", Fail(400, message=f"bad request, key was {BACKUP_KEY}"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
         await observed.stub.Complete(pb.CompleteRequest(prompt="again"))
-    await observed.gateway.admin.ListProviders(admin_service_pb2.ListProvidersRequest())
+    assert "bad request, key was [REDACTED]" in str(caught.value.details())
+    listing = await observed.gateway.admin.ListProviders(admin_service_pb2.ListProvidersRequest())
+    assert "[REDACTED]" in str(listing)
+    assert not leaked([str(listing), str(caught.value.details())], set(SECRETS.values()))
     await observed.get("/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}x"})
     await observed.get("/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
     # Code that logs a secret by mistake is redacted too, in messages, arguments and tracebacks.

@@ -186,6 +186,12 @@ class HttpClient:
                 FailureClass.TRANSIENT, self._spec.name, f"malformed JSON from upstream: {exc}"
             ) from None
 
+    def scrub(self, text: str) -> str:
+        """Upstream error text with this provider's own key masked: some vendors echo the key
+        they were sent, and error text reaches callers, logs and ListProviders."""
+        key = self._spec.api_key
+        return text.replace(key, "[REDACTED]") if key and key in text else text
+
     def _raise_for_status(self, response: aiohttp.ClientResponse, raw: bytes) -> None:
         if response.status < 400:
             return
@@ -195,7 +201,7 @@ class HttpClient:
         raise UpstreamError(
             failure,
             self._spec.name,
-            f"HTTP {response.status}: {self._error_text(body)}",
+            f"HTTP {response.status}: {self.scrub(self._error_text(body))}",
             status=response.status,
             retry_after=retry_after,
         )
