@@ -30,6 +30,7 @@ from hapaxd.providers.base import ProviderSpec, Timeouts
 PROVIDER_TYPES = ("local", "openai", "azure_openai", "anthropic", "ollama")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SUBKEY = re.compile(r"^[a-z_]+: ")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -114,6 +115,14 @@ class ProviderSettings(_Frozen):
     @classmethod
     def _check_url(cls, value: str) -> str:
         return _url(value) if value else value
+
+    @model_validator(mode="after")
+    def _azure_needs_its_resource(self) -> ProviderSettings:
+        if self.type == "azure_openai" and not self.base_url:
+            raise ValueError(
+                "base_url: required for azure_openai (https://RESOURCE.openai.azure.com)"
+            )
+        return self
 
     def upstream_model(self, logical: str) -> str | None:
         if logical in self.models:
@@ -291,6 +300,8 @@ def _describe(error: Mapping[str, Any]) -> str:
         tuple(f"{k}:" for k in ("providers", "provider_preference", "models", "default_model"))
     ):
         return message  # a model-level check that already names its key
+    if key and error["type"] == "value_error" and _SUBKEY.match(message):
+        return f"{key}.{message}"  # a check on a section that names one of its own keys
     return f"{key}: {message}" if key else message
 
 

@@ -158,3 +158,13 @@ def test_built_in_default_addresses_can_be_moved_by_environment() -> None:
         "127.0.0.1:7000",
         "127.0.0.1:7001",
     )
+
+
+def test_azure_without_its_resource_url_is_a_config_error() -> None:
+    data = {
+        "providers": [{"name": "az", "type": "azure_openai", "models": {"m": "m"}}],
+        "default_model": "m",
+    }
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(data, {})
+    assert str(caught.value).startswith("providers[0].base_url: required for azure_openai")

@@ -197,7 +197,8 @@ class AnthropicProvider:
         self._spec = spec
         self._version = spec.options.get("anthropic_version") or DEFAULT_VERSION
         self._max_tokens = int(spec.options.get("default_max_tokens") or DEFAULT_MAX_TOKENS)
-        self._http = HttpClient(spec, classify, error_message)
+        self._http = HttpClient(spec, classify, error_message, self._auth_headers())
+        self._messages = self._http.url("/v1/messages")
 
     @property
     def name(self) -> str:
@@ -207,7 +208,7 @@ class AnthropicProvider:
     def type(self) -> str:
         return "anthropic"
 
-    def _headers(self) -> dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         headers = {"anthropic-version": self._version}
         if self._spec.api_key:
             headers["x-api-key"] = self._spec.api_key
@@ -215,7 +216,7 @@ class AnthropicProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         body = to_wire(request, default_max_tokens=self._max_tokens)
-        answer = await self._http.post_json(self._http.url("/v1/messages"), body, self._headers())
+        answer = await self._http.post_json(self._messages, body)
         if isinstance(answer, dict) and answer.get("type") == "error":
             status = ERROR_STATUS.get(error_type(answer), 500)
             raise UpstreamError(classify(status, answer), self.name, error_message(answer))
@@ -229,7 +230,7 @@ class AnthropicProvider:
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, default_max_tokens=self._max_tokens)
         state = _StreamState(self.name)
-        raw = self._http.post_stream(self._http.url("/v1/messages"), body, self._headers())
+        raw = self._http.post_stream(self._messages, body)
         # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
         async with contextlib.aclosing(sse_events(raw)) as events:
             async for event in events:
@@ -241,7 +242,7 @@ class AnthropicProvider:
         raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
 
     async def probe(self) -> None:
-        await self._http.get_json(self._http.url("/v1/models"), self._headers())
+        await self._http.get_json(self._http.url("/v1/models"))
 
     async def aclose(self) -> None:
         await self._http.aclose()

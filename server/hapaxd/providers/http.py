@@ -27,7 +27,7 @@ Classifier = Callable[[int, Any], FailureClass]
 # error_message(body) -> human text from a vendor error body
 ErrorText = Callable[[Any], str]
 
-READ_SIZE = 64 * 1024
+NO_HEADERS: Mapping[str, str] = {}
 
 
 def default_classify(status: int, body: Any) -> FailureClass:
@@ -89,8 +89,11 @@ class HttpClient:
         spec: ProviderSpec,
         classify: Classifier = default_classify,
         error_text: ErrorText = _json_error_text,
+        auth_headers: Mapping[str, str] | None = None,
     ) -> None:
+        """`auth_headers` (the vendor's key header) go on every request, with spec.headers."""
         self._spec = spec
+        self._headers = {**spec.headers, **(auth_headers or {})}
         self._classify = classify
         self._error_text = error_text
         self._session: aiohttp.ClientSession | None = None
@@ -105,7 +108,7 @@ class HttpClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._spec.max_connections, ttl_dns_cache=300),
                 timeout=self._timeout,
-                headers=dict(self._spec.headers),
+                headers=self._headers,
                 json_serialize=json.dumps,
                 trust_env=False,
             )
@@ -127,7 +130,9 @@ class HttpClient:
     def url(self, path: str) -> str:
         return self._spec.base_url.rstrip("/") + path
 
-    async def post_json(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
+    async def post_json(
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str] = NO_HEADERS
+    ) -> Any:
         with self._mapped():
             response = await self._send("POST", url, headers, body)
             async with response:
@@ -135,7 +140,7 @@ class HttpClient:
                 self._raise_for_status(response, raw)
             return self._parse(raw)
 
-    async def get_json(self, url: str, headers: Mapping[str, str]) -> Any:
+    async def get_json(self, url: str, headers: Mapping[str, str] = NO_HEADERS) -> Any:
         with self._mapped():
             response = await self._send("GET", url, headers)
             async with response:
@@ -144,7 +149,7 @@ class HttpClient:
             return self._parse(raw)
 
     async def post_stream(
-        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str] = NO_HEADERS
     ) -> AsyncGenerator[bytes, None]:
         """Body bytes as they arrive. Closing the iterator (or cancelling its consumer) closes the
         upstream connection, so a caller that goes away stops the upstream too."""

@@ -111,7 +111,8 @@ class OllamaProvider:
         if not spec.base_url:
             spec = dataclasses.replace(spec, base_url=DEFAULT_BASE_URL)
         self._spec = spec
-        self._http = HttpClient(spec, classify, error_message)
+        self._http = HttpClient(spec, classify, error_message, self._auth_headers())
+        self._chat = self._http.url("/api/chat")
 
     @property
     def name(self) -> str:
@@ -121,7 +122,7 @@ class OllamaProvider:
     def type(self) -> str:
         return "ollama"
 
-    def _headers(self) -> dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         # Ollama has no keys of its own; one set here is for an authenticating proxy in front.
         return {"Authorization": f"Bearer {self._spec.api_key}"} if self._spec.api_key else {}
 
@@ -143,7 +144,7 @@ class OllamaProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         body = to_wire(request)
-        answer = await self._http.post_json(self._http.url("/api/chat"), body, self._headers())
+        answer = await self._http.post_json(self._chat, body)
         if isinstance(answer, dict) and answer.get("error"):
             raise UpstreamError(FailureClass.TRANSIENT, self.name, error_message(answer))
         try:
@@ -165,7 +166,7 @@ class OllamaProvider:
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True)
-        raw = self._http.post_stream(self._http.url("/api/chat"), body, self._headers())
+        raw = self._http.post_stream(self._chat, body)
         # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
         async with contextlib.aclosing(ndjson_lines(raw)) as lines:
             async for line in lines:
@@ -176,7 +177,7 @@ class OllamaProvider:
         raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
 
     async def probe(self) -> None:
-        await self._http.get_json(self._http.url("/api/tags"), self._headers())
+        await self._http.get_json(self._http.url("/api/tags"))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -235,7 +235,8 @@ class OpenAIProvider:
             spec = dataclasses.replace(spec, base_url=self._default_base_url())
         self._spec = spec
         self._max_tokens_field = spec.options.get("max_tokens_field") or "max_tokens"
-        self._http = HttpClient(spec, classify, error_message)
+        self._http = HttpClient(spec, classify, error_message, self._auth_headers())
+        self._chat = self._http.url("/chat/completions")
 
     def _default_base_url(self) -> str:
         return DEFAULT_BASE_URL
@@ -248,11 +249,11 @@ class OpenAIProvider:
     def type(self) -> str:
         return self.provider_type
 
-    def _headers(self) -> dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._spec.api_key}"} if self._spec.api_key else {}
 
     def _chat_url(self, request: CompletionRequest) -> str:
-        return self._http.url("/chat/completions")
+        return self._chat
 
     def _models_url(self) -> str:
         return self._http.url("/models")
@@ -262,7 +263,7 @@ class OpenAIProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         body = to_wire(request, max_tokens_field=self._max_tokens_field)
-        answer = await self._http.post_json(self._chat_url(request), body, self._headers())
+        answer = await self._http.post_json(self._chat_url(request), body)
         if isinstance(answer, dict) and answer.get("error") and "choices" not in answer:
             raise UpstreamError(
                 classify(error_status(answer), answer), self.name, error_message(answer)
@@ -275,7 +276,7 @@ class OpenAIProvider:
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, max_tokens_field=self._max_tokens_field)
         state = _StreamState(self.name)
-        raw = self._http.post_stream(self._chat_url(request), body, self._headers())
+        raw = self._http.post_stream(self._chat_url(request), body)
         # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
         async with contextlib.aclosing(sse_events(raw)) as events:
             async for event in events:
@@ -289,7 +290,7 @@ class OpenAIProvider:
         yield state.final()
 
     async def probe(self) -> None:
-        await self._http.get_json(self._models_url(), self._headers())
+        await self._http.get_json(self._models_url())
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -308,7 +309,7 @@ class AzureOpenAIProvider(OpenAIProvider):
     def _default_base_url(self) -> str:
         raise ValueError("azure_openai needs base_url, e.g. https://<resource>.openai.azure.com")
 
-    def _headers(self) -> dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         return {"api-key": self._spec.api_key} if self._spec.api_key else {}
 
     def _chat_url(self, request: CompletionRequest) -> str:
