@@ -35,7 +35,7 @@ class Gateway:
     async def complete(
         self, request: CompletionRequest, deadline: float | None, caller: str = ""
     ) -> tuple[Completion, Route]:
-        request = self.router.resolve(request)
+        """`request` as resolve() returned it."""
         key = self._key(request, caller)
         if key is None:
             return await self.router.complete(request, deadline)
@@ -52,8 +52,8 @@ class Gateway:
     async def stream(
         self, request: CompletionRequest, deadline: float | None, caller: str = ""
     ) -> AsyncIterator[tuple[AsyncIterator[StreamItem], bool]]:
-        """(items, shared). Leaving the block stops this caller's interest in the stream."""
-        request = self.router.resolve(request)
+        """(items, shared) for a resolved request. Leaving the block stops this caller's
+        interest in the stream."""
         key = self._key(request, caller)
         if key is None:
             source = self.router.stream(request, deadline)

@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest
 from hapaxd.errors import UpstreamError
+from hapaxd.events import NoEvents
 from hapaxd.providers.base import Provider
 from hapaxd.upstreams import Upstream
 
@@ -54,18 +55,9 @@ def _exporter_from(environ: Mapping[str, str]) -> SpanExporter:
     return OTLPSpanExporter()  # endpoint, headers, TLS and timeout from OTEL_EXPORTER_OTLP_*
 
 
-class TracingEvents:
+class TracingEvents(NoEvents):
     """events.Events on the current (RPC) span: failovers, retries, breaker changes and
-    deduplication become span events. Metrics-only events do nothing here."""
-
-    def attempt_finished(self, provider: str, model: str, outcome: str, seconds: float) -> None:
-        pass
-
-    def first_token(self, provider: str, model: str, seconds: float) -> None:
-        pass
-
-    def tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:
-        pass
+    deduplication become span events. Metrics-only events stay NoEvents' no-ops."""
 
     def retry(self, provider: str) -> None:
         trace.get_current_span().add_event("hapax.retry", {"hapax.provider": provider})
@@ -81,12 +73,6 @@ class TracingEvents:
             "hapax.circuit_breaker",
             {"hapax.provider": provider, "hapax.circuit_breaker.to": to_state},
         )
-
-    def health_checked(self, provider: str, ok: bool, seconds: float) -> None:
-        pass
-
-    def provider_health(self, provider: str, healthy: bool) -> None:
-        pass
 
     def deduplicated(self, method: str) -> None:
         trace.get_current_span().add_event("hapax.deduplicated", {"rpc.method": method})

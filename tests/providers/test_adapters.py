@@ -13,7 +13,7 @@ from hapaxd.domain import Chunk, CompletionRequest, FinishReason, Message, Role,
 from hapaxd.errors import FailureClass, UpstreamError
 from hapaxd.providers.base import Provider, ProviderSpec, Timeouts
 from hapaxd.providers.registry import PROVIDER_TYPES, build_provider
-from tests.fakes import Fail, FakeUpstream, Hang, Malformed, Raw, Reply, awkward_pieces
+from tests.fakes.upstream import Fail, FakeUpstream, Hang, Malformed, Raw, Reply, awkward_pieces
 
 
 @dataclasses.dataclass(frozen=True)
