@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives as real peers: `prometheus` (gives the `prometheus` and
-# `promtool` binaries). Does nothing when promtool is already on PATH. `make tools` runs this.
+# `promtool` binaries) and `nghttp2-client` (gives `h2load`, the HTTP/2 load generator that drops
+# connections mid-call). Installs only the packages whose binary is missing. `make tools` runs this.
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1; then
+packages=()
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v h2load >/dev/null 2>&1 || packages+=(nghttp2-client)
+if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-system-deps: promtool is missing and there is no apt-get;" \
-       "install the 'prometheus' package (it provides promtool) by hand" >&2
+  echo "install-system-deps: missing ${packages[*]} and there is no apt-get;" \
+       "install these Debian packages by hand" >&2
   exit 1
 fi
 
@@ -19,14 +23,14 @@ if [ "$(id -u)" -ne 0 ]; then
     as_root=(sudo)
   else
     echo "install-system-deps: not root and no sudo; as root run:" \
-         "apt-get update && apt-get install -y --no-install-recommends prometheus" >&2
+         "apt-get update && apt-get install -y --no-install-recommends ${packages[*]}" >&2
     exit 1
   fi
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 ${as_root[@]+"${as_root[@]}"} apt-get update
-${as_root[@]+"${as_root[@]}"} apt-get install -y --no-install-recommends prometheus
+${as_root[@]+"${as_root[@]}"} apt-get install -y --no-install-recommends "${packages[@]}"
 
 # Only the binaries are wanted. On a host running systemd the package also starts a Prometheus
 # service on :9090 (the gateway's metrics port), so stop it and keep it from starting at boot.

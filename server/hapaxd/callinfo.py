@@ -23,6 +23,11 @@ class CallInfo:
     client: str = ""  # an API key id once keys exist, never the key
     upstream_seconds: float = 0.0  # time spent waiting on upstream calls
     error_reason: str = ""
+    error_message: str = ""  # what went wrong, capped, for the log line
+    code: str = ""  # the status code the call was ended with, once the servicer chose one
+    peer: str = ""  # read from the transport when the call began, never after
+    caller: str = ""  # credential digest for deduplication, read when the call began
+    deadline: float | None = None  # seconds the caller allowed, read when the call began
 
 
 _current: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
@@ -34,8 +39,8 @@ def current() -> CallInfo | None:
     return _current.get()
 
 
-def begin(method: str = "") -> CallInfo:
-    info = CallInfo(method=method)
+def begin(method: str = "", **fields: object) -> CallInfo:
+    info = CallInfo(method=method, **fields)  # type: ignore[arg-type]
     _current.set(info)
     return info
 

@@ -17,8 +17,10 @@ from typing import Any
 import grpc
 
 from hapaxd import callinfo
+from hapaxd.decoding import Undecodable, reject, safe_deserializer
+from hapaxd.errors import MalformedRequest
 from hapaxd.metrics import ERROR_TYPES, HAPAX_PREFIX, METHODS, OTHER, Metrics
-from hapaxd.service import request_id_of
+from hapaxd.service import start_call
 
 log = logging.getLogger("hapaxd.access")
 
@@ -46,14 +48,14 @@ class _Method:
         child.inc()
 
 
-def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
-    """The status code name the call ends with, also when the handler aborted or raised."""
+def _final_code(info: callinfo.CallInfo, error: BaseException | None, elapsed: float) -> str:
+    """The status code name the call ends with, from what the call recorded: the servicer context
+    is not read once the call may have ended (see service.start_call)."""
     if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
-        remaining = context.time_remaining()
-        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
-    code = context.code()
-    if code is not None:
-        return getattr(code, "name", None) or str(code)
+        late = info.deadline is not None and elapsed >= info.deadline
+        return "DEADLINE_EXCEEDED" if late else "CANCELLED"
+    if info.code:
+        return info.code
     return "OK" if error is None else "UNKNOWN"
 
 
@@ -121,18 +123,20 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             wrapped = self._unary(behavior, method)
         return factory(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
     def _unary(self, behavior: Behavior, method: _Method) -> Behavior:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            info = callinfo.begin(method.name)
+            info = start_call(context, method.name)
             method.active.inc()
             started = time.perf_counter()
             error: BaseException | None = None
             response = None
             try:
+                if isinstance(request, Undecodable):
+                    await reject(context, request)
                 response = await behavior(request, context)
                 return response
             except BaseException as exc:
@@ -141,18 +145,20 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             finally:
                 method.active.dec()
                 completion = getattr(response, "text", "") if self._content else ""
-                self._finish(method, info, context, error, started, request, completion)
+                self._finish(method, info, error, started, request, completion)
 
         return observed
 
     def _stream(self, behavior: Behavior, method: _Method) -> Behavior:
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            info = callinfo.begin(method.name)
+            info = start_call(context, method.name)
             method.active.inc()
             started = time.perf_counter()
             error: BaseException | None = None
             deltas: list[str] | None = [] if self._content else None
             try:
+                if isinstance(request, Undecodable):
+                    await reject(context, request)
                 async for response in behavior(request, context):
                     if deltas is not None:
                         deltas.append(getattr(response, "delta", ""))
@@ -163,7 +169,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             finally:
                 method.active.dec()
                 completion = "".join(deltas) if deltas is not None else ""
-                self._finish(method, info, context, error, started, request, completion)
+                self._finish(method, info, error, started, request, completion)
 
         return observed
 
@@ -171,16 +177,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         self,
         method: _Method,
         info: callinfo.CallInfo,
-        context: grpc.aio.ServicerContext,
         error: BaseException | None,
         started: float,
         request: Any,
         completion: str,
     ) -> None:
         elapsed = time.perf_counter() - started
-        code = _final_code(context, error)
-        if not info.request_id:  # calls the servicer does not tag, e.g. AdminService
-            info.request_id = request_id_of(context)
+        code = _final_code(info, error, elapsed)
         method.count(code)
         method.duration.observe(elapsed)
         if not info.deduplicated:  # a joiner's wait is upstream time spent by another call
@@ -188,7 +191,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         if code != "OK":
             self._count_error(info.error_reason or code)
         if self._log.isEnabledFor(logging.INFO):
-            self._write_log(method, info, context, code, elapsed, request, completion)
+            self._write_log(method, info, code, elapsed, request, completion)
 
     def _count_error(self, reason: str) -> None:
         child = self._errors.get(reason)
@@ -203,7 +206,6 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         self,
         method: _Method,
         info: callinfo.CallInfo,
-        context: grpc.aio.ServicerContext,
         code: str,
         elapsed: float,
         request: Any,
@@ -221,19 +223,23 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             "completion_tokens": info.completion_tokens,
             "deduplicated": info.deduplicated,
             "client": info.client,
-            "peer": context.peer(),
+            "peer": info.peer,
         }
         if info.error_reason:
             fields["error_reason"] = info.error_reason
+            fields["error"] = info.error_message
         if self._trace_id is not None:
             fields["trace_id"] = self._trace_id()
         if self._content is not None:
             fields["prompt"] = self._content(_prompt_text(request))
             fields["completion"] = self._content(completion)
+        # A request that could not even be decoded is the caller's fault, worth a warning; the
+        # line is the only one written for it (no traceback).
+        level = logging.WARNING if info.error_reason == MalformedRequest.reason else logging.INFO
         # makeRecord + handle is logger.info without the stack walk that finds the caller.
         record = self._log.makeRecord(
             self._log.name,
-            logging.INFO,
+            level,
             __file__,
             0,
             "%s %s",

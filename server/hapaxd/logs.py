@@ -31,7 +31,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def _not_a_vanished_caller(record: logging.LogRecord) -> bool:
+    """grpc logs an error with a traceback for every stream whose caller went away while a
+    message was being sent ("ExecuteBatchError raised in core"). That is the caller's doing,
+    already in the access log as CANCELLED; one such line per dropped stream would let any
+    caller flood the log. Other grpc records pass."""
+    return not (record.levelno >= logging.ERROR and "ExecuteBatchError" in str(record.getMessage()))
+
+
 def configure_logging(settings: LoggingSettings) -> None:
+    grpc_core = logging.getLogger("grpc._cython.cygrpc")
+    if _not_a_vanished_caller not in grpc_core.filters:
+        grpc_core.addFilter(_not_a_vanished_caller)
     handler = logging.StreamHandler(sys.stderr)
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())

@@ -36,22 +36,34 @@ CREDENTIAL_KEYS = ("authorization", "x-api-key")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
 
-def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's x-request-id when it is 1-128 safe characters, else a new one."""
+def start_call(context: grpc.aio.ServicerContext, method: str = "") -> callinfo.CallInfo:
+    """Open the call's record with everything read from the servicer context, once, before the
+    first await. After that the context is never asked for peer, metadata or deadline again: in
+    grpcio 1.85 `peer()` on a call whose transport is gone reads freed memory and crashes the
+    process (tests/e2e/test_dropped_connections.py)."""
+    request_id, caller = "", ""
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID.match(value):
-            return value
-    return uuid.uuid4().hex
-
-
-def caller_of(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling, for deduplication: a digest of the credential the caller presents
-    (`authorization` or `x-api-key` metadata), so two tenants never share one answer."""
-    for key, value in context.invocation_metadata() or ():
-        if key in CREDENTIAL_KEYS:
+        if key == REQUEST_ID_KEY and not request_id:
+            if isinstance(value, str) and _REQUEST_ID.match(value):
+                request_id = value
+        elif key in CREDENTIAL_KEYS and not caller:
+            # Who is calling, for deduplication: a digest of the credential the caller presents
+            # (`authorization` or `x-api-key`), so two tenants never share one answer.
             raw = value if isinstance(value, bytes) else str(value).encode()
-            return hashlib.sha256(raw).hexdigest()[:32]
-    return ""
+            caller = hashlib.sha256(raw).hexdigest()[:32]
+    return callinfo.begin(
+        method,
+        request_id=request_id or uuid.uuid4().hex,
+        caller=caller,
+        peer=context.peer() or "",
+        deadline=context.time_remaining(),
+    )
+
+
+def call_of(context: grpc.aio.ServicerContext) -> callinfo.CallInfo:
+    """The record the interceptor opened for this call, or one opened now (no interceptor)."""
+    info = callinfo.current()
+    return info if info is not None and info.request_id else start_call(context)
 
 
 def to_domain(
@@ -90,11 +102,12 @@ def _route(route: Route) -> pb.Route:
 
 
 def record(
-    request_id: str, model: str = "", route: Route | None = None, usage: Usage | None = None
+    info: callinfo.CallInfo,
+    model: str = "",
+    route: Route | None = None,
+    usage: Usage | None = None,
 ) -> None:
     """Note what this call did, for its log line and metrics."""
-    info = callinfo.ensure()
-    info.request_id = request_id
     if model:
         info.model = model
     if route is not None:
@@ -120,9 +133,11 @@ def to_response(
     )
 
 
-async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> None:
+async def abort(
+    context: grpc.aio.ServicerContext, error: BaseException, info: callinfo.CallInfo
+) -> None:
     """End the call with the mapped status; raises grpc's AbortError, as context.abort does."""
-    info = callinfo.ensure()
+    request_id = info.request_id
     info.error_reason = error.reason if isinstance(error, GatewayError) else "INTERNAL"
     attempts = getattr(error, "attempts", None)
     if attempts:  # the upstream calls a failed request made, for its log line
@@ -130,6 +145,8 @@ async def abort(context: grpc.aio.ServicerContext, error: BaseException, request
     if not isinstance(error, GatewayError):
         log.error("internal error", exc_info=error, extra={"request_id": request_id})
     status = rpc_status.to_status(to_rpc_status(error, request_id))
+    info.code = status.code.name
+    info.error_message = status.details
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
@@ -141,36 +158,35 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
-        request_id = request_id_of(context)
-        record(request_id)
+        info = call_of(context)
+        request_id = info.request_id
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         try:
             domain = self._gateway.resolve(to_domain(request, request_id, self._limits))
-            record(request_id, domain.model)
-            completion, route = await self._gateway.complete(
-                domain, context.time_remaining(), caller_of(context)
-            )
-            record(request_id, domain.model, route, completion.usage)
+            record(info, domain.model)
+            completion, route = await self._gateway.complete(domain, info.deadline, info.caller)
+            record(info, domain.model, route, completion.usage)
             return to_response(completion, route, domain)
         except Exception as error:  # every failure leaves as a status; AbortError is not one
             failure = error
-        await abort(context, failure, request_id)
+        await abort(context, failure, info)
         raise AssertionError("unreachable: abort raises")
 
     async def StreamComplete(
         self, request: pb.StreamCompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
-        request_id = request_id_of(context)
-        record(request_id)
+        info = call_of(context)
+        request_id = info.request_id
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         failure: Exception | None = None
         try:
             domain = self._gateway.resolve(to_domain(request, request_id, self._limits))
             model = domain.model
-            record(request_id, model)
-            async with self._gateway.stream(
-                domain, context.time_remaining(), caller_of(context)
-            ) as (items, shared):
+            record(info, model)
+            async with self._gateway.stream(domain, info.deadline, info.caller) as (
+                items,
+                shared,
+            ):
                 last: Chunk | None = None
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
                 async for chunk, chunk_route in items:
@@ -187,7 +203,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                 if route is not None and last is not None:
                     if shared:
                         route = Route(route.provider, route.upstream_model, route.attempts, True)
-                    record(request_id, model, route, usage)
+                    record(info, model, route, usage)
                     yield pb.StreamCompleteResponse(
                         id=request_id,
                         finish_reason=FINISH[finish],
@@ -198,4 +214,4 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         except Exception as error:
             failure = error
         if failure is not None:
-            await abort(context, failure, request_id)
+            await abort(context, failure, info)
