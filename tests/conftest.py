@@ -1,8 +1,10 @@
-"""Shared fixtures: a real gateway on 127.0.0.1:0 and a real channel to it."""
+"""Shared fixtures: a real gateway on 127.0.0.1:0 and a real channel to it, and its access log."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -38,6 +40,36 @@ class Gateway:
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+class AccessLog(logging.Handler):
+    """The access log lines (records of "hapaxd.access"), awaitable by count."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self._changed.set()
+
+    async def wait_for(self, count: int, within: float = 10.0) -> None:
+        async with asyncio.timeout(within):
+            while len(self.records) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.fixture
+def access_log() -> Iterator[AccessLog]:
+    logger = logging.getLogger("hapaxd.access")
+    handler, level = AccessLog(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Every error the gateway raises, and the failure classes that decide what happens next.
 
     GatewayError
+    ├── MalformedRequest      the request bytes are not the method's protobuf message
     ├── InvalidRequest        caller sent a bad request (carries field violations)
     ├── ModelNotFound         no route for the logical model
     ├── UpstreamError         one upstream attempt failed (raised by provider adapters only)
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+
+MAX_LISTED = 10  # names listed in an error message; the rest are counted
 
 
 class FailureClass(enum.Enum):
@@ -61,6 +64,17 @@ class Attempt:
         return f"{self.provider}:{self.failure_class.value}"
 
 
+def tried(attempts: list[Attempt]) -> str:
+    """The attempts for an error message, each with why it failed, capped in count and length."""
+    if not attempts:
+        return "no provider was usable"
+    listed = "; ".join(
+        f"{a.provider}: {a.failure_class.value}: {a.message[:120]}" for a in attempts[:MAX_LISTED]
+    )
+    more = f"; and {len(attempts) - MAX_LISTED} more" if len(attempts) > MAX_LISTED else ""
+    return f"attempts: {listed}{more}"
+
+
 class GatewayError(Exception):
     """Base of every error the gateway turns into a gRPC status."""
 
@@ -71,11 +85,27 @@ class GatewayError(Exception):
         self.message = message
 
 
+class MalformedRequest(GatewayError):
+    """The request frame could not be decoded (bad UTF-8, a truncated varint, wire type 7...)."""
+
+    reason = "MALFORMED_REQUEST"
+
+    def __init__(self, message_type: str, why: str) -> None:
+        # protobuf's text repeats the type: "Error parsing message with type 'X': <why>"
+        why = why.rpartition("': ")[2]
+        super().__init__(f"the request is not a valid {message_type} message: {why[:200]}")
+
+
 class InvalidRequest(GatewayError):
+    """Every bad field of a request; the message names the count and the first one only (the
+    list itself travels once, in BadRequest details)."""
+
     reason = "INVALID_REQUEST"
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        first = violations[0] if violations else FieldViolation("request", "invalid")
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        super().__init__(f"invalid request: {first.field[:100]}: {first.description[:200]}{more}")
         self.violations = violations
 
 
@@ -83,7 +113,10 @@ class ModelNotFound(GatewayError):
     reason = "MODEL_NOT_FOUND"
 
     def __init__(self, model: str, known: list[str]) -> None:
-        super().__init__(f"unknown model {model!r}; known models: {', '.join(known)}")
+        names = ", ".join(known[:MAX_LISTED])
+        if len(known) > MAX_LISTED:
+            names += f" and {len(known) - MAX_LISTED} more"
+        super().__init__(f"unknown model {model[:100]!r}; known models: {names}")
         self.model = model
 
 
@@ -111,6 +144,17 @@ class UpstreamError(GatewayError):
         return Attempt(self.provider, self.failure_class, self.message, self.retry_after)
 
 
+def stream_ended_early(provider: str, chunks_sent: int) -> UpstreamError:
+    """The upstream's body ended before its closing event: the one wording every adapter uses,
+    so the caller's attempts and the access log say whether anything had arrived."""
+    why = (
+        "stream ended before any chunk"
+        if chunks_sent == 0
+        else f"stream ended early, after {chunks_sent} chunks, with no closing event"
+    )
+    return UpstreamError(FailureClass.TRANSIENT, provider, why)
+
+
 class NoProviderAvailable(GatewayError):
     """Every route failed or was skipped. RESOURCE_EXHAUSTED if all were rate limited."""
 
@@ -119,8 +163,7 @@ class NoProviderAvailable(GatewayError):
     def __init__(
         self, model: str, attempts: list[Attempt], retry_after: float | None = None
     ) -> None:
-        tried = ", ".join(a.describe() for a in attempts) or "none usable"
-        super().__init__(f"no provider could serve model {model!r} (attempts: {tried})")
+        super().__init__(f"no provider could serve model {model[:100]!r} ({tried(attempts)})")
         self.attempts = attempts
         self.retry_after = retry_after
 
@@ -145,8 +188,7 @@ class DeadlineExceeded(GatewayError):
     reason = "DEADLINE_EXCEEDED"
 
     def __init__(self, attempts: list[Attempt]) -> None:
-        tried = ", ".join(a.describe() for a in attempts) or "none"
-        super().__init__(f"deadline exceeded (attempts: {tried})")
+        super().__init__(f"deadline exceeded ({tried(attempts)})")
         self.attempts = attempts
 
 

@@ -1,7 +1,15 @@
 """The one mapping from GatewayError to a gRPC status code and google.rpc.Status details.
 
 Transport layer: the servicer calls `to_rpc_status()` for every error it sends. The README's error
-table is this table; tests/e2e/test_error_mapping.py walks it.
+table is this table; tests/unit/test_status.py walks it.
+
+Every status is kept small whatever the request: it travels in trailers (the message as
+`grpc-message`, percent-encoded; the details as base64 in `grpc-status-details-bin`), and a
+standard client refuses trailers over 16 KiB (warns over 8 KiB) and then shows the caller only
+RESOURCE_EXHAUSTED. So at most MAX_VIOLATIONS field violations and MAX_LISTED quota entries are
+sent (ErrorInfo metadata counts the rest), every text is cut to a byte budget, and a status
+still over MAX_STATUS_BYTES keeps only its ErrorInfo. tests/property/test_error_size.py holds it
+to under 8 KiB of trailers.
 """
 
 from __future__ import annotations
@@ -14,11 +22,13 @@ from google.protobuf.message import Message as ProtoMessage
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from hapaxd.errors import (
+    MAX_LISTED,
     Attempt,
     CallerRejected,
     DeadlineExceeded,
     GatewayError,
     InvalidRequest,
+    MalformedRequest,
     ModelNotFound,
     NoProviderAvailable,
     StreamInterrupted,
@@ -27,6 +37,20 @@ from hapaxd.errors import (
 
 DOMAIN = "hapax.gateway"
 DEFAULT_RETRY_DELAY = 1.0
+MAX_VIOLATIONS = 20  # field violations sent in BadRequest; ErrorInfo counts the rest
+MAX_MESSAGE_BYTES = 400  # the status message, UTF-8 (percent-encoding may triple it on the wire)
+MAX_TEXT_BYTES = 200  # one violation's field or description, one quota description
+MAX_VALUE_BYTES = 512  # one ErrorInfo metadata value
+MAX_STATUS_BYTES = 3072  # the serialized google.rpc.Status (base64 on the wire: 4 KiB)
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` within `limit` UTF-8 bytes, cut at a character boundary."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode("utf-8", "ignore") + "..."
+
 
 Detail = ProtoMessage  # BadRequest, RetryInfo or QuotaFailure
 
@@ -40,10 +64,13 @@ def _retry_info(seconds: float | None) -> error_details_pb2.RetryInfo:
 
 
 def _attempts_metadata(attempts: list[Attempt]) -> dict[str, str]:
-    return {
-        "attempts": ",".join(a.describe() for a in attempts),
-        "attempt_count": str(len(attempts)),
-    }
+    described = ",".join(a.describe() for a in attempts[:MAX_VIOLATIONS])
+    if len(attempts) > MAX_VIOLATIONS:
+        described += f",+{len(attempts) - MAX_VIOLATIONS}"
+    metadata = {"attempts": described, "attempt_count": str(len(attempts))}
+    if attempts:  # why the last one failed: "stream ended before any chunk", "HTTP 503: ..."
+        metadata["last_error"] = attempts[-1].message
+    return metadata
 
 
 def _no_provider(
@@ -52,9 +79,10 @@ def _no_provider(
     details: list[Detail] = [_retry_info(error.retry_after)]
     if error.all_rate_limited:
         quota = error_details_pb2.QuotaFailure()
-        for attempt in error.attempts:
+        for attempt in error.attempts[:MAX_LISTED]:
             quota.violations.add(
-                subject=f"provider:{attempt.provider}", description=attempt.message
+                subject=cut(f"provider:{attempt.provider}", MAX_TEXT_BYTES),
+                description=cut(attempt.message, MAX_TEXT_BYTES),
             )
         details.append(quota)
         return grpc.StatusCode.RESOURCE_EXHAUSTED, _attempts_metadata(error.attempts), details
@@ -63,14 +91,21 @@ def _no_provider(
 
 def _bad_request(error: InvalidRequest) -> tuple[grpc.StatusCode, dict[str, str], list[Detail]]:
     bad = error_details_pb2.BadRequest()
-    for v in error.violations:
-        bad.field_violations.add(field=v.field, description=v.description)
-    return grpc.StatusCode.INVALID_ARGUMENT, {}, [bad]
+    for v in error.violations[:MAX_VIOLATIONS]:
+        bad.field_violations.add(
+            field=cut(v.field, MAX_TEXT_BYTES), description=cut(v.description, MAX_TEXT_BYTES)
+        )
+    counts = {"violations": str(len(error.violations))}
+    if len(error.violations) > MAX_VIOLATIONS:
+        counts["violations_omitted"] = str(len(error.violations) - MAX_VIOLATIONS)
+    return grpc.StatusCode.INVALID_ARGUMENT, counts, [bad]
 
 
 def _map(error: GatewayError) -> tuple[grpc.StatusCode, dict[str, str], list[Detail]]:
     """The table: error type -> (code, ErrorInfo metadata, further details)."""
     match error:
+        case MalformedRequest():
+            return grpc.StatusCode.INVALID_ARGUMENT, {}, []
         case InvalidRequest():
             return _bad_request(error)
         case ModelNotFound():
@@ -109,9 +144,18 @@ def to_rpc_status(error: BaseException, request_id: str = "") -> status_pb2.Stat
         metadata = {**metadata, "request_id": request_id}
         if code is grpc.StatusCode.INTERNAL:
             message = f"{message} (request id {request_id})"
+    metadata = {key: cut(value, MAX_VALUE_BYTES) for key, value in metadata.items()}
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)
+    status = _status(code, cut(message, MAX_MESSAGE_BYTES), [info, *extra])
+    if status.ByteSize() > MAX_STATUS_BYTES:  # the caps above should make this unreachable
+        info.metadata["details_omitted"] = str(len(extra))
+        status = _status(code, status.message, [info])
+    return status
+
+
+def _status(code: grpc.StatusCode, message: str, details: list[Detail]) -> status_pb2.Status:
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
-    for detail in [info, *extra]:
+    for detail in details:
         packed = any_pb2.Any()
         packed.Pack(detail)
         status.details.append(packed)

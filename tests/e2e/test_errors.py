@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from hapax.v1 import completion_service_pb2 as pb
-from tests.conftest import Gateway, StartGateway, make_settings
+from tests.conftest import AccessLog, Gateway, StartGateway, make_settings
+from tests.fakes.upstream import FakeUpstream, Reply
 from tests.status_details import details_of
 
 HELLO = pb.Message(role=pb.ROLE_USER, content="hello")
@@ -103,3 +104,25 @@ async def test_our_own_bug_is_internal_never_unknown_and_never_a_traceback(
     assert "internal detail" not in details.message
     assert "Traceback" not in (caught.value.details() or "")
     assert details.info is not None and details.info.reason == "INTERNAL"
+
+
+async def test_a_stream_the_upstream_ends_before_any_chunk_says_so_in_attempts_and_log(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, access_log: AccessLog
+) -> None:
+    fake_upstream.set_default(Reply(text="", chunks=1, end_early=True))
+    up = {
+        "name": "up",
+        "type": "openai",
+        "base_url": fake_upstream.base_url("openai"),
+        "models": {"*": "*"},
+    }
+    gateway = await start_gateway(make_settings(providers=[up]))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        [m async for m in gateway.stub.StreamComplete(pb.StreamCompleteRequest(prompt="x"))]
+    details = details_of(caught.value)
+    assert details.code == grpc.StatusCode.UNAVAILABLE
+    assert details.info is not None and details.info.reason == "NO_PROVIDER_AVAILABLE"
+    assert "stream ended before any chunk" in details.info.metadata["last_error"]
+    assert "stream ended before any chunk" in details.message
+    await access_log.wait_for(1)
+    assert "stream ended before any chunk" in vars(access_log.records[0])["error"]

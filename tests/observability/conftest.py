@@ -3,10 +3,8 @@ session-wide capture of every log record that fails the run if a known secret wa
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -21,36 +19,6 @@ from tests.conftest import LOCAL, Gateway, StartGateway
 from tests.fakes.fixtures import fake_upstream  # noqa: F401  (a fixture, used by name)
 from tests.fakes.upstream import FakeUpstream
 from tests.logcapture import SECRETS
-
-
-class AccessLog(logging.Handler):
-    """The access log lines (records of "hapaxd.access"), awaitable by count."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self._changed.set()
-
-    async def wait_for(self, count: int, within: float = 10.0) -> None:
-        async with asyncio.timeout(within):
-            while len(self.records) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-
-@pytest.fixture
-def access_log() -> Iterator[AccessLog]:
-    logger = logging.getLogger("hapaxd.access")
-    handler, level = AccessLog(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def settings_with(environ: Mapping[str, str] | None = None, **data: Any) -> config.Settings:

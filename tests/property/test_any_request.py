@@ -4,41 +4,13 @@ hypothesis drives a synchronous stub against it."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Iterator
-
 import grpc
-import pytest
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
-from hapaxd.app import App
-from tests.conftest import make_settings
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[pb_grpc.CompletionServiceStub]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def start() -> App:  # grpc.aio binds a server to the loop it is made on
-        app = App(make_settings(server={"max_content_chars": 5000}), address="127.0.0.1:0")
-        await app.start()
-        return app
-
-    app = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    channel = grpc.insecure_channel(f"127.0.0.1:{app.port}")
-    yield pb_grpc.CompletionServiceStub(channel)
-    channel.close()
-    asyncio.run_coroutine_threadsafe(app.stop(grace=0), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-
 
 floats = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=64))
 messages = st.lists(
