@@ -25,6 +25,7 @@ from hapaxd.errors import (
     NoProviderAvailable,
     StreamInterrupted,
     UpstreamError,
+    stream_ended_early,
 )
 from hapaxd.events import Events, NoEvents
 from hapaxd.upstreams import Upstream
@@ -241,7 +242,7 @@ class Router:
                 await source.aclose()
                 raise
             if first is None:
-                raise UpstreamError(FailureClass.TRANSIENT, upstream.name, "stream had no chunk")
+                raise stream_ended_early(upstream.name, 0)
             return first, source
 
         upstream, model, (first, source), started = await self._first_success(call, attempt)

@@ -286,7 +286,7 @@ async def test_stream_ending_without_its_closing_events(
     chunks, error = await stream_until_error(make(case))
     assert [c.delta for c in chunks] == reply.pieces
     assert error.failure_class is FailureClass.TRANSIENT
-    assert "ended early" in error.message
+    assert "ended early, after 3 chunks" in error.message
 
 
 async def test_openai_stream_with_finish_but_no_done_marker_is_complete(

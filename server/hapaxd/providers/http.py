@@ -3,7 +3,8 @@ become UpstreamError.
 
 aiohttp was chosen over httpx by benchmarks/client_choice.py (see benchmarks/README.md).
 Adapters never catch aiohttp exceptions themselves: they call `post_json`, `get_json` or
-`post_stream` and handle only UpstreamError.
+`post_stream` and handle only UpstreamError. Streams go back to the pool like unary calls: see
+StreamBody.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ Classifier = Callable[[int, Any], FailureClass]
 ErrorText = Callable[[Any], str]
 
 NO_HEADERS: Mapping[str, str] = {}
+
+# After a stream's protocol-level end, what is left of its body (the chunked terminator, which
+# uvicorn-served upstreams send apart from the last event; a trailing comment) is read off in the
+# background so the connection can go back to the pool. At most this much, for at most this long
+# (or the provider's idle timeout, if shorter); past either the connection is closed instead.
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
 
 
 def default_classify(status: int, body: Any) -> FailureClass:
@@ -81,6 +89,24 @@ def _json_error_text(body: Any) -> str:
     return str(body)[:500]
 
 
+class StreamBody:
+    """A streamed response body. `chunks` yields its bytes as they arrive (the request is sent at
+    the first read). The adapter calls `finished()` as soon as the vendor's protocol says the
+    answer is complete (`[DONE]`, `message_stop`, `"done": true`), before handing on the last
+    chunk: closing `chunks` after that returns the connection to the pool, draining the rest of
+    the body in the background if need be. Closed before that (the caller went away, an error),
+    the connection is closed at once, so the upstream stops generating too."""
+
+    __slots__ = ("chunks", "complete")
+
+    def __init__(self, chunks: Callable[[StreamBody], AsyncGenerator[bytes, None]]) -> None:
+        self.complete = False
+        self.chunks = chunks(self)
+
+    def finished(self) -> None:
+        self.complete = True
+
+
 class HttpClient:
     """One aiohttp session per provider (a keep-alive pool), made lazily inside the running loop."""
 
@@ -97,6 +123,7 @@ class HttpClient:
         self._classify = classify
         self._error_text = error_text
         self._session: aiohttp.ClientSession | None = None
+        self._drains: set[asyncio.Task[None]] = set()  # bodies read off after their stream ended
         t = spec.timeouts
         # No sock_read: aiohttp would apply it to the wait for the headers as well, cutting a slow
         # non-streamed answer at `idle` instead of `first_byte`. _read bounds each body read.
@@ -115,6 +142,10 @@ class HttpClient:
         return self._session
 
     async def aclose(self) -> None:
+        """Gives up pending drains (closing their connections), then closes the pool."""
+        for task in self._drains:
+            task.cancel()
+        await asyncio.gather(*self._drains, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -148,11 +179,15 @@ class HttpClient:
                 self._raise_for_status(response, raw)
             return self._parse(raw)
 
-    async def post_stream(
+    def post_stream(
         self, url: str, body: Mapping[str, Any], headers: Mapping[str, str] = NO_HEADERS
+    ) -> StreamBody:
+        """The streamed answer to a POST; see StreamBody for how closing it ends the connection."""
+        return StreamBody(lambda stream: self._stream(stream, url, body, headers))
+
+    async def _stream(
+        self, stream: StreamBody, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> AsyncGenerator[bytes, None]:
-        """Body bytes as they arrive. Closing the iterator (or cancelling its consumer) closes the
-        upstream connection, so a caller that goes away stops the upstream too."""
         with self._mapped():
             response = await self._send("POST", url, headers, body)
             try:
@@ -162,11 +197,36 @@ class HttpClient:
                 async for data in self._read(response):
                     yield data
             finally:
-                # Not release(): a body not read to the end must not go back to the pool.
-                if not response.content.at_eof():
-                    response.close()
-                else:
+                # Once aiohttp has seen the body's end it has pooled the connection itself.
+                if response.content.is_eof():
                     response.release()
+                elif stream.complete:
+                    self._drain_later(response)
+                else:
+                    # Not release(): a body cut off mid-answer must not go back to the pool.
+                    response.close()
+
+    def _drain_later(self, response: aiohttp.ClientResponse) -> None:
+        """Read off the rest of a finished stream's body without holding up its caller."""
+        task = asyncio.get_running_loop().create_task(self._drain(response))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _drain(self, response: aiohttp.ClientResponse) -> None:
+        """Up to DRAIN_BYTES within DRAIN_SECONDS (or idle, if shorter), then the connection goes
+        back to the pool; if the body has not ended by then, or reading it fails, it is closed."""
+        left = DRAIN_BYTES
+        try:
+            async with asyncio.timeout(min(self._spec.timeouts.idle, DRAIN_SECONDS)):
+                while left >= 0 and not response.content.is_eof():
+                    left -= len(await response.content.readany())
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass  # closed below: nothing reaches a caller, whose answer was already complete
+        finally:
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
 
     async def _read(self, response: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
         """The body as it arrives; TIMEOUT when the upstream is silent for longer than idle."""

@@ -34,8 +34,9 @@ def prompt_tokens(request: CompletionRequest) -> int:
 class LocalProvider:
     def __init__(self, spec: ProviderSpec) -> None:
         self._spec = spec
-        # Seconds between streamed words; 0 by default, set in config to mimic a slow model.
-        self._delay = float(spec.options.get("chunk_delay", 0) or 0)
+        # Seconds between streamed words, to mimic a slow model; config has checked and
+        # normalised it (options.chunk_delay: 300ms arrives as "0.3").
+        self._delay = float(spec.options.get("chunk_delay", "0"))
 
     @property
     def name(self) -> str:

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
-from hapaxd.errors import FailureClass, UpstreamError
+from hapaxd.errors import FailureClass, UpstreamError, stream_ended_early
 from hapaxd.providers.base import ProviderSpec
 from hapaxd.providers.http import HttpClient, default_classify
 from hapaxd.providers.sse import ndjson_lines
@@ -166,15 +166,20 @@ class OllamaProvider:
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True)
-        raw = self._http.post_stream(self._chat, body)
+        upstream = self._http.post_stream(self._chat, body)
+        sent = 0  # chunks passed on, for the error if the body ends early
         # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
-        async with contextlib.aclosing(ndjson_lines(raw)) as lines:
+        async with contextlib.aclosing(ndjson_lines(upstream.chunks)) as lines:
             async for line in lines:
-                for chunk in self._chunks(line):
+                chunks = self._chunks(line)
+                if chunks and chunks[-1].finish_reason is not None:
+                    upstream.finished()  # the `done` record, before it goes out: see StreamBody
+                for chunk in chunks:
+                    sent += 1
                     yield chunk
                     if chunk.finish_reason is not None:
                         return
-        raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
+        raise stream_ended_early(self.name, sent)
 
     async def probe(self) -> None:
         await self._http.get_json(self._http.url("/api/tags"))

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
-from hapaxd.errors import FailureClass, UpstreamError
+from hapaxd.errors import FailureClass, UpstreamError, stream_ended_early
 from hapaxd.providers.base import ProviderSpec
 from hapaxd.providers.http import HttpClient, default_classify
 from hapaxd.providers.sse import Event, sse_events
@@ -276,17 +276,21 @@ class OpenAIProvider:
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, max_tokens_field=self._max_tokens_field)
         state = _StreamState(self.name)
-        raw = self._http.post_stream(self._chat_url(request), body)
+        upstream = self._http.post_stream(self._chat_url(request), body)
+        sent = 0  # chunks passed on, for the error if the body ends early
         # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
-        async with contextlib.aclosing(sse_events(raw)) as events:
+        async with contextlib.aclosing(sse_events(upstream.chunks)) as events:
             async for event in events:
                 chunk = state.on_event(event)
+                if state.done:
+                    upstream.finished()  # before the last chunk goes out: see StreamBody
                 if chunk is not None:
+                    sent += 1
                     yield chunk
                 if state.done:
                     return
         if state.finish is None:
-            raise UpstreamError(FailureClass.TRANSIENT, self.name, "stream ended early")
+            raise stream_ended_early(self.name, sent)
         yield state.final()
 
     async def probe(self) -> None:

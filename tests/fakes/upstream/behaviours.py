@@ -39,6 +39,9 @@ class Reply:
     error_after: int | None = None  # after N content events send the vendor's error event...
     error: Fail = Fail(500)  # ...describing this error
     end_early: bool = False  # end the body cleanly after the content, without closing events
+    # Seconds between the last event and the end of the body (the chunked terminator), sent
+    # apart as uvicorn-served upstreams (vLLM, LiteLLM) do; None: in one write with the last event.
+    end_apart: float | None = None
     done_marker: bool = True  # OpenAI only: send `data: [DONE]`
     comments: bool = False  # SSE `: keep-alive` comments between events (NDJSON: blank lines)
     crlf: bool = False  # CRLF line endings

@@ -1,5 +1,6 @@
 """FakeUpstream: a real HTTP server on 127.0.0.1 that speaks the OpenAI, Azure OpenAI, Anthropic and
-Ollama wire formats, plays scripted behaviours, and records requests and client disconnects."""
+Ollama wire formats, plays scripted behaviours, and records requests, the TCP connections they came
+on, and client disconnects."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class RecordedRequest:
     body: bytes
     json: Any  # the parsed body, None if it was not JSON
     disconnected: bool = False  # the client went away before the response was finished
+    connection: int = 0  # which TCP connection it came on: 1 for the first the fake saw, and so on
+    finished: bool = False  # the fake played it to the end (a stream: its body's end was written)
 
 
 class FakeUpstream:
@@ -52,6 +55,9 @@ class FakeUpstream:
         self.counts: collections.Counter[str] = collections.Counter()  # per path
         self.disconnects = 0
         self.disconnected = asyncio.Event()  # set at the first client disconnect
+        # The transport of each TCP connection that carried a request, in order of arrival; held
+        # so that none is freed and a later connection's transport mistaken for it.
+        self._transports: list[asyncio.BaseTransport] = []
         self._scripts: dict[str | None, collections.deque[Behaviour]] = collections.defaultdict(
             collections.deque
         )
@@ -147,6 +153,7 @@ class FakeUpstream:
         self.counts.clear()
         self.disconnects = 0
         self.disconnected.clear()
+        self._transports.clear()
         self._down = False
 
     def _check(self, route: str | None) -> None:
@@ -166,6 +173,13 @@ class FakeUpstream:
             return self.counts[route_or_path]
         return sum(1 for r in self.requests if r.route == route_or_path)
 
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted that carried a request (since start or reset()): a client
+        that reuses pooled connections keeps this at its concurrency, one that does not adds one
+        per request."""
+        return len(self._transports)
+
     def requests_to(self, route: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.route == route]
 
@@ -175,6 +189,12 @@ class FakeUpstream:
 
     async def wait_for_requests(self, n: int = 1, within: float = 5.0) -> None:
         await self._wait(lambda: len(self.requests) >= n, within)
+
+    async def wait_for_ended(self, n: int = 1, within: float = 5.0) -> None:
+        """Until `n` requests in all have ended: played to the end, or left by their client."""
+        await self._wait(
+            lambda: sum(r.finished or r.disconnected for r in self.requests) >= n, within
+        )
 
     async def wait_for_disconnects(self, n: int = 1, within: float = 5.0) -> None:
         """Until `n` requests in all have seen their client close the connection early."""
@@ -198,6 +218,16 @@ class FakeUpstream:
                 return name
         return "unknown"
 
+    def _connection_of(self, request: web.Request) -> int:
+        transport = request.transport
+        if transport is None:  # already gone: nothing to count
+            return 0
+        for number, seen in enumerate(self._transports, 1):
+            if seen is transport:
+                return number
+        self._transports.append(transport)
+        return len(self._transports)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
@@ -214,16 +244,18 @@ class FakeUpstream:
             raw,
             parsed,
         )
+        record.connection = self._connection_of(request)
         self.requests.append(record)
         self.counts[request.path] += 1
         await self._notify()
         wire = WIRES[ROUTES[route][2]] if route in ROUTES else WIRES["openai"]
         if route == "unknown":
+            record.finished = True
             return self._json(404, wire.error_body(Fail(404, message=f"no route {request.path}")))
         behaviour = Fail(503) if self._down else self._next(route)
         fake_aborted: list[bool] = []
         try:
-            return await self._play(request, record, wire, behaviour, fake_aborted)
+            response = await self._play(request, record, wire, behaviour, fake_aborted)
         except (asyncio.CancelledError, ConnectionResetError):
             if not self._closing and not fake_aborted:
                 record.disconnected = True
@@ -231,6 +263,9 @@ class FakeUpstream:
                 self.disconnected.set()
                 await asyncio.shield(self._notify())
             raise
+        record.finished = True
+        await self._notify()
+        return response
 
     async def _play(
         self,
@@ -326,8 +361,15 @@ class FakeUpstream:
             if reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
             await response.write(pieces[index])
-        if not reply.end_early:
-            await self._write_all(response, encode(frames.closing), 0)
+        closing = [] if reply.end_early else encode(frames.closing)
+        if reply.end_apart is None:
+            # The terminator goes in the same write as the last event, so the client reads both.
+            *before, last = closing or [b""]
+            await self._write_all(response, before, 0)
+            await response.write_eof(last)
+            return response
+        await self._write_all(response, closing, 0)
+        await asyncio.sleep(reply.end_apart)  # the last event is on the wire; the end is not
         await response.write_eof()
         return response
 
