@@ -1,11 +1,9 @@
 """Every Prometheus metric of the gateway, on one CollectorRegistry per App, and `PrometheusEvents`,
 the events.Events implementation that turns what the router, breakers and health checker report
 into those metrics. Label values are bounded: unknown methods, models, providers or reasons all
-count under "other"."""
+count under "other". Series whose label values are all known at start begin there, at zero."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -42,21 +40,24 @@ OUTCOMES = frozenset(
         "internal",
     }
 )
-ERROR_TYPES = (
-    frozenset(
-        {
-            "INTERNAL",
-            "INVALID_REQUEST",
-            "MODEL_NOT_FOUND",
-            "UPSTREAM_ERROR",
-            "NO_PROVIDER_AVAILABLE",
-            "UPSTREAM_REJECTED_REQUEST",
-            "DEADLINE_EXCEEDED",
-            "STREAM_INTERRUPTED",
-        }
-    )
-    | CODES
-)  # an RPC that failed without a gateway reason counts under its status code name
+# The gateway's own ErrorInfo reasons.
+REASONS = frozenset(
+    {
+        "INTERNAL",
+        "INVALID_REQUEST",
+        "MODEL_NOT_FOUND",
+        "UPSTREAM_ERROR",
+        "NO_PROVIDER_AVAILABLE",
+        "UPSTREAM_REJECTED_REQUEST",
+        "DEADLINE_EXCEEDED",
+        "STREAM_INTERRUPTED",
+        "MALFORMED_REQUEST",
+    }
+)
+# An RPC that failed without a gateway reason counts under its status code name.
+ERROR_TYPES = REASONS | CODES
+DEDUPLICATED_METHODS = ("Complete", "StreamComplete")  # the calls a singleflight can join
+TOKEN_KINDS = ("prompt", "completion")
 
 RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 UPSTREAM_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -67,6 +68,20 @@ HEALTH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else OTHER
+
+
+def served(settings: Settings) -> list[tuple[str, str]]:
+    """(provider, logical model) for each logical model and every provider that can serve it, as
+    the router routes it: a "*" provider serves every logical model, a preference may leave one
+    out."""
+    return sorted(
+        {
+            (provider.name, model)
+            for model in settings.logical_models()
+            for rank in settings.routes_for(model)
+            for provider, _ in rank
+        }
+    )
 
 
 class Metrics:
@@ -199,22 +214,40 @@ class Metrics:
         )
 
         self._healthy: dict[str, bool] = {}
-        self._initialise(sorted(self.providers), sorted(self.method_names))
+        self._initialise(settings)
 
-    def _initialise(self, providers: Iterable[str], methods: Iterable[str]) -> None:
-        """Series that exist from the start, so dashboards and alerts see zeros, not gaps."""
-        for provider in providers:
+    def _initialise(self, settings: Settings) -> None:
+        """Every series whose label values are all known at start exists from the start, at zero,
+        so dashboards and alerts see zeros rather than no data, and rate() counts the first
+        increase. Left out, to keep to a few series per provider and per (provider, model):
+        failure outcomes of provider_requests and non-OK codes of grpc_requests (many values,
+        most never seen), failovers (provider pairs), rate-limit clients (not known at start),
+        and the overflow value "other"."""
+        for provider in sorted(self.providers):
             self.breaker_state.labels(provider).set(0)
+            for state in BREAKER_STATES:
+                self.breaker_transitions.labels(provider, state)
             self.provider_healthy.labels(provider).set(1)
             self._healthy[provider] = True
+            self.health_duration.labels(provider)
             self.health_errors.labels(provider)
             self.retries.labels(provider)
             self.request_latency.labels(provider)
         self.healthy_providers.set(len(self._healthy))
-        for method in methods:
+        for provider, model in served(settings):
+            self.provider_requests.labels(provider, model, "success")
+            self.ttft.labels(provider, model)
+            for kind in TOKEN_KINDS:
+                self.tokens.labels(provider, model, kind)
+        for method in sorted(self.method_names):
             self.grpc_active.labels(method)
             self.grpc_duration.labels(method)
             self.grpc_requests.labels(method, "OK")
+            self.overhead.labels(method)
+        for method in DEDUPLICATED_METHODS:
+            self.deduplicated.labels(_bounded(method, self.method_names))
+        for reason in sorted(REASONS):
+            self.errors.labels(reason)
 
     # Bounded label values.
     def provider(self, name: str) -> str:

@@ -11,10 +11,20 @@ from prometheus_client import CollectorRegistry
 
 from hapax.v1 import admin_service_pb2
 from hapax.v1 import completion_service_pb2 as pb
+from hapaxd.config import default_settings
 from hapaxd.interceptors import ObservabilityInterceptor
-from hapaxd.metrics import Metrics, PrometheusEvents
+from hapaxd.metrics import (
+    BREAKER_STATES,
+    DEDUPLICATED_METHODS,
+    REASONS,
+    TOKEN_KINDS,
+    Metrics,
+    PrometheusEvents,
+    served,
+)
+from tests.conftest import AccessLog
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
-from tests.observability.conftest import AccessLog, Observe, openai_provider, settings_with
+from tests.observability.conftest import Observe, openai_provider, settings_with
 from tests.recorder import Recorder
 
 
@@ -93,12 +103,16 @@ async def test_unknown_models_share_one_other_series(observe: Observe) -> None:
     await observed.stub.Complete(pb.CompleteRequest(prompt="hi", model="known"))
     s = await observed.samples()
     models = {labels["model"] for labels in s.labels("hapax_provider_requests_total")}
-    assert models == {"other", "known"}
+    assert models == {"other", "known", "default"}  # the logical models start at zero
     assert (
         s.value("hapax_provider_requests_total", provider="local", model="other", outcome="success")
         == 50
     )
-    assert {labels["model"] for labels in s.labels("hapax_tokens_total")} == {"other", "known"}
+    assert {labels["model"] for labels in s.labels("hapax_tokens_total")} == {
+        "other",
+        "known",
+        "default",
+    }
     assert "made-up" not in s.text
 
 
@@ -140,6 +154,85 @@ async def test_failover_retry_and_breaker_counters(
     assert s.value("hapax_circuit_breaker_state", provider="backup") == 0
     assert s.value("hapax_tokens_total", provider="backup", model="default", kind="prompt") == 7
     assert s.value("hapax_grpc_requests_total", method="Complete", code="OK") == 1
+
+
+async def test_series_known_at_start_are_exported_at_zero_after_one_call(
+    observe: Observe,
+) -> None:
+    spare = {"name": "spare", "type": "local", "models": {"default": "local", "extra": "local"}}
+    settings = settings_with(
+        providers=[{"name": "local", "type": "local", "models": {"*": "local"}}, spare],
+        models={"extra": {"provider_preference": ["spare"]}},  # local, a "*", is not asked
+    )
+    observed = await observe(settings)
+    await observed.stub.Complete(pb.CompleteRequest(prompt="one two"))
+    s = await observed.samples()
+
+    assert 'hapax_deduplicated_requests_total{method="Complete"} 0.0' in s.text
+    assert 'hapax_time_to_first_token_seconds_count{model="default",provider="local"} 0.0' in s.text
+    pairs = [("local", "default"), ("spare", "default"), ("spare", "extra")]
+    assert (
+        s.value("hapax_time_to_first_token_seconds_count", provider="local", model="extra") is None
+    )
+    for provider, model in pairs:
+        used = (provider, model) == ("local", "default")
+        assert (
+            s.value("hapax_time_to_first_token_seconds_count", provider=provider, model=model) == 0
+        )
+        assert s.value(
+            "hapax_provider_requests_total", provider=provider, model=model, outcome="success"
+        ) == (1 if used else 0)
+        for kind in TOKEN_KINDS:
+            tokens = s.value("hapax_tokens_total", provider=provider, model=model, kind=kind)
+            assert tokens is not None and (tokens > 0) is used
+    for provider in ("local", "spare"):
+        assert s.value("hapax_retries_total", provider=provider) == 0
+        assert s.value("hapax_health_check_errors_total", provider=provider) == 0
+        assert s.value("hapax_health_check_duration_seconds_count", provider=provider) == 0
+        assert s.value("hapax_circuit_breaker_state", provider=provider) == 0
+        for state in BREAKER_STATES:
+            assert (
+                s.value("hapax_circuit_breaker_transitions_total", provider=provider, to=state) == 0
+            )
+    assert s.value("hapax_request_latency_seconds_count", provider="spare") == 0
+    for method in DEDUPLICATED_METHODS:
+        assert s.value("hapax_deduplicated_requests_total", method=method) == 0
+    for method in ("StreamComplete", "ListProviders"):
+        assert s.value("hapax_grpc_requests_total", method=method, code="OK") == 0
+        assert s.value("hapax_gateway_overhead_seconds_count", method=method) == 0
+    for reason in REASONS:
+        assert s.value("hapax_errors_total", type=reason) == 0
+    overflow = [
+        (name, labels)
+        for name, labels, _ in s.rows
+        if "other" in (labels.get("provider"), labels.get("model"), labels.get("type"))
+    ]
+    assert overflow == [], "the overflow value is not started"
+
+
+def test_wildcard_providers_start_series_for_every_logical_model() -> None:
+    settings = settings_with(
+        providers=[
+            {"name": "any", "type": "local", "models": {"*": "local"}},
+            {"name": "one", "type": "local", "models": {"named": "local"}},
+        ],
+        models={"configured": {}},
+    )
+    assert served(settings) == [
+        ("any", "configured"),
+        ("any", "default"),
+        ("any", "named"),
+        ("one", "named"),
+    ]
+
+
+def test_the_built_in_default_starts_a_bounded_set_of_series() -> None:
+    metrics = Metrics(default_settings({}), CollectorRegistry())
+    assert served(default_settings({})) == [("local", "default")]
+    samples = [s for family in metrics.registry.collect() for s in family.samples]
+    assert {s.labels.get("provider") for s in samples} <= {None, "local"}
+    assert {s.labels.get("model") for s in samples} <= {None, "default"}
+    assert len(samples) < 200
 
 
 def _metrics(*providers: str) -> tuple[Metrics, PrometheusEvents]:
@@ -219,7 +312,12 @@ async def test_deduplicated_calls_are_counted_and_logged(
     caplog.set_level(logging.INFO, logger="hapaxd.access")
     fake_upstream.hold()
     calls = [
-        asyncio.ensure_future(observed.stub.Complete(pb.CompleteRequest(prompt="same")))
+        asyncio.ensure_future(
+            observed.stub.Complete(
+                pb.CompleteRequest(prompt="same", temperature=0.0),
+                metadata=(("authorization", "Bearer tenant"),),
+            )
+        )
         for _ in range(3)
     ]
     await events.wait_until(lambda: events.counts["deduplicated"] == 2)
@@ -252,6 +350,9 @@ class _Context:
 
     def invocation_metadata(self) -> tuple[()]:
         return ()
+
+    def time_remaining(self) -> None:
+        return None
 
 
 async def test_interceptor_skips_health_and_bounds_unknown_hapax_methods() -> None:

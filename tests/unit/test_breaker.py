@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from hapaxd.breaker import CircuitBreaker, State
+from hapaxd.breaker import WINDOW_BUCKETS, CircuitBreaker, RollingWindow, State
 from hapaxd.config import BreakerSettings
 
 
@@ -121,3 +122,92 @@ def test_threshold_is_configurable(threshold: int) -> None:
     assert b.state is State.CLOSED
     b.failure()
     assert b.state is State.OPEN
+
+
+def test_the_ratio_rule_is_off_by_default_so_only_the_threshold_opens() -> None:
+    assert BreakerSettings().failure_ratio is None
+    b = breaker(Clock(), failure_threshold=20, min_requests=10)
+    for _ in range(19):
+        b.failure()
+    assert b.state is State.CLOSED, "19 straight failures, below failure_threshold 20"
+    b.failure()
+    assert b.state is State.OPEN
+
+
+def test_a_ratio_of_one_when_set_opens_after_min_requests_straight_failures() -> None:
+    b = breaker(Clock(), failure_threshold=20, failure_ratio=1.0, min_requests=10)
+    for _ in range(9):
+        b.failure()
+    assert b.state is State.CLOSED
+    b.failure()
+    assert b.state is State.OPEN
+
+
+@pytest.mark.parametrize("ratio", [0, -0.5, 1.5])
+def test_failure_ratio_must_be_above_zero_and_at_most_one(ratio: float) -> None:
+    with pytest.raises(ValidationError):
+        BreakerSettings(failure_ratio=ratio)
+
+
+def test_failure_ratio_opens_when_the_share_of_failures_reaches_it() -> None:
+    b = breaker(Clock(), failure_threshold=100, failure_ratio=0.5, min_requests=10)
+    for _ in range(6):
+        b.success()
+    for _ in range(5):
+        b.failure()
+    assert b.state is State.CLOSED, "5 of 11 failed: below 0.5"
+    b.failure()
+    assert b.state is State.OPEN, "6 of 12 failed: 0.5"
+
+
+def test_failure_ratio_counts_only_outcomes_within_the_interval() -> None:
+    clock = Clock()
+    clock.now = 1020.0  # the start of a 6 s slot (interval 60 s / 10 slots)
+    b = breaker(clock, failure_threshold=100, failure_ratio=0.5, min_requests=4, interval=60)
+    b.failure()
+    b.failure()
+    b.success()
+    clock.now += 59.9
+    b.failure()
+    assert b.state is State.OPEN, "3 of 4 failed within 60 s"
+
+    clock.now = 1020.0
+    b = breaker(clock, failure_threshold=100, failure_ratio=0.5, min_requests=4, interval=60)
+    b.failure()
+    b.failure()
+    b.success()
+    clock.now += 60
+    b.failure()
+    assert b.state is State.CLOSED, "the first three are 60 s old: one outcome seen"
+
+
+def test_the_window_forgets_outcomes_older_than_the_interval() -> None:
+    window = RollingWindow(60, buckets=10)
+    window.add(1020.0, ok=False)
+    window.add(1079.9, ok=True)
+    assert (window.seen, window.failed) == (2, 1)
+    window.add(1080.0, ok=True)
+    assert (window.seen, window.failed) == (2, 0)
+    window.add(5000.0, ok=True)
+    assert (window.seen, window.failed) == (1, 0)
+
+
+def test_an_outcome_counts_for_at_least_the_interval_less_one_slot() -> None:
+    window = RollingWindow(60, buckets=10)  # slots of 6 s: 1020 <= t < 1026 is one slot
+    window.add(1025.9, ok=False)
+    window.add(1079.9, ok=True)
+    assert window.failed == 1, "54 s old: still counted"
+    window.add(1080.0, ok=True)
+    assert window.failed == 0, "54.1 s old: left with its slot (granularity 6 s)"
+
+
+def test_the_window_memory_does_not_grow_with_the_number_of_outcomes() -> None:
+    window = RollingWindow(60)
+    for i in range(10):
+        window.add(1020.0 + i, ok=i % 2 == 0)
+    assert window.buckets == WINDOW_BUCKETS
+    for i in range(100_000):
+        window.add(1020.0 + i * 59.9 / 100_000, ok=i % 3 != 0)
+    assert window.buckets == WINDOW_BUCKETS
+    assert window.seen == 100_010
+    assert window.failed == 5 + 33_334
