@@ -59,6 +59,14 @@ class CompletionRequest:
             self.user,
         )
 
+    def is_deterministic(self) -> bool:
+        """Whether two identical requests ask for the same answer rather than two samples.
+
+        Only greedy decoding (temperature explicitly 0) qualifies: an unset temperature means the
+        vendor's default sampling. A sampling seed, once the contract has one, belongs here too.
+        """
+        return self.temperature == 0.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Usage:

@@ -9,10 +9,27 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Hashable
 
-from hapaxd.config import Settings
+from hapaxd.config import DedupSettings, Settings
 from hapaxd.domain import Completion, CompletionRequest, Route
 from hapaxd.router import Router, StreamItem
 from hapaxd.singleflight import Group, StreamGroup
+
+
+def dedup_key(policy: DedupSettings, request: CompletionRequest, caller: str) -> Hashable | None:
+    """The singleflight key under which `request` may share an upstream call, or None when it
+    must have its own.
+
+    `caller` is the digest of the caller's credential, empty when anonymous. Callers share only
+    with themselves, and an anonymous caller with nobody, unless `share_across_callers`. Sampled
+    requests are independent draws, so they share only when `sampled` says so.
+    """
+    if not (policy.sampled or request.is_deterministic()):
+        return None
+    if policy.share_across_callers:
+        return ("", request.shape_key())
+    if not caller:
+        return None  # an empty identity is everyone's: it cannot tell two callers apart
+    return (caller, request.shape_key())
 
 
 class Gateway:
@@ -29,8 +46,7 @@ class Gateway:
     def _key(self, request: CompletionRequest, caller: str) -> Hashable | None:
         if not self.settings.dedup_enabled(request.model):
             return None
-        who = "" if self.settings.dedup.share_across_callers else caller
-        return (who, request.shape_key())
+        return dedup_key(self.settings.dedup, request, caller)
 
     async def complete(
         self, request: CompletionRequest, deadline: float | None, caller: str = ""

@@ -1,4 +1,8 @@
-"""Singleflight end to end: identical in-flight requests share one upstream call."""
+"""Singleflight end to end: identical in-flight requests share one upstream call.
+
+Sharing is per credential and for deterministic (temperature 0) requests unless configured
+otherwise, so the tests that prove sharing works send a credential and temperature 0.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,27 @@ from tests.recorder import Recorder
 from tests.status_details import details_of
 
 CHAT = "openai.chat"
+TENANT_A = (("authorization", "Bearer tenant-a"),)
+TENANT_B = (("authorization", "Bearer tenant-b"),)
+ANONYMOUS: tuple[tuple[str, str], ...] = ()
+
+
+def complete(
+    gateway: Any, metadata: Any = TENANT_A, temperature: float | None = 0.0, **fields: Any
+) -> Any:
+    """A Complete call, by default from tenant A at temperature 0: the kind that shares.
+    `temperature=None` leaves it unset."""
+    if temperature is not None:
+        fields["temperature"] = temperature
+    return gateway.stub.Complete(pb.CompleteRequest(**fields), metadata=metadata)
+
+
+def stream(
+    gateway: Any, metadata: Any = TENANT_A, temperature: float | None = 0.0, **fields: Any
+) -> Any:
+    if temperature is not None:
+        fields["temperature"] = temperature
+    return gateway.stub.StreamComplete(pb.StreamCompleteRequest(**fields), metadata=metadata)
 
 
 def settings(fake: FakeUpstream, **extra: Any) -> Any:
@@ -41,10 +66,7 @@ async def test_100_identical_completes_reach_the_upstream_once(
     gateway = await start_gateway(settings(fake_upstream), events=events)
     fake_upstream.set_default(Reply(text="one answer for all"))
     fake_upstream.hold()
-    calls = [
-        asyncio.ensure_future(gateway.stub.Complete(pb.CompleteRequest(prompt="same")))
-        for _ in range(100)
-    ]
+    calls = [asyncio.ensure_future(complete(gateway, prompt="same")) for _ in range(100)]
     await events.wait_until(lambda: events.counts["deduplicated"] == 99)
     fake_upstream.release()
     replies = await asyncio.gather(*calls)
@@ -61,10 +83,7 @@ async def test_every_waiter_gets_the_same_error(
     gateway = await start_gateway(settings(fake_upstream), events=events)
     fake_upstream.set_default(Fail(503))
     fake_upstream.hold()
-    calls = [
-        asyncio.ensure_future(gateway.stub.Complete(pb.CompleteRequest(prompt="same")))
-        for _ in range(5)
-    ]
+    calls = [asyncio.ensure_future(complete(gateway, prompt="same")) for _ in range(5)]
     await events.wait_until(lambda: events.counts["deduplicated"] == 4)
     fake_upstream.release()
     results = await asyncio.gather(*calls, return_exceptions=True)
@@ -79,8 +98,8 @@ async def test_one_waiter_leaving_does_not_cancel_the_others_but_the_last_one_do
     events = Recorder()
     gateway = await start_gateway(settings(fake_upstream), events=events)
     fake_upstream.hold()
-    leaving = gateway.stub.Complete(pb.CompleteRequest(prompt="same"))
-    staying = gateway.stub.Complete(pb.CompleteRequest(prompt="same"))
+    leaving = complete(gateway, prompt="same")
+    staying = complete(gateway, prompt="same")
     await events.wait_until(lambda: events.counts["deduplicated"] == 1)
     leaving.cancel()
     await fake_upstream.wait_for_requests(1)
@@ -89,8 +108,8 @@ async def test_one_waiter_leaving_does_not_cancel_the_others_but_the_last_one_do
     assert fake_upstream.disconnects == 0
 
     fake_upstream.hold()
-    first = gateway.stub.Complete(pb.CompleteRequest(prompt="again"))
-    second = gateway.stub.Complete(pb.CompleteRequest(prompt="again"))
+    first = complete(gateway, prompt="again")
+    second = complete(gateway, prompt="again")
     await events.wait_until(lambda: events.counts["deduplicated"] == 2)
     await fake_upstream.wait_for_requests(2)
     first.cancel()
@@ -104,13 +123,11 @@ async def test_different_requests_or_callers_do_not_share(
     gateway = await start_gateway(settings(fake_upstream))
     fake_upstream.hold()
     calls = [
-        gateway.stub.Complete(pb.CompleteRequest(prompt="same")),
-        gateway.stub.Complete(pb.CompleteRequest(prompt="same", temperature=0.0)),
-        gateway.stub.Complete(pb.CompleteRequest(prompt="other")),
-        gateway.stub.Complete(
-            pb.CompleteRequest(prompt="same"), metadata=(("authorization", "Bearer tenant-b"),)
-        ),
-        gateway.stub.Complete(pb.CompleteRequest(prompt="same", model="nodedup")),
+        complete(gateway, prompt="same"),
+        complete(gateway, prompt="same", max_tokens=5),
+        complete(gateway, prompt="other"),
+        complete(gateway, TENANT_B, prompt="same"),
+        complete(gateway, prompt="same", model="nodedup"),
     ]
     await fake_upstream.wait_for_requests(5)
     fake_upstream.release()
@@ -128,9 +145,7 @@ async def test_callers_may_share_across_tenants_when_configured(
     )
     fake_upstream.hold()
     calls = [
-        gateway.stub.Complete(
-            pb.CompleteRequest(prompt="same"), metadata=(("authorization", f"Bearer tenant-{i}"),)
-        )
+        complete(gateway, (("authorization", f"Bearer tenant-{i}"),), prompt="same")
         for i in range(3)
     ]
     await events.wait_until(lambda: events.counts["deduplicated"] == 2)
@@ -146,13 +161,11 @@ async def test_identical_streams_share_one_upstream_stream_and_a_late_joiner_get
     gateway = await start_gateway(settings(fake_upstream), events=events)
     text = "one two three four five six"
     fake_upstream.set_default(Reply(text=text, chunks=6, pause_after=3))
-    request = pb.StreamCompleteRequest(prompt="same")
-
-    early = [gateway.stub.StreamComplete(request) for _ in range(20)]
+    early = [stream(gateway, prompt="same") for _ in range(20)]
     firsts = [await call.read() for call in early]
     assert all(m.delta for m in firsts)
     await fake_upstream.wait_paused()
-    late = gateway.stub.StreamComplete(request)  # joins with three chunks already sent
+    late = stream(gateway, prompt="same")  # joins with three chunks already sent
     await events.wait_until(lambda: events.counts["deduplicated"] == 20)
     fake_upstream.release()
 
@@ -179,9 +192,7 @@ async def test_dedup_can_be_turned_off_per_model(
 ) -> None:
     gateway = await start_gateway(settings(fake_upstream))
     fake_upstream.hold()
-    calls = [
-        gateway.stub.Complete(pb.CompleteRequest(prompt="same", model="nodedup")) for _ in range(3)
-    ]
+    calls = [complete(gateway, prompt="same", model="nodedup") for _ in range(3)]
     await fake_upstream.wait_for_requests(3)
     fake_upstream.release()
     await asyncio.gather(*calls)
@@ -196,15 +207,65 @@ async def test_shared_answers_say_so(
     gateway = await start_gateway(settings(fake_upstream), events=events)
     fake_upstream.hold()
     if rpc == "Complete":
-        calls = [gateway.stub.Complete(pb.CompleteRequest(prompt="s")) for _ in range(2)]
+        calls = [complete(gateway, prompt="s") for _ in range(2)]
         await events.wait_until(lambda: events.counts["deduplicated"] == 1)
         fake_upstream.release()
         shared = [r.route.shared for r in await asyncio.gather(*calls)]
     else:
-        streams = [
-            gateway.stub.StreamComplete(pb.StreamCompleteRequest(prompt="s")) for _ in range(2)
-        ]
+        streams = [stream(gateway, prompt="s") for _ in range(2)]
         await events.wait_until(lambda: events.counts["deduplicated"] == 1)
         fake_upstream.release()
         shared = [[m async for m in s][-1].route.shared for s in streams]
     assert sorted(shared) == [False, True]
+
+
+# Who shares with whom: dedup config, the two callers, temperature, upstream calls.
+SAMPLED = {"sampled": True}
+ACROSS = {"share_across_callers": True}
+POLICY = {
+    "one credential, greedy: shared": ({}, TENANT_A, TENANT_A, 0.0, 1),
+    "two anonymous, greedy: not shared": ({}, ANONYMOUS, ANONYMOUS, 0.0, 2),
+    "anonymous and a credential: not shared": ({}, ANONYMOUS, TENANT_A, 0.0, 2),
+    "one credential, sampled: not shared": ({}, TENANT_A, TENANT_A, 0.9, 2),
+    "one credential, unset: not shared": ({}, TENANT_A, TENANT_A, None, 2),
+    "dedup.sampled, one credential, sampled: shared": (SAMPLED, TENANT_A, TENANT_A, 0.9, 1),
+    "dedup.sampled, one credential, unset: shared": (SAMPLED, TENANT_A, TENANT_A, None, 1),
+    "dedup.sampled, two anonymous: not shared": (SAMPLED, ANONYMOUS, ANONYMOUS, 0.9, 2),
+    "share_across_callers, two anonymous, greedy: shared": (ACROSS, ANONYMOUS, ANONYMOUS, 0.0, 1),
+    "share_across_callers, two tenants, sampled: not shared": (ACROSS, TENANT_A, TENANT_B, 0.9, 2),
+}
+
+
+@pytest.mark.parametrize("rpc", ["Complete", "StreamComplete"])
+@pytest.mark.parametrize(
+    ("dedup", "first", "second", "temperature", "upstream_calls"),
+    list(POLICY.values()),
+    ids=list(POLICY),
+)
+async def test_only_one_caller_asking_for_one_answer_shares_by_default(
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    rpc: str,
+    dedup: dict[str, bool],
+    first: Any,
+    second: Any,
+    temperature: float | None,
+    upstream_calls: int,
+) -> None:
+    events = Recorder()
+    gateway = await start_gateway(settings(fake_upstream, dedup=dedup), events=events)
+    fake_upstream.hold()
+    call = complete if rpc == "Complete" else stream
+    calls = [call(gateway, who, temperature, prompt="same") for who in (first, second)]
+    if upstream_calls == 1:
+        await events.wait_until(lambda: events.counts["deduplicated"] == 1)
+    else:
+        await fake_upstream.wait_for_requests(2)  # both in flight at once, neither joined
+    fake_upstream.release()
+    if rpc == "Complete":
+        shared = [r.route.shared for r in await asyncio.gather(*calls)]
+    else:
+        shared = [[m async for m in s][-1].route.shared for s in calls]
+    assert fake_upstream.count(CHAT) == upstream_calls
+    assert events.counts["deduplicated"] == 2 - upstream_calls
+    assert sorted(shared) == [False, upstream_calls == 1]
