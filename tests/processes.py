@@ -53,7 +53,9 @@ class GatewayProcess:
     """`hapaxd serve` as an operator runs it, so that a crash (a segfault in grpc's C core) is
     seen as the process ending, and its memory can be read from /proc."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, address: str, log: pathlib.Path) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, address: str, log: pathlib.Path | None = None
+    ) -> None:
         self.proc = proc
         self.address = address
         self.log = log
@@ -70,7 +72,8 @@ class GatewayProcess:
         raise AssertionError("no VmRSS")
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        """What the process wrote, when it writes to a file."""
+        return self.log.read_text(errors="replace") if self.log is not None else ""
 
     async def wait_serving(self, within: float = 30.0) -> None:
         """Health Check with wait_for_ready; fails fast if the process dies first."""

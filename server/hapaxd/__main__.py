@@ -1,14 +1,33 @@
-"""Command line: `hapaxd serve [--config FILE]`, `hapaxd check-config FILE`,
-`hapaxd healthcheck [ADDRESS]`. Argument parsing only."""
+"""Command line: `hapaxd serve [--config FILE]`, `hapaxd check-config [--no-secrets] FILE`,
+`hapaxd healthcheck [ADDRESS]`, `hapaxd --version`. Argument parsing, and turning start-up
+failures an operator can fix into one line and exit status 2."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
+import socket
 import sys
+from collections.abc import Coroutine
+from importlib import metadata
+from typing import Any, TypeVar
 
+import hapaxd
 from hapaxd import config
+
+T = TypeVar("T")
+
+# Errors from bind(2) that an operator fixes in the config or on the host.
+_BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hapax-gateway")
+    except metadata.PackageNotFoundError:
+        return hapaxd.__version__
 
 
 def _settings(path: str | None) -> config.Settings:
@@ -16,13 +35,81 @@ def _settings(path: str | None) -> config.Settings:
     return config.load(path) if path else config.default_settings()
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def _serve(settings: config.Settings) -> str | None:
+    """Run the gateway until a signal stops it; the one line to print if a listener could not
+    bind, which an operator fixes without a traceback."""
+    from hapaxd.app import App, serve
+
+    try:
+        await serve(settings)
+        return None
+    except (OSError, RuntimeError) as exc:
+        line = _listen_failure(exc, settings)
+        if line is None:
+            raise
+        # serve() leaves running what it started when a later listener fails (the metrics port
+        # is bound after the gRPC server started). Stop that App, serve()'s local, on this loop:
+        # left to grpc's finaliser after the loop has closed, it prints a traceback. (Not `self`
+        # in App's own frames: an App whose __init__ failed has started nothing.)
+        tb, apps = exc.__traceback__, []
+        while tb is not None:
+            local = tb.tb_frame.f_locals
+            apps += [v for k, v in local.items() if k != "self" and isinstance(v, App)]
+            tb = tb.tb_next
+    for app in apps:
+        await app.stop(0)
+    return line
+
+
+def _why_not_bound(address: str) -> str | None:
+    """Why `address` cannot be listened on, found by trying (grpc says only that it failed);
+    None if it can be now."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+            probe.bind(where)
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    return None
+
+
+def _listen_failure(exc: Exception, settings: config.Settings) -> str | None:
+    """The one line for a listener that could not bind, or None for any other error."""
+    message = str(exc)
+    if message.startswith(("cannot listen on", "Failed to bind to address")):
+        # App raises the first, grpc's add_insecure_port the second; neither says why.
+        address = settings.server.address
+        why = _why_not_bound(address)
+        return f"cannot listen on {address}" + (f": {why}" if why else "")
+    if isinstance(exc, OSError) and exc.errno in _BIND_ERRORS and "bind" in message:
+        # socket.create_server for the metrics side port, the only other listener.
+        return f"cannot listen on {settings.metrics.address}: {os.strerror(exc.errno).lower()}"
+    return None
+
+
+def _check_config(settings: config.Settings, secrets: bool) -> int:
+    names = ", ".join(f"{p.name} ({p.type})" for p in settings.providers)
+    print(f"config OK: providers {names}; default model {settings.default_model}")
+    if not secrets:
+        needed = [
+            f"{env} ({key}{'' if os.environ.get(env) else ', not set'})"
+            for key, env in settings.secret_env()
+        ]
+        print(f"secrets not checked; serving needs: {', '.join(needed) or 'none'}")
+    return 0
 
 
 async def _healthcheck(address: str, wait: float) -> int:
@@ -43,11 +130,17 @@ async def _healthcheck(address: str, wait: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hapaxd", description="Hapax gRPC LLM gateway")
+    parser.add_argument("--version", action="version", version=f"hapaxd {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="YAML config file (default: $HAPAX_CONFIG or built-in)")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
+    check.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="check all but that the secret environment variables (api_key_env, ...) are set",
+    )
     health = sub.add_parser("healthcheck", help="ask a running gateway's gRPC health service")
     health.add_argument("address", nargs="?", default="127.0.0.1:50051")
     health.add_argument("--timeout", type=float, default=3.0)
@@ -56,19 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "healthcheck":
         return asyncio.run(_healthcheck(args.address, args.timeout))
     try:
-        settings = _settings(args.config if args.command == "serve" else args.file)
+        if args.command == "check-config":
+            settings = config.load(args.file, secrets=not args.no_secrets)
+        else:
+            settings = _settings(args.config)
     except config.ConfigError as exc:
         print(f"hapaxd: invalid config:\n{exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        names = ", ".join(f"{p.name} ({p.type})" for p in settings.providers)
-        print(f"config OK: providers {names}; default model {settings.default_model}")
-        return 0
-    from hapaxd.app import serve as run_server
+        return _check_config(settings, secrets=not args.no_secrets)
     from hapaxd.logs import configure_logging
 
     configure_logging(settings.logging)
-    _run(run_server(settings))
+    failure = _run(_serve(settings))
+    if failure is not None:
+        print(f"hapaxd: {failure}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,10 +23,12 @@ from hapax.v1 import (
 )
 from hapaxd.admin import AdminServicer
 from hapaxd.breaker import CircuitBreaker, State
-from hapaxd.config import Settings
+from hapaxd.config import ServerSettings, Settings
+from hapaxd.decoding import MalformedRequestGuard
 from hapaxd.events import Events
 from hapaxd.gateway import Gateway
 from hapaxd.health import HealthMonitor
+from hapaxd.metrics import HAPAX_PREFIX
 from hapaxd.observability import Observability
 from hapaxd.providers.registry import build_provider
 from hapaxd.router import Router
@@ -75,6 +77,38 @@ def build_upstreams(
     return upstreams
 
 
+def server_options(server: ServerSettings) -> list[tuple[str, int]]:
+    """The grpc core channel arguments for `server:` (README "Limits" lists them)."""
+
+    def ms(seconds: float | None) -> int:
+        return -1 if seconds is None else round(seconds * 1000)  # -1: grpc's "no limit"
+
+    keepalive = server.keepalive
+    options = [
+        ("grpc.max_receive_message_length", server.max_message_bytes),
+        ("grpc.max_send_message_length", server.max_message_bytes),
+        ("grpc.max_metadata_size", server.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", server.max_metadata_bytes),
+        ("grpc.max_concurrent_streams", server.max_concurrent_streams),
+        ("grpc.max_connection_age_grace_ms", ms(server.max_connection_age_grace)),
+        ("grpc.server_handshake_timeout_ms", ms(server.handshake_timeout)),
+        ("grpc.keepalive_time_ms", ms(keepalive.time)),
+        ("grpc.keepalive_timeout_ms", ms(keepalive.timeout)),
+        # grpc 1.85 waits for a ping's ack this long, whatever keepalive_timeout says
+        ("grpc.http2.ping_timeout_ms", ms(keepalive.timeout)),
+        ("grpc.keepalive_permit_without_calls", int(keepalive.permit_without_calls)),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(keepalive.min_ping_interval)),
+        ("grpc.http2.max_ping_strikes", keepalive.max_ping_strikes),
+        ("grpc.http2.max_pings_without_data", keepalive.max_pings_without_data),
+        ("grpc.so_reuseport", 0),
+    ]
+    if server.max_connection_idle is not None:
+        options.append(("grpc.max_connection_idle_ms", ms(server.max_connection_idle)))
+    if server.max_connection_age is not None:
+        options.append(("grpc.max_connection_age_ms", ms(server.max_connection_age)))
+    return options
+
+
 class App:
     """A built gateway: the server and the parts tests and operators look at."""
 
@@ -107,14 +141,14 @@ class App:
         )
         self.gateway = Gateway(settings, self.router)
         self.health = health_aio.HealthServicer()
-        limit = settings.server.max_message_bytes
         self.server = grpc.aio.server(
-            interceptors=(*self.observability.interceptors, *interceptors),
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
+            # Innermost last: the guard gives non-hapax methods safe request deserializers.
+            interceptors=(
+                *self.observability.interceptors,
+                *interceptors,
+                MalformedRequestGuard(HAPAX_PREFIX),
+            ),
+            options=server_options(settings.server),
         )
         completion_service_pb2_grpc.add_CompletionServiceServicer_to_server(
             CompletionServicer(

@@ -1,5 +1,7 @@
 """Gateway configuration: a YAML file with ${VAR} / ${VAR:-default} expansion, validated into
-frozen settings at start; every error names the exact key (`providers[1].base_url: not a URL`).
+frozen settings at start. Every problem is reported at once, one line each naming the exact key
+(`providers[1].base_url: not a URL`): unset variables, bad values (vendor options included, each
+provider type has a small schema of its own) and cross-field checks.
 
 With no file, `default_settings(environ)` serves the local provider plus any provider whose usual
 environment variable is set. Imports nothing from grpc or the HTTP client.
@@ -7,9 +9,10 @@ environment variable is set. Imports nothing from grpc or the HTTP client.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -20,10 +23,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from hapaxd.providers.base import ProviderSpec, Timeouts
 
@@ -49,6 +55,16 @@ def _duration(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0, allow_inf_nan=False)]
+Delay = Annotated[float, BeforeValidator(_duration), Field(ge=0, allow_inf_nan=False)]
+
+
+def _text(value: Any) -> Any:
+    """YAML reads an unquoted 2024-10-21 as a date; a version option means the text."""
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+Text = Annotated[str, StringConstraints(min_length=1)]
+Version = Annotated[str, StringConstraints(min_length=1), BeforeValidator(_text)]
 
 
 def _url(value: str) -> str:
@@ -77,15 +93,17 @@ class TimeoutSettings(_Frozen):
 
 
 class BreakerSettings(_Frozen):
-    """Hapax's circuit_breaker keys. failure_threshold consecutive failures open the breaker; so
-    does failure_ratio over the rolling `interval` once min_requests were seen there."""
+    """Hapax's circuit_breaker keys. failure_threshold consecutive failures open the breaker. When
+    failure_ratio is set, so does a share of failures of at least failure_ratio among the outcomes
+    of the rolling `interval`, once min_requests were seen there; unset (the default), the ratio
+    rule is off and only the consecutive count opens it."""
 
     max_requests: int = Field(1, ge=1)  # trial requests let through while half-open
     interval: Seconds = 60.0  # rolling window for the failure ratio
     timeout: Seconds = 30.0  # how long the breaker stays open
     failure_threshold: int = Field(5, ge=1)
-    failure_ratio: float = Field(1.0, gt=0, le=1)  # 1.0 turns the ratio rule off
-    min_requests: int = Field(10, ge=1)
+    failure_ratio: float | None = Field(None, gt=0, le=1)  # None: the ratio rule is off
+    min_requests: int = Field(10, ge=1)  # outcomes in the interval before the ratio applies
 
 
 class HealthCheckSettings(_Frozen):
@@ -94,6 +112,69 @@ class HealthCheckSettings(_Frozen):
     timeout: Seconds = 5.0
     failure_threshold: int = Field(2, ge=1)
     success_threshold: int = Field(1, ge=1)
+
+
+# Vendor options, one small schema per provider type. A key left out (or null) means the adapter's
+# own default, which lives in the adapter; the values reach it as normalised text.
+
+
+class LocalOptions(_Frozen):
+    chunk_delay: Delay | None = None  # between streamed words, to mimic a slow model; 0 default
+
+
+class OpenAIOptions(_Frozen):
+    # The o-series models take max_completion_tokens instead of max_tokens.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+
+
+class AzureOpenAIOptions(OpenAIOptions):
+    api_version: Version | None = None
+    deployment: Text | None = None  # default: the upstream model name
+
+
+class AnthropicOptions(_Frozen):
+    anthropic_version: Version | None = None  # the anthropic-version header
+    default_max_tokens: int | None = Field(None, ge=1)  # when the caller sets no max_tokens
+
+
+class OllamaOptions(_Frozen):
+    """No vendor options yet."""
+
+
+OPTIONS: dict[str, type[_Frozen]] = {
+    "local": LocalOptions,
+    "openai": OpenAIOptions,
+    "azure_openai": AzureOpenAIOptions,
+    "anthropic": AnthropicOptions,
+    "ollama": OllamaOptions,
+}
+
+
+def _unknown_option(kind: str, key: Any, value: Any) -> InitErrorDetails:
+    why = PydanticCustomError("unknown_option", "unknown option for type {type}", {"type": kind})
+    return {"type": why, "loc": (str(key),), "input": value}
+
+
+def vendor_options(kind: str, raw: Any) -> dict[str, str]:
+    """A provider's options checked against its type's schema, every bad key at once; values come
+    back as text, normalised (a duration in seconds), since adapters read plain strings."""
+    if not isinstance(raw, dict):
+        raise ValueError("not a mapping of option names to values")
+    schema = OPTIONS[kind]
+    errors = [_unknown_option(kind, k, v) for k, v in raw.items() if k not in schema.model_fields]
+    try:
+        parsed = schema.model_validate({k: v for k, v in raw.items() if k in schema.model_fields})
+    except ValidationError as exc:
+        errors += [
+            {"type": e["type"], "loc": e["loc"], "input": e["input"], "ctx": e.get("ctx", {})}
+            for e in exc.errors()
+        ]
+    if errors:
+        order = {str(k): i for i, k in enumerate(raw)}
+        errors.sort(key=lambda e: order.get(str(e["loc"][0]) if e["loc"] else "", 0))
+        # Raised inside a validator, pydantic files these under the options key.
+        raise ValidationError.from_exception_data(schema.__name__, errors)
+    return {k: str(v) for k, v in parsed if k in parsed.model_fields_set and v is not None}
 
 
 class ProviderSettings(_Frozen):
@@ -107,7 +188,7 @@ class ProviderSettings(_Frozen):
     weight: float = Field(1.0, gt=0, allow_inf_nan=False)
     timeouts: TimeoutSettings = TimeoutSettings()
     max_connections: int = Field(100, ge=1)
-    options: dict[str, str] = {}
+    options: dict[str, str] = {}  # checked against the type's schema (OPTIONS above)
     circuit_breaker: BreakerSettings | None = None  # overrides the global one
     health_check: HealthCheckSettings | None = None
 
@@ -115,6 +196,14 @@ class ProviderSettings(_Frozen):
     @classmethod
     def _check_url(cls, value: str) -> str:
         return _url(value) if value else value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _check_options(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")
+        if kind not in OPTIONS:
+            return {}  # the type itself is reported; its options cannot be judged
+        return vendor_options(kind, value)
 
     @model_validator(mode="after")
     def _azure_needs_its_resource(self) -> ProviderSettings:
@@ -166,16 +255,48 @@ class RouterSettings(_Frozen):
 
 
 class DedupSettings(_Frozen):
+    """Which identical in-flight requests share one upstream call.
+
+    By default only requests from the same credential that ask for a deterministic answer
+    (temperature 0) share; anonymous callers never do.
+    """
+
     enabled: bool = True
+    # Everyone shares, anonymous callers included, instead of one credential with itself.
     share_across_callers: bool = False
+    # Sampled requests (temperature unset or above 0) share too: identical prompts then get one
+    # sample between them instead of independent ones.
+    sampled: bool = False
+
+
+class KeepaliveSettings(_Frozen):
+    """HTTP/2 keepalive: the server's own pings find dead peers; a client that pings more often
+    than `min_ping_interval` with no call in flight earns a strike, and after `max_ping_strikes`
+    its connection is closed with GOAWAY (ENHANCE_YOUR_CALM)."""
+
+    time: Seconds = 60.0  # the server pings a connection silent for this long
+    timeout: Seconds = 20.0  # and closes it when the ping is not answered within this
+    min_ping_interval: Seconds = 10.0  # the shortest client ping interval allowed without data
+    max_ping_strikes: int = Field(2, ge=0)  # 0: never close for pinging too often
+    permit_without_calls: bool = True  # client pings on a connection with no call are allowed
+    max_pings_without_data: int = Field(0, ge=0)  # server pings with no data between; 0: any
 
 
 class ServerSettings(_Frozen):
+    """The gRPC listener and the limits every caller is held to (README "Limits")."""
+
     address: str = "0.0.0.0:50051"
     grace_period: Seconds = 10.0
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_content_chars: int = Field(1_000_000, ge=1)
     max_messages: int = Field(1024, ge=1)
+    max_metadata_bytes: int = Field(16 * 1024, ge=1024)  # request headers of one call
+    max_concurrent_streams: int = Field(1000, ge=1)  # calls in flight on one connection
+    max_connection_idle: Seconds | None = 300.0  # a connection with no call is closed (GOAWAY)
+    max_connection_age: Seconds | None = 1800.0  # then GOAWAY, so clients rebalance
+    max_connection_age_grace: Seconds = 300.0  # calls in flight get this long to finish after
+    handshake_timeout: Seconds = 10.0  # a connection that sends no HTTP/2 preface is dropped
+    keepalive: KeepaliveSettings = KeepaliveSettings()
 
     @field_validator("address")
     @classmethod
@@ -220,22 +341,14 @@ class Settings(_Frozen):
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
-        names = [p.name for p in self.providers]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise _KeyError(f"providers[{i}].name", f"duplicate provider name {name!r}")
-        known = set(names)
-        groups = [("provider_preference", self.provider_preference)] + [
-            (f"models.{m}.provider_preference", s.provider_preference)
-            for m, s in self.models.items()
-        ]
-        for where, order in groups:
-            for i, entry in enumerate(order or []):
-                for name in [entry] if isinstance(entry, str) else entry:
-                    if name not in known:
-                        raise _KeyError(f"{where}[{i}]", f"unknown provider {name!r}")
-        if not self.routes_for(self.default_model):
-            raise _KeyError("default_model", f"no provider serves {self.default_model!r}")
+        problems = reference_problems(
+            [(p.name, p.models) for p in self.providers],
+            self.provider_preference,
+            {m: s.provider_preference for m, s in self.models.items()},
+            self.default_model,
+        )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def preference(self, model: str) -> list[list[str]]:
@@ -268,10 +381,113 @@ class Settings(_Frozen):
         names = {m for p in self.providers for m in p.models if m != "*"}
         return sorted(names | set(self.models) | {self.default_model})
 
+    def secret_env(self) -> list[tuple[str, str]]:
+        """(key, environment variable) for each secret this config reads from the environment."""
+        found = [
+            (f"providers[{i}].api_key_env", p.api_key_env)
+            for i, p in enumerate(self.providers)
+            if p.api_key_env
+        ]
+        if self.metrics.bearer_token_env:
+            found.append(("metrics.bearer_token_env", self.metrics.bearer_token_env))
+        if self.metrics.basic_auth_password_env:
+            found.append(("metrics.basic_auth_password_env", self.metrics.basic_auth_password_env))
+        return found
 
-class _KeyError(ValueError):
-    def __init__(self, key: str, why: str) -> None:
-        super().__init__(f"{key}: {why}")
+
+def _entries(order: Sequence[Any]) -> Iterator[tuple[str, str]]:
+    """(index suffix, provider name) of a preference list; an inner list is one rank. Entries
+    that are not names are skipped: the schema reports them."""
+    for i, entry in enumerate(order):
+        if isinstance(entry, list):
+            yield from ((f"[{i}][{j}]", n) for j, n in enumerate(entry) if isinstance(n, str))
+        elif isinstance(entry, str):
+            yield f"[{i}]", entry
+
+
+def reference_problems(
+    providers: Sequence[tuple[str | None, Collection[Any] | None]],
+    preference: Sequence[Any] | None,
+    overrides: Mapping[str, Sequence[Any] | None],
+    default_model: str | None,
+) -> list[str]:
+    """The cross-field checks, one line per problem, on plain values so they also run on a file
+    whose other keys are bad. `providers` is (name, logical models it maps) in file order; None
+    for what could not be read, and a provider whose models are unknown is taken to serve all.
+
+    Provider names are unique; every name in a preference list is a provider that serves the
+    model(s) that list routes; something serves the default model.
+    """
+    problems: list[str] = []
+    models_of: dict[str, Collection[Any] | None] = {}
+    for i, (name, models) in enumerate(providers):
+        if name is None:
+            continue
+        if name in models_of:
+            problems.append(f"providers[{i}].name: duplicate provider name {name!r}")
+        else:
+            models_of[name] = models
+
+    def serves(name: str, *wanted: str) -> bool:
+        """Whether the provider maps any of the wanted models (a "*" maps every name)."""
+        models = models_of[name]
+        return models is None or "*" in models or any(m in models for m in wanted)
+
+    own_list = {m for m, order in overrides.items() if order}
+    declared = {m for models in models_of.values() for m in models or () if isinstance(m, str)}
+    declared |= set(overrides) | ({default_model} if default_model else set())
+    # The global list routes every logical model without a list of its own (and, through a "*"
+    # mapping, names no one declared).
+    routed = sorted(declared - own_list - {"*"})
+    for key, name in _entries(preference or []):
+        where = f"provider_preference{key}"
+        if name not in models_of:
+            problems.append(f"{where}: unknown provider {name!r}")
+        elif not serves(name, *routed):
+            models = ", ".join(routed) if routed else "none: each model has its own list"
+            problems.append(
+                f"{where}: provider {name!r} serves none of the models this list routes ({models})"
+            )
+    for model, order in overrides.items():
+        for key, name in _entries(order or []):
+            where = f"models.{model}.provider_preference{key}"
+            if name not in models_of:
+                problems.append(f"{where}: unknown provider {name!r}")
+            elif not serves(name, model):
+                problems.append(f"{where}: provider {name!r} does not serve model {model!r}")
+    if default_model:
+        order = overrides.get(default_model) or preference or list(models_of)
+        if not any(n in models_of and serves(n, default_model) for _, n in _entries(order)):
+            problems.append(f"default_model: no provider serves {default_model!r}")
+    return problems
+
+
+def _raw_reference_problems(data: Mapping[str, Any]) -> list[str]:
+    """reference_problems() on the expanded file, read leniently, for when Settings could not be
+    built because other keys are bad (so the validator above never ran)."""
+    raw = data.get("providers")
+    if not isinstance(raw, list) or not raw:
+        return []  # reported as required; nothing to cross-check
+    providers: list[tuple[str | None, Collection[Any] | None]] = []
+    for entry in raw:
+        body = entry if isinstance(entry, dict) else {}
+        name, models = body.get("name"), body.get("models", {})
+        providers.append(
+            (name if isinstance(name, str) else None, models if isinstance(models, dict) else None)
+        )
+    overrides: dict[str, Sequence[Any] | None] = {}
+    raw_models = data.get("models")
+    for model, body in raw_models.items() if isinstance(raw_models, dict) else ():
+        order = body.get("provider_preference") if isinstance(body, dict) else None
+        overrides[str(model)] = order if isinstance(order, list) else None
+    preference = data.get("provider_preference")
+    default = data.get("default_model")
+    return reference_problems(
+        providers,
+        preference if isinstance(preference, list) else None,
+        overrides,
+        default if isinstance(default, str) and default else None,
+    )
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -306,13 +522,26 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 
 def expand_env(node: Any, environ: Mapping[str, str], path: str = "") -> Any:
-    """Replace ${VAR} and ${VAR:-default} in every string value of the parsed YAML."""
+    """Replace ${VAR} and ${VAR:-default} in every string value of the parsed YAML; ConfigError
+    naming every unset variable."""
+    missing: list[tuple[str, str]] = []
+    expanded = _expand(node, environ, path, missing)
+    if missing:
+        raise ConfigError("\n".join(line for _, line in missing))
+    return expanded
+
+
+def _expand(
+    node: Any, environ: Mapping[str, str], path: str, missing: list[tuple[str, str]]
+) -> Any:
+    """expand_env's walk: an unset ${VAR} stays as written and is noted as (key, problem)."""
     if isinstance(node, dict):
         return {
-            k: expand_env(v, environ, f"{path}.{k}" if path else str(k)) for k, v in node.items()
+            k: _expand(v, environ, f"{path}.{k}" if path else str(k), missing)
+            for k, v in node.items()
         }
     if isinstance(node, list):
-        return [expand_env(v, environ, f"{path}[{i}]") for i, v in enumerate(node)]
+        return [_expand(v, environ, f"{path}[{i}]", missing) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
@@ -322,50 +551,77 @@ def expand_env(node: Any, environ: Mapping[str, str], path: str = "") -> Any:
             return environ[name]
         if default is not None:
             return default
-        raise ConfigError(f"{path}: environment variable {name} is not set")
+        missing.append((path, f"{path}: environment variable {name} is not set"))
+        return match.group(0)
 
     return _ENV_REF.sub(substitute, node)
 
 
-def _resolve_secrets(data: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """Fill api keys and metrics credentials from the environment variables the config names."""
-    for i, provider in enumerate(data.get("providers") or []):
+def _resolve_secrets(
+    data: dict[str, Any], environ: Mapping[str, str], problems: list[str], *, secrets: bool
+) -> None:
+    """Fill api keys and metrics credentials from the environment variables the config names.
+    With secrets=False an unset variable is no problem (the key stays empty)."""
+
+    def secret(key: str, env: str) -> str | None:
+        if environ.get(env):
+            return environ[env]
+        if secrets:
+            problems.append(f"{key}: environment variable {env} is not set")
+        return None
+
+    providers = data.get("providers")
+    for i, provider in enumerate(providers if isinstance(providers, list) else []):
         if not isinstance(provider, dict):
             continue
         if "api_key" in provider:
-            raise ConfigError(
+            problems.append(
                 f"providers[{i}].api_key: keys are not written in the file; "
                 "name an environment variable in api_key_env"
             )
+            del provider["api_key"]
         env = provider.get("api_key_env")
-        if env:
-            if not environ.get(env):
-                raise ConfigError(
-                    f"providers[{i}].api_key_env: environment variable {env} is not set"
-                )
-            provider["api_key"] = environ[env]
+        if env and isinstance(env, str) and (value := secret(f"providers[{i}].api_key_env", env)):
+            provider["api_key"] = value
     metrics = data.get("metrics")
     if isinstance(metrics, dict):
         for key in ("bearer_token", "basic_auth_password"):
             env = metrics.get(f"{key}_env")
-            if env:
-                if not environ.get(env):
-                    raise ConfigError(f"metrics.{key}_env: environment variable {env} is not set")
-                metrics[key] = environ[env]
+            if env and isinstance(env, str) and (value := secret(f"metrics.{key}_env", env)):
+                metrics[key] = value
 
 
-def parse(data: Any, environ: Mapping[str, str]) -> Settings:
+def _under(line: str, keys: Collection[str]) -> bool:
+    return any(line.startswith((f"{k}:", f"{k}.", f"{k}[")) for k in keys)
+
+
+def parse(data: Any, environ: Mapping[str, str], *, secrets: bool = True) -> Settings:
+    """Settings from the parsed YAML, or one ConfigError with a line per problem: unset
+    environment variables, bad keys and cross-field checks, all at once. secrets=False checks
+    everything but that the secret environment variables (api_key_env, ...) are set."""
     if not isinstance(data, dict):
         raise ConfigError("the config must be a YAML mapping at the top level")
-    expanded = expand_env(data, environ)
-    _resolve_secrets(expanded, environ)
+    missing: list[tuple[str, str]] = []
+    expanded = _expand(data, environ, "", missing)
+    problems = [line for _, line in missing]
+    _resolve_secrets(expanded, environ, problems, secrets=secrets)
     try:
-        return Settings.model_validate(expanded)
+        settings = Settings.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(e) for e in exc.errors())) from None
+        errors = exc.errors()
+        found = [line for e in errors for line in _describe(e).splitlines()]
+        if all(e["loc"] for e in errors):  # a field failed, so Settings' own checks never ran
+            found += _raw_reference_problems(expanded)
+        # A key whose ${VAR} is unset is reported once, as that, not again as a bad value.
+        unexpanded = {key for key, _ in missing}
+        problems += [line for line in dict.fromkeys(found) if not _under(line, unexpanded)]
+        raise ConfigError("\n".join(problems)) from None
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return settings
 
 
-def load(path: str, environ: Mapping[str, str] | None = None) -> Settings:
+def load(path: str, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Settings:
     environ = os.environ if environ is None else environ
     try:
         with open(path, encoding="utf-8") as handle:
@@ -374,7 +630,7 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse(data, environ)
+    return parse(data, environ, secrets=secrets)
 
 
 # Usual environment variables and models for the built-in default.

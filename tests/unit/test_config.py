@@ -7,6 +7,9 @@ import pathlib
 import pytest
 
 from hapaxd import config
+from hapaxd.providers.local import LocalProvider
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 GOOD = """
 server:
@@ -168,3 +171,224 @@ def test_azure_without_its_resource_url_is_a_config_error() -> None:
     with pytest.raises(config.ConfigError) as caught:
         config.parse(data, {})
     assert str(caught.value).startswith("providers[0].base_url: required for azure_openai")
+
+
+# --- vendor options ----------------------------------------------------------------------------
+
+
+def local_with(options: object) -> dict[str, object]:
+    return {
+        "providers": [{"name": "l", "type": "local", "models": {"*": "local"}, "options": options}],
+        "default_model": "m",
+    }
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [("0.3s", "0.3"), ("300ms", "0.3"), (0.3, "0.3"), ("0", "0.0"), (0, "0.0"), ("2m", "120.0")],
+)
+def test_local_chunk_delay_is_a_duration_normalised_to_seconds(
+    written: object, seconds: str
+) -> None:
+    settings = config.parse(local_with({"chunk_delay": written}), {})
+    spec = settings.providers[0].spec()
+    assert dict(spec.options) == {"chunk_delay": seconds}
+    LocalProvider(spec)  # "0.3s" used to pass check-config and then crash serve here
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        ("local", {"foo": "1"}, "providers[0].options.foo: unknown option for type local"),
+        ("local", {"chunk_delay": "soon"}, "providers[0].options.chunk_delay: not a duration"),
+        ("local", {"chunk_delay": -1}, "providers[0].options.chunk_delay: Input should be greater"),
+        ("openai", {"deployment": "x"}, "providers[0].options.deployment: unknown option for type"),
+        ("openai", {"max_tokens_field": "tokens"}, "providers[0].options.max_tokens_field: Input"),
+        ("anthropic", {"default_max_tokens": "0"}, "providers[0].options.default_max_tokens: In"),
+        ("anthropic", {"anthropic_version": ""}, "providers[0].options.anthropic_version: String"),
+        ("ollama", {"num_ctx": 8}, "providers[0].options.num_ctx: unknown option for type ollama"),
+        ("local", ["chunk_delay"], "providers[0].options: not a mapping"),
+    ],
+)
+def test_vendor_options_are_checked_against_their_type(
+    kind: str, options: object, message: str
+) -> None:
+    data = local_with(options)
+    data["providers"][0]["type"] = kind  # type: ignore[index]
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(data, {})
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_every_bad_vendor_option_is_named_in_file_order() -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(local_with({"chunk_delay": "soon", "foo": 1, "bar": 2}), {})
+    assert [line.split(":")[0] for line in str(caught.value).splitlines()] == [
+        "providers[0].options.chunk_delay",
+        "providers[0].options.foo",
+        "providers[0].options.bar",
+    ]
+
+
+def test_known_vendor_options_reach_the_adapter_as_text(tmp_path: pathlib.Path) -> None:
+    text = """
+providers:
+  - name: claude
+    type: anthropic
+    models: {"*": "*"}
+    options: {anthropic_version: 2023-06-01, default_max_tokens: 333}
+  - name: az
+    type: azure_openai
+    base_url: https://r.openai.azure.com
+    models: {"*": "*"}
+    options: {api_version: 2024-10-21, deployment: gpt4o, max_tokens_field: max_completion_tokens}
+  - name: o
+    type: openai
+    models: {"*": "*"}
+default_model: m
+"""
+    providers = config.load(write(tmp_path, text), {}).providers
+    assert [dict(p.spec().options) for p in providers] == [
+        {"anthropic_version": "2023-06-01", "default_max_tokens": "333"},
+        {
+            "api_version": "2024-10-21",
+            "deployment": "gpt4o",
+            "max_tokens_field": "max_completion_tokens",
+        },
+        {},  # nothing given: each adapter keeps its own defaults
+    ]
+
+
+# --- every problem at once ---------------------------------------------------------------------
+
+
+def test_every_problem_is_reported_at_once_one_line_each(tmp_path: pathlib.Path) -> None:
+    text = (
+        GOOD.replace("type: anthropic", "type: anthropic\n    options: {chunk_delay: 1s}")
+        .replace("provider_preference: [backup, primary]", "provider_preference: [backup, nobody]")
+        .replace("logging: {level: debug", "logging: {level: loud")
+    )
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, text), {"MY_OPENAI_KEY": "sk-1"})
+    assert str(caught.value).splitlines() == [
+        "providers[0].base_url: environment variable OPENAI_BASE_URL is not set",
+        "providers[1].api_key_env: environment variable MY_ANTHROPIC_KEY is not set",
+        "logging.level: Input should be 'debug', 'info', 'warning' or 'error'",
+        "providers[1].options.chunk_delay: unknown option for type anthropic",
+        "provider_preference[1]: unknown provider 'nobody'",
+    ]
+
+
+def test_every_cross_field_problem_is_reported_at_once() -> None:
+    data = {
+        "providers": [
+            {"name": "a", "type": "local", "models": {"chat": "x"}},
+            {"name": "a", "type": "local", "models": {"chat": "x"}},
+            {"name": "b", "type": "local", "models": {"other": "x"}},
+        ],
+        "provider_preference": ["a", "ghost", ["b", "spook"]],
+        "models": {"chat": {"provider_preference": ["b"]}},
+        "default_model": "chat",
+    }
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(data, {})
+    assert str(caught.value).splitlines() == [
+        "providers[1].name: duplicate provider name 'a'",
+        # chat has its own list, so the global one routes only `other`, which a does not serve
+        "provider_preference[0]: provider 'a' serves none of the models this list routes (other)",
+        "provider_preference[1]: unknown provider 'ghost'",
+        "provider_preference[2][1]: unknown provider 'spook'",
+        "models.chat.provider_preference[0]: provider 'b' does not serve model 'chat'",
+        "default_model: no provider serves 'chat'",
+    ]
+
+
+# --- a preference names providers that serve the model -------------------------------------------
+
+SERVED = {
+    "providers": [
+        {"name": "openai", "type": "openai", "models": {"chat": "gpt-4o-mini"}},
+        {"name": "anthropic", "type": "anthropic", "models": {"summary": "claude-haiku-4-5"}},
+        {"name": "local", "type": "local", "models": {"*": "local"}},
+    ],
+    "default_model": "chat",
+}
+
+
+def test_a_model_preference_naming_a_provider_that_does_not_serve_it_is_refused() -> None:
+    data = {**SERVED, "models": {"chat": {"provider_preference": ["openai", "anthropic"]}}}
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(data, {})
+    assert str(caught.value) == (
+        "models.chat.provider_preference[1]: provider 'anthropic' does not serve model 'chat'"
+    )
+
+
+def test_a_global_preference_naming_a_provider_that_serves_none_of_its_models_is_refused() -> None:
+    data = {
+        **SERVED,
+        "providers": [*SERVED["providers"], {"name": "idle", "type": "local"}],  # type: ignore[list-item]
+        "provider_preference": ["openai", "anthropic", ["local", "idle"]],
+    }
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(data, {})
+    assert str(caught.value) == (
+        "provider_preference[2][1]: provider 'idle' serves none of the models this list routes "
+        "(chat, summary)"
+    )
+
+
+def test_a_global_preference_may_list_providers_that_serve_some_of_its_models() -> None:
+    # anthropic serves only summary, openai only chat: each is useful to the global list.
+    settings = config.parse({**SERVED, "provider_preference": ["anthropic", "openai"]}, {})
+    assert [[p.name for p, _ in rank] for rank in settings.routes_for("chat")] == [["openai"]]
+    assert [[p.name for p, _ in rank] for rank in settings.routes_for("summary")] == [["anthropic"]]
+
+
+def test_a_global_preference_only_routes_models_without_a_list_of_their_own() -> None:
+    data = {
+        **SERVED,
+        "provider_preference": ["anthropic", "local"],
+        "models": {"summary": {"provider_preference": ["anthropic"]}},
+    }
+    with pytest.raises(
+        config.ConfigError, match=r"^provider_preference\[0\]: provider 'anthropic'"
+    ):
+        config.parse(data, {})
+
+
+# --- checking without the secrets ----------------------------------------------------------------
+
+
+def test_secrets_false_checks_everything_but_the_secret_environment_variables(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = write(tmp_path, GOOD)
+    settings = config.load(path, {"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"}, secrets=False)
+    assert settings.secret_env() == [
+        ("providers[0].api_key_env", "MY_OPENAI_KEY"),
+        ("providers[1].api_key_env", "MY_ANTHROPIC_KEY"),
+    ]
+    assert settings.providers[0].api_key.get_secret_value() == ""
+    with pytest.raises(config.ConfigError) as caught:  # ${VAR} in other keys is still checked
+        config.load(path, {}, secrets=False)
+    assert (
+        str(caught.value)
+        == "providers[0].base_url: environment variable OPENAI_BASE_URL is not set"
+    )
+    keyed = GOOD.replace("api_key_env: MY_OPENAI_KEY", "api_key: sk-live")
+    with pytest.raises(config.ConfigError, match=r"providers\[0\].api_key: keys are not written"):
+        config.load(write(tmp_path, keyed), ENV, secrets=False)
+
+
+def test_the_example_config_checks_without_its_secrets() -> None:
+    settings = config.load(str(ROOT / "config" / "hapax.example.yaml"), {}, secrets=False)
+    assert [env for _, env in settings.secret_env()] == ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
+
+
+def test_the_local_config_in_the_repo_loads_with_an_empty_environment() -> None:
+    settings = config.load(str(ROOT / "config" / "hapax.local.yaml"), {})
+    assert {p.type for p in settings.providers} == {"local"}
+    assert settings.secret_env() == []
+    assert {"chat", "fast"} <= set(settings.models)
+    assert settings.routes_for(settings.default_model)
