@@ -1,5 +1,6 @@
 """`python -m benchmarks` (what `make bench` runs): the gateway against the floor, then the HTTP
-client and event loop measurements. About 2 minutes; `--quick` for a ~20 s smoke run."""
+client and event loop measurements, then the circuit breaker's window, then 10,000 open streams
+(`benchmarks.streams`). About 3 minutes; `--quick` for a ~35 s smoke run."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import argparse
 import sys
 import time
 
-from benchmarks import client_choice, gateway
+from benchmarks import breaker_window, client_choice, gateway, streams
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     gateway.add_arguments(parser)
     parser.add_argument(
-        "--only", choices=("gateway", "client-choice"), help="run one of the two benchmarks"
+        "--only",
+        choices=("gateway", "client-choice", "breaker-window", "streams"),
+        help="run one of the benchmarks",
     )
     args = parser.parse_args(argv)
     results = {}
@@ -29,6 +32,19 @@ def main(argv: list[str] | None = None) -> int:
         if "gateway" in results:
             print()
         print(client_choice.format_table(results["client_choice"]), flush=True)
+    if args.only in (None, "breaker-window"):
+        window = breaker_window.Config.quick() if args.quick else breaker_window.Config()
+        results["breaker_window"] = breaker_window.run(window)
+        if len(results) > 1:
+            print()
+        print(breaker_window.format_table(results["breaker_window"]), flush=True)
+    if args.only in (None, "streams"):
+        held = streams.Config.quick() if args.quick else streams.Config()
+        held.loop, held.pin = args.loop, not args.no_pin
+        results["streams"] = streams.run(held)
+        if len(results) > 1:
+            print()
+        print(streams.format_table(results["streams"]), flush=True)
     print(f"\n(benchmarks took {time.perf_counter() - began:.0f} s)")
     if args.json:
         gateway.write_json(args.json, results)

@@ -158,6 +158,10 @@ async def _serve(
 
         app = App(gateway_settings(upstream_port, overrides), address="127.0.0.1:0")
         await app.start()
+        # What `hapaxd serve` does after start; a source tree from before it existed skips it.
+        tune = getattr(sys.modules["hapaxd.app"], "tune_garbage_collector", None)
+        if tune is not None:
+            tune()
         port = app.port
         close = lambda: app.stop(grace=0)  # noqa: E731
     elif role == "floor":

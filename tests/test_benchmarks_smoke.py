@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks import client_choice, gateway
+from benchmarks import client_choice, gateway, streams
 from benchmarks.fake_upstream import STREAM_MESSAGES
 
 pytestmark = pytest.mark.timeout(60)
@@ -56,3 +56,33 @@ def test_client_choice_benchmark_measures_both_clients_and_both_loops() -> None:
             assert cell[loop]["errors"] == 0, cell[loop].get("first_error")
             assert cell[loop]["rps"] > 0
     assert "httpx" in client_choice.format_table(result)
+
+
+def test_streams_benchmark_holds_every_stream_and_answers_probe_calls() -> None:
+    config = streams.Config(
+        streams=50,
+        chunk_delay=0.5,
+        clients=1,
+        connections=2,
+        window=20,
+        probe_rate=20,
+        warmup=0.2,
+        idle=0.5,
+        settle=0.2,
+        pin=False,
+    )
+    result = streams.run(config)
+
+    figures = result["streams"]
+    assert figures["errors"] == {}, figures["error_details"]
+    assert figures["requested"] == figures["taken"] == 50
+    assert figures["with_first_message"] == figures["completed_ok"] == 50
+    assert figures["peak_open"] > 0
+    assert figures["time_to_first_message_s"]["count"] == 50
+    rss = result["rss"]
+    assert rss["before_bytes"] > 0 and rss["plateau_bytes"] > 0 and rss["after_bytes"] > 0
+    assert result["probes"]["idle"]["answered"] > 0
+    for phase in streams.PHASES:
+        assert result["probes"][phase]["errors"] == {}, phase
+    assert set(result["aims"]) == {"memory", "calls_meanwhile"}
+    assert "StreamComplete" in streams.format_table(result)

@@ -292,6 +292,10 @@ class ServerSettings(_Frozen):
     max_messages: int = Field(1024, ge=1)
     max_metadata_bytes: int = Field(16 * 1024, ge=1024)  # request headers of one call
     max_concurrent_streams: int = Field(1000, ge=1)  # calls in flight on one connection
+    # Calls accepted by the transport but not yet handed to Python (a burst of new calls waits
+    # here while the event loop takes them one by one); past this grpc core refuses some new
+    # calls, past twice this all of them. grpc's own default, 1000, refused a burst of 4,000.
+    max_pending_calls: int = Field(10_000, ge=1)
     max_connection_idle: Seconds | None = 300.0  # a connection with no call is closed (GOAWAY)
     max_connection_age: Seconds | None = 1800.0  # then GOAWAY, so clients rebalance
     max_connection_age_grace: Seconds = 300.0  # calls in flight get this long to finish after
