@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import socket
 import struct
+import time
 from collections.abc import Iterable, Sequence
 
 import h2.config
@@ -127,8 +128,6 @@ class H2Client:
 
     def read_until_closed(self, stream_ids: set[int], timeout: float) -> dict[int, list[Header]]:
         """Trailers (or trailers-only headers) of each stream, reading until all ended."""
-        import time
-
         ended: dict[int, list[Header]] = {}
         headers: dict[int, list[Header]] = {}
         end = time.monotonic() + timeout

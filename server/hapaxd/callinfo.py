@@ -1,7 +1,9 @@
 """What one RPC did, gathered as it runs, for its log line and metrics.
 
-The interceptor opens a CallInfo per RPC in a context variable; the servicer and the router fill
-it in; the HTTP client reads the request id from it for the upstream header. Plain Python.
+The interceptor opens a CallInfo per RPC in a context variable (service.start_call, which reads
+peer, metadata and deadline from the servicer context once, when the call begins); the servicer
+and the router fill it in; the HTTP client reads the request id from it for the upstream header.
+Plain Python.
 """
 
 from __future__ import annotations
@@ -43,9 +45,3 @@ def begin(method: str = "", **fields: object) -> CallInfo:
     info = CallInfo(method=method, **fields)  # type: ignore[arg-type]
     _current.set(info)
     return info
-
-
-def ensure() -> CallInfo:
-    """The current call's info, opened here when no interceptor opened one."""
-    info = _current.get()
-    return info if info is not None else begin()

@@ -40,7 +40,7 @@ def start_call(context: grpc.aio.ServicerContext, method: str = "") -> callinfo.
     """Open the call's record with everything read from the servicer context, once, before the
     first await. After that the context is never asked for peer, metadata or deadline again: in
     grpcio 1.85 `peer()` on a call whose transport is gone reads freed memory and crashes the
-    process (tests/e2e/test_dropped_connections.py)."""
+    process (tests/transport/test_dropped_connections.py)."""
     request_id, caller = "", ""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and not request_id:
