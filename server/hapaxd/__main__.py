@@ -45,28 +45,17 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 async def _serve(settings: config.Settings) -> str | None:
     """Run the gateway until a signal stops it; the one line to print if a listener could not
-    bind, which an operator fixes without a traceback."""
-    from hapaxd.app import App, serve
+    bind, which an operator fixes without a traceback (App.start stops what it had started)."""
+    from hapaxd.app import serve
 
     try:
         await serve(settings)
-        return None
     except (OSError, RuntimeError) as exc:
         line = _listen_failure(exc, settings)
         if line is None:
             raise
-        # serve() leaves running what it started when a later listener fails (the metrics port
-        # is bound after the gRPC server started). Stop that App, serve()'s local, on this loop:
-        # left to grpc's finaliser after the loop has closed, it prints a traceback. (Not `self`
-        # in App's own frames: an App whose __init__ failed has started nothing.)
-        tb, apps = exc.__traceback__, []
-        while tb is not None:
-            local = tb.tb_frame.f_locals
-            apps += [v for k, v in local.items() if k != "self" and isinstance(v, App)]
-            tb = tb.tb_next
-    for app in apps:
-        await app.stop(0)
-    return line
+        return line
+    return None
 
 
 def _why_not_bound(address: str) -> str | None:

