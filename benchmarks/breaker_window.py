@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from hapaxd.breaker import WINDOW_BUCKETS, CircuitBreaker, State
 from hapaxd.config import BreakerSettings
+from hapaxd.core.breaker import WINDOW_BUCKETS, CircuitBreaker, State
 
 INTERVAL = 60.0
 BATCH = 100  # failures timed together, then as many successes untimed, so the mix stays mixed

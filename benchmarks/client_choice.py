@@ -73,7 +73,7 @@ Post = Callable[[], Awaitable[int]]  # one request; returns bytes read
 
 
 class AiohttpClient:
-    """Configured as hapaxd.providers.http.HttpClient configures its session."""
+    """Configured as hapaxd.providers.http_client.HttpClient configures its session."""
 
     def __init__(self, url: str) -> None:
         self.url = url

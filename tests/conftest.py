@@ -14,7 +14,7 @@ from hapax.v1 import admin_service_pb2_grpc, completion_service_pb2_grpc
 from hapaxd import config
 from hapaxd.app import App
 
-pytest_plugins = ["tests.fakes.fixtures", "tests.logcapture"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.support.logcapture"]
 
 LOCAL = {"name": "local", "type": "local", "models": {"*": "local"}}
 

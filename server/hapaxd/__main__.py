@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         return _check_config(settings, secrets=not args.no_secrets)
-    from hapaxd.logs import configure_logging
+    from hapaxd.observability.log_format import configure_logging
 
     configure_logging(settings.logging)
     failure = _run(_serve(settings))

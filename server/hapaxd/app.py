@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from collections.abc import Callable
 
 import grpc
@@ -22,20 +23,21 @@ from hapax.v1 import (
     completion_service_pb2,
     completion_service_pb2_grpc,
 )
-from hapaxd.admin import AdminServicer
-from hapaxd.breaker import CircuitBreaker, State
+from hapaxd.api.admin import AdminServicer
+from hapaxd.api.completion import CompletionServicer
+from hapaxd.api.decoding import MalformedRequestGuard
 from hapaxd.config import ServerSettings, Settings
-from hapaxd.decoding import MalformedRequestGuard
-from hapaxd.events import Events
-from hapaxd.gateway import Gateway
-from hapaxd.health import HealthMonitor
-from hapaxd.metrics import HAPAX_PREFIX
+from hapaxd.core.breaker import CircuitBreaker
+from hapaxd.core.dedup import Deduplicator
+from hapaxd.core.events import Listener, Listeners
+from hapaxd.core.health import HealthMonitor
+from hapaxd.core.router import Router
+from hapaxd.core.routes import RouteTable
+from hapaxd.core.upstream import Upstream
+from hapaxd.core.validation import Limits
 from hapaxd.observability import Observability
-from hapaxd.providers.registry import build_provider
-from hapaxd.router import Router
-from hapaxd.service import CompletionServicer
-from hapaxd.upstreams import Upstream
-from hapaxd.validation import Limits
+from hapaxd.observability.metrics import HAPAX_PREFIX
+from hapaxd.providers.registry import build_provider, spec_of
 
 log = logging.getLogger("hapaxd")
 
@@ -47,35 +49,23 @@ HEALTH_SERVICES = ("", COMPLETION_SERVICE)
 
 
 def build_upstreams(
-    settings: Settings,
-    events: Events,
-    clock: Callable[[], float] | None = None,
-    on_breaker_change: Callable[[], None] = lambda: None,
+    settings: Settings, listeners: Listeners, clock: Callable[[], float] = time.monotonic
 ) -> list[Upstream]:
-    upstreams = []
-    for provider_settings in settings.providers:
-        name = provider_settings.name
-
-        def on_transition(state: State, name: str = name) -> None:
-            log.warning("circuit breaker for %s is now %s", name, state.value)
-            events.breaker_transition(name, state.value)
-            on_breaker_change()
-
-        breaker_settings = provider_settings.circuit_breaker or settings.circuit_breaker
-        breaker = (
-            CircuitBreaker(breaker_settings, on_transition=on_transition)
-            if clock is None
-            else CircuitBreaker(breaker_settings, clock=clock, on_transition=on_transition)
+    """One Upstream per configured provider: its adapter and its circuit breaker."""
+    return [
+        Upstream(
+            provider=build_provider(spec_of(provider)),
+            breaker=CircuitBreaker(
+                provider.circuit_breaker or settings.circuit_breaker,
+                name=provider.name,
+                clock=clock,
+                listeners=listeners,
+            ),
+            weight=provider.weight,
+            base_url=provider.base_url,
         )
-        upstreams.append(
-            Upstream(
-                provider=build_provider(provider_settings.spec()),
-                breaker=breaker,
-                weight=provider_settings.weight,
-                base_url=provider_settings.base_url,
-            )
-        )
-    return upstreams
+        for provider in settings.providers
+    ]
 
 
 def server_options(server: ServerSettings) -> list[tuple[str, int]]:
@@ -113,26 +103,29 @@ def server_options(server: ServerSettings) -> list[tuple[str, int]]:
 
 
 class App:
-    """A built gateway: the server and the parts tests and operators look at."""
+    """A built gateway: the server and the parts tests and operators look at.
+
+    `listeners` (a test's recorder, say) hear every domain event after the gateway's own
+    metrics, log and tracing listeners; `clock` drives the circuit breakers."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         address: str | None = None,
-        events: Events | None = None,
-        clock: Callable[[], float] | None = None,
+        listeners: Listeners = (),
+        clock: Callable[[], float] = time.monotonic,
         interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
         observability: Observability | None = None,
     ) -> None:
         self.settings = settings
         self.observability = observability or Observability(settings)
-        self.events = self.observability.events_with(events)
-        self.upstreams = build_upstreams(
-            settings, self.events, clock, on_breaker_change=lambda: self.monitor.publish_soon()
-        )
+        # Who hears what the domain reports, in order; the health monitor joins below.
+        self.listeners: list[Listener] = [*self.observability.listeners, *listeners]
+        self.routes = RouteTable(settings)
+        self.upstreams = build_upstreams(settings, self.listeners, clock)
         self.observability.instrument(self.upstreams)
-        self.router = Router(settings, self.upstreams, events=self.events)
+        self.router = Router(settings.router, self.routes, self.upstreams, listeners=self.listeners)
         health_settings = {
             p.name: p.health_check or settings.health_check for p in settings.providers
         }
@@ -140,11 +133,20 @@ class App:
             self.upstreams,
             lambda upstream: health_settings[upstream.name],
             on_change=self.set_serving,
-            events=self.events,
+            listeners=self.listeners,
         )
-        self.gateway = Gateway(settings, self.router)
+        self.listeners.append(self.monitor)  # a breaker change may change gRPC health
+        self.dedup = Deduplicator(settings, self.router, listeners=self.listeners)
         self.health = health_aio.HealthServicer()
-        self.server = grpc.aio.server(
+        self.server = self._grpc_server(interceptors)
+        self.port = self.server.add_insecure_port(address or settings.server.address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address or settings.server.address}")
+
+    def _grpc_server(self, interceptors: tuple[grpc.aio.ServerInterceptor, ...]) -> grpc.aio.Server:
+        """The grpc.aio server with every service: completion, admin, health and reflection."""
+        settings = self.settings
+        server = grpc.aio.server(
             # Innermost last: the guard gives non-hapax methods safe request deserializers.
             interceptors=(
                 *self.observability.interceptors,
@@ -155,15 +157,16 @@ class App:
         )
         completion_service_pb2_grpc.add_CompletionServiceServicer_to_server(
             CompletionServicer(
-                self.gateway,
+                self.routes,
+                self.dedup,
                 Limits(settings.server.max_content_chars, settings.server.max_messages),
             ),
-            self.server,
+            server,
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.upstreams), self.server
+            AdminServicer(self.upstreams), server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
                 COMPLETION_SERVICE,
@@ -171,11 +174,9 @@ class App:
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
-            self.server,
+            server,
         )
-        self.port = self.server.add_insecure_port(address or settings.server.address)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {address or settings.server.address}")
+        return server
 
     async def start(self) -> None:
         """Serve; if a later part cannot start (the metrics port is taken), what did start is
@@ -184,7 +185,7 @@ class App:
         try:
             await self.monitor.publish()
             self.monitor.start()
-            await self.observability.start(ready=self.router.any_usable)
+            await self.observability.start(ready=self.monitor.any_usable)
         except BaseException:
             await self.stop(grace=0)
             raise

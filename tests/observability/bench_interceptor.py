@@ -15,10 +15,10 @@ from typing import Any
 
 import grpc
 
-from hapaxd import redaction
-from hapaxd.interceptors import ObservabilityInterceptor
-from hapaxd.logs import JsonFormatter
-from hapaxd.metrics import Metrics
+from hapaxd.observability import redaction
+from hapaxd.observability.log_format import JsonFormatter
+from hapaxd.observability.metrics import Metrics
+from hapaxd.observability.rpc_observer import ObservabilityInterceptor
 from tests.observability.conftest import settings_with
 
 N = 20_000

@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from hapaxd import config
 from hapaxd.app import App
 from hapaxd.observability import Observability
-from hapaxd.telemetry import Tracing
+from hapaxd.observability.tracing import Tracing
 from tests.conftest import LOCAL, Gateway, StartGateway
 from tests.fakes.fixtures import fake_upstream  # noqa: F401  (a fixture, used by name)
 from tests.fakes.upstream import FakeUpstream
-from tests.logcapture import SECRETS
+from tests.support.logcapture import SECRETS
 
 
 def settings_with(environ: Mapping[str, str] | None = None, **data: Any) -> config.Settings:

@@ -12,10 +12,10 @@ import pytest
 
 from hapax.v1 import admin_service_pb2
 from hapax.v1 import completion_service_pb2 as pb
-from hapaxd.logs import JsonFormatter
+from hapaxd.observability.log_format import JsonFormatter
 from tests.fakes.upstream import Fail, FakeUpstream
 from tests.observability.conftest import Observe, openai_provider, settings_with
-from tests.status_details import details_of
+from tests.support.status_details import details_of
 
 FIELDS = {
     "timestamp",

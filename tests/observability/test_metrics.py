@@ -12,20 +12,29 @@ from prometheus_client import CollectorRegistry
 from hapax.v1 import admin_service_pb2
 from hapax.v1 import completion_service_pb2 as pb
 from hapaxd.config import default_settings
-from hapaxd.interceptors import ObservabilityInterceptor
-from hapaxd.metrics import (
+from hapaxd.core.events import (
+    AttemptFinished,
+    BreakerChanged,
+    Deduplicated,
+    FailedOver,
+    HealthChanged,
+    HealthChecked,
+    Retried,
+)
+from hapaxd.core.routes import RouteTable
+from hapaxd.observability.listeners import PrometheusListener
+from hapaxd.observability.metrics import (
     BREAKER_STATES,
     DEDUPLICATED_METHODS,
     REASONS,
     TOKEN_KINDS,
     Metrics,
-    PrometheusEvents,
-    served,
 )
+from hapaxd.observability.rpc_observer import ObservabilityInterceptor
 from tests.conftest import AccessLog
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
 from tests.observability.conftest import Observe, openai_provider, settings_with
-from tests.recorder import Recorder
+from tests.support.recorder import Recorder
 
 
 async def test_counters_after_ok_and_failed_calls(observe: Observe) -> None:
@@ -218,7 +227,7 @@ def test_wildcard_providers_start_series_for_every_logical_model() -> None:
         ],
         models={"configured": {}},
     )
-    assert served(settings) == [
+    assert RouteTable(settings).served() == [
         ("any", "configured"),
         ("any", "default"),
         ("any", "named"),
@@ -228,19 +237,19 @@ def test_wildcard_providers_start_series_for_every_logical_model() -> None:
 
 def test_the_built_in_default_starts_a_bounded_set_of_series() -> None:
     metrics = Metrics(default_settings({}), CollectorRegistry())
-    assert served(default_settings({})) == [("local", "default")]
+    assert RouteTable(default_settings({})).served() == [("local", "default")]
     samples = [s for family in metrics.registry.collect() for s in family.samples]
     assert {s.labels.get("provider") for s in samples} <= {None, "local"}
     assert {s.labels.get("model") for s in samples} <= {None, "default"}
     assert len(samples) < 200
 
 
-def _metrics(*providers: str) -> tuple[Metrics, PrometheusEvents]:
+def _metrics(*providers: str) -> tuple[Metrics, PrometheusListener]:
     settings = settings_with(
         providers=[{"name": p, "type": "local", "models": {"*": "local"}} for p in providers]
     )
     metrics = Metrics(settings, CollectorRegistry())
-    return metrics, PrometheusEvents(metrics)
+    return metrics, PrometheusListener(metrics)
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -250,23 +259,23 @@ def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
 def test_health_events_drive_the_health_gauges() -> None:
     metrics, events = _metrics("a", "b")
     assert _value(metrics, "hapax_healthy_providers") == 2
-    events.health_checked("a", False, 0.5)
-    events.health_checked("a", True, 0.1)
-    events.provider_health("a", False)
+    events(HealthChecked("a", False, 0.5))
+    events(HealthChecked("a", True, 0.1))
+    events(HealthChanged("a", False))
     assert _value(metrics, "hapax_health_check_errors_total", provider="a") == 1
     assert _value(metrics, "hapax_health_check_duration_seconds_count", provider="a") == 2
     assert _value(metrics, "hapax_provider_healthy", provider="a") == 0
     assert _value(metrics, "hapax_healthy_providers") == 1
-    events.provider_health("b", False)
+    events(HealthChanged("b", False))
     assert _value(metrics, "hapax_healthy_providers") == 0
-    events.provider_health("a", True)
+    events(HealthChanged("a", True))
     assert _value(metrics, "hapax_healthy_providers") == 1
 
 
 def test_breaker_states_map_to_numbers() -> None:
     metrics, events = _metrics("a")
     for state, number in (("open", 2), ("half_open", 1), ("closed", 0)):
-        events.breaker_transition("a", state)
+        events(BreakerChanged("a", state))
         assert _value(metrics, "hapax_circuit_breaker_state", provider="a") == number
         assert (
             _value(metrics, "hapax_circuit_breaker_transitions_total", provider="a", to=state) == 1
@@ -276,9 +285,9 @@ def test_breaker_states_map_to_numbers() -> None:
 def test_unknown_label_values_are_bounded() -> None:
     metrics, events = _metrics("a")
     for i in range(20):
-        events.attempt_finished(f"ghost-{i}", f"model-{i}", f"weird-{i}", 0.1)
-        events.deduplicated(f"Method{i}")
-        events.failover(f"x{i}", "a")
+        events(AttemptFinished(f"ghost-{i}", f"model-{i}", f"weird-{i}", 0.1))
+        events(Deduplicated(f"Method{i}"))
+        events(FailedOver(f"x{i}", "a"))
     assert (
         _value(
             metrics,
@@ -296,7 +305,7 @@ def test_unknown_label_values_are_bounded() -> None:
 def test_each_app_has_its_own_registry() -> None:
     first, events = _metrics("a")
     second, _ = _metrics("a")
-    events.retry("a")
+    events(Retried("a"))
     assert _value(first, "hapax_retries_total", provider="a") == 1
     assert _value(second, "hapax_retries_total", provider="a") == 0
     assert first.registry is not second.registry
@@ -307,7 +316,7 @@ async def test_deduplicated_calls_are_counted_and_logged(
 ) -> None:
     events = Recorder()
     observed = await observe(
-        settings_with(providers=[openai_provider(fake_upstream, "up")]), events=events
+        settings_with(providers=[openai_provider(fake_upstream, "up")]), listeners=[events]
     )
     caplog.set_level(logging.INFO, logger="hapaxd.access")
     fake_upstream.hold()
@@ -320,7 +329,7 @@ async def test_deduplicated_calls_are_counted_and_logged(
         )
         for _ in range(3)
     ]
-    await events.wait_until(lambda: events.counts["deduplicated"] == 2)
+    await events.wait_until(lambda: events.count(Deduplicated) == 2)
     fake_upstream.release()
     await asyncio.gather(*calls)
     s = await observed.samples()

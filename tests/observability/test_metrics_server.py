@@ -9,11 +9,11 @@ import pytest
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapaxd.config import MetricsSettings
-from hapaxd.metrics_server import Credentials
 from hapaxd.observability import Observability
+from hapaxd.observability.side_port import Credentials
 from tests.fakes.upstream import Fail, FakeUpstream
-from tests.logcapture import METRICS_PASSWORD, METRICS_TOKEN
 from tests.observability.conftest import Observe, openai_provider, settings_with
+from tests.support.logcapture import METRICS_PASSWORD, METRICS_TOKEN
 
 
 def basic(user: str, password: str) -> str:

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from hapax.v1 import completion_service_pb2 as pb
-from hapaxd.metrics import Metrics
-from tests.logcapture import METRICS_TOKEN
+from hapaxd.observability.metrics import Metrics
 from tests.observability.conftest import Observe, settings_with
+from tests.support.logcapture import METRICS_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"

@@ -10,9 +10,10 @@ import pytest
 
 from hapax.v1 import admin_service_pb2
 from hapax.v1 import completion_service_pb2 as pb
-from hapaxd import redaction
+from hapaxd.observability import redaction
 from tests.fakes.upstream import Fail, FakeUpstream
-from tests.logcapture import (
+from tests.observability.conftest import Observe, openai_provider, settings_with
+from tests.support.logcapture import (
     BACKUP_KEY,
     METRICS_PASSWORD,
     METRICS_TOKEN,
@@ -20,7 +21,6 @@ from tests.logcapture import (
     SECRETS,
     leaked,
 )
-from tests.observability.conftest import Observe, openai_provider, settings_with
 
 
 async def test_traffic_with_keys_logs_no_secret(

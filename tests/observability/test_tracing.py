@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from hapax.v1 import completion_service_pb2 as pb
-from hapaxd import telemetry
-from hapaxd.interceptors import ObservabilityInterceptor
 from hapaxd.observability import Observability
+from hapaxd.observability import tracing as telemetry
+from hapaxd.observability.rpc_observer import ObservabilityInterceptor
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
 from tests.observability.conftest import Observe, openai_provider, settings_with
 
@@ -169,7 +169,7 @@ def test_otel_variables_install_a_batching_otlp_exporter() -> None:
     script = """
 import json
 from opentelemetry import trace
-from hapaxd import telemetry
+from hapaxd.observability import tracing as telemetry
 tracing = telemetry.from_environment()
 provider = trace.get_tracer_provider()
 processors = provider._active_span_processor._span_processors

@@ -15,15 +15,15 @@ from hypothesis import strategies as st
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
-from hapaxd.errors import (
+from hapaxd.api.status import to_rpc_status
+from hapaxd.core.errors import (
     Attempt,
-    FailureClass,
     FieldViolation,
     InvalidRequest,
     ModelNotFound,
     NoProviderAvailable,
 )
-from hapaxd.status import to_rpc_status
+from hapaxd.core.failures import FailureClass
 
 LIMIT = 8 * 1024
 # grpc percent-encodes every byte of grpc-message outside printable ASCII, and '%' itself.
@@ -78,7 +78,7 @@ def test_fifty_messages_with_no_role_and_no_content_reach_the_caller_whole(
     the first 20 violations and how many were left out."""
     from grpc_status import rpc_status
 
-    from tests.status_details import unpack
+    from tests.support.status_details import unpack
 
     request = pb.CompleteRequest(messages=[pb.Message() for _ in range(50)])
     try:

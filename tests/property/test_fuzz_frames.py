@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hapax.v1 import completion_service_pb2 as pb
-from tests.processes import GatewayProcess, gateway_process
+from tests.support.processes import GatewayProcess, gateway_process
 
 CONFIG = """\
 server: {address: "{address}", grace_period: 0.5s}

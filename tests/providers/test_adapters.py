@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 
-from hapaxd.domain import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
-from hapaxd.errors import FailureClass, UpstreamError
-from hapaxd.providers.base import Provider, ProviderSpec, Timeouts
+from hapaxd.core.errors import UpstreamError
+from hapaxd.core.failures import FailureClass
+from hapaxd.core.provider import Provider, ProviderSpec, Timeouts
+from hapaxd.core.types import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
 from hapaxd.providers.registry import PROVIDER_TYPES, build_provider
 from tests.fakes.upstream import Fail, FakeUpstream, Hang, Malformed, Raw, Reply, awkward_pieces
 
@@ -187,7 +188,7 @@ async def test_stream_finish_reason_length(
 COMMON_ERRORS = [
     (Fail(400), FailureClass.CALLER),
     (Fail(401), FailureClass.CREDENTIAL),
-    (Fail(404), FailureClass.INTERNAL),
+    (Fail(404), FailureClass.MODEL_UNAVAILABLE),
     (Fail(500), FailureClass.TRANSIENT),
     (Fail(503), FailureClass.TRANSIENT),
 ]

@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hapaxd.providers.sse import Event, LineDecoder, SSEDecoder
+from hapaxd.providers.framing import Event, LineDecoder, SSEDecoder
 
 # A realistic multi-event stream: Anthropic-style named events, a comment, multi-line data,
 # an id, non-ASCII text (2-, 3- and 4-byte UTF-8) and OpenAI's terminator.

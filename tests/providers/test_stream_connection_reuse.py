@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from hapaxd.domain import FinishReason, Usage
-from hapaxd.providers.base import Timeouts
+from hapaxd.core.provider import Timeouts
+from hapaxd.core.types import FinishReason, Usage
 from tests.fakes.upstream import FakeUpstream, Raw, Reply
 from tests.providers import test_adapters
 from tests.providers.test_adapters import (

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from hapaxd.domain import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
-from hapaxd.errors import FailureClass
+from hapaxd.core.failures import FailureClass
+from hapaxd.core.types import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
 from hapaxd.providers import anthropic, ollama, openai
 
 FULL = CompletionRequest(
@@ -231,7 +231,11 @@ def _openai_error(kind: str, code: str | None, message: str = "m") -> dict[str, 
             _openai_error("invalid_request_error", "unsupported_country_region_territory"),
             FailureClass.CREDENTIAL,
         ),
-        (404, _openai_error("invalid_request_error", "model_not_found"), FailureClass.INTERNAL),
+        (
+            404,
+            _openai_error("invalid_request_error", "model_not_found"),
+            FailureClass.MODEL_UNAVAILABLE,
+        ),
         (408, "timeout", FailureClass.TIMEOUT),
         (500, _openai_error("server_error", None), FailureClass.TRANSIENT),
         (502, "<html>Bad Gateway</html>", FailureClass.TRANSIENT),
@@ -384,7 +388,7 @@ def _anthropic_error(kind: str, message: str = "m") -> dict[str, Any]:
         ),
         (402, _anthropic_error("billing_error"), FailureClass.CREDENTIAL),
         (403, _anthropic_error("permission_error"), FailureClass.CREDENTIAL),
-        (404, _anthropic_error("not_found_error"), FailureClass.INTERNAL),
+        (404, _anthropic_error("not_found_error"), FailureClass.MODEL_UNAVAILABLE),
         (413, _anthropic_error("request_too_large"), FailureClass.CALLER),
         (429, _anthropic_error("rate_limit_error"), FailureClass.RATE_LIMITED),
         (500, _anthropic_error("api_error"), FailureClass.TRANSIENT),
@@ -484,7 +488,7 @@ def test_ollama_done_reasons(wire: Any, reason: FinishReason) -> None:
     ("status", "failure"),
     [
         (400, FailureClass.CALLER),
-        (404, FailureClass.INTERNAL),
+        (404, FailureClass.MODEL_UNAVAILABLE),
         (500, FailureClass.TRANSIENT),
         (503, FailureClass.TRANSIENT),
     ],

@@ -18,7 +18,7 @@ import pytest
 
 from hapax.v1 import completion_service_pb2 as pb
 from tests.conftest import AccessLog, Gateway, StartGateway, make_settings
-from tests.h2client import H2Client
+from tests.support.h2client import H2Client
 
 STREAM = "/hapax.v1.CompletionService/StreamComplete"
 # The local provider streams one message per word: 300,000 of them, far more than any flow

@@ -4,8 +4,8 @@ The regression behind this file: grpcio 1.85's `ServicerContext.peer()`, read af
 transport was gone (the access log read it at the end of each call), dereferenced freed memory
 and killed the whole process with SIGSEGV, usually within two 2-second h2load runs that drop
 their connections with streams in flight. Now everything is read from the context once, when the
-call begins (hapaxd.service.start_call). The gateway runs in its own process here, so a crash in
-grpc's C core shows as that process ending.
+call begins (hapaxd.api.call.open_record). The gateway runs in its own process here, so a crash
+in grpc's C core shows as that process ending.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.fakes.upstream import FakeUpstream, Reply
-from tests.h2client import H2Client, grpc_frame
-from tests.processes import GatewayProcess, gateway_process, run
+from tests.support.h2client import H2Client, grpc_frame
+from tests.support.processes import GatewayProcess, gateway_process, run
 
 STREAM = "/hapax.v1.CompletionService/StreamComplete"
 UNARY = "/hapax.v1.CompletionService/Complete"

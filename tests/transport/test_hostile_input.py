@@ -21,8 +21,8 @@ from grpc_status import rpc_status
 
 from hapax.v1 import completion_service_pb2 as pb
 from tests.conftest import AccessLog, Gateway, StartGateway, make_settings
-from tests.h2client import H2Client
-from tests.status_details import unpack
+from tests.support.h2client import H2Client
+from tests.support.status_details import unpack
 
 COMPLETE = "/hapax.v1.CompletionService/Complete"
 STREAM = "/hapax.v1.CompletionService/StreamComplete"

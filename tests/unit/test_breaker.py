@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from hapaxd.breaker import WINDOW_BUCKETS, CircuitBreaker, RollingWindow, State
 from hapaxd.config import BreakerSettings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from hapaxd.core.breaker import WINDOW_BUCKETS, CircuitBreaker, RollingWindow, State
+from tests.support.clock import Clock
 
 
 def breaker(
@@ -23,7 +16,7 @@ def breaker(
     return CircuitBreaker(
         BreakerSettings(**settings),  # type: ignore[arg-type]
         clock=clock,
-        on_transition=None if transitions is None else transitions.append,
+        listeners=() if transitions is None else [lambda e: transitions.append(State(e.state))],
     )
 
 

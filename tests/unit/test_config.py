@@ -7,7 +7,10 @@ import pathlib
 import pytest
 
 from hapaxd import config
+from hapaxd.config.schema import OPTIONS
+from hapaxd.core.routes import RouteTable
 from hapaxd.providers.local import LocalProvider
+from hapaxd.providers.registry import spec_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -51,9 +54,9 @@ def test_a_good_file_loads_with_env_expansion_and_durations(tmp_path: pathlib.Pa
     assert primary.api_key.get_secret_value() == "sk-1"
     assert "sk-1" not in repr(settings)
     assert (primary.timeouts.connect, primary.timeouts.idle) == (0.5, 60.0)
-    assert [[p.name for p, _ in rank] for rank in settings.routes_for("chat")] == [
-        ["backup"],
-        ["primary"],
+    assert RouteTable(settings).ranks("chat") == [
+        [("backup", "claude-haiku-4-5")],
+        [("primary", "gpt-4o-mini")],
     ]
     assert settings.circuit_breaker.timeout == 20.0
     assert config.load(write(tmp_path, GOOD), {**ENV, "GRPC_PORT": "6000"}).server.address == (
@@ -141,9 +144,9 @@ def test_built_in_default_adds_providers_found_in_the_environment() -> None:
     )
     assert [p.name for p in settings.providers] == ["openai", "anthropic", "ollama", "local"]
     assert settings.providers[2].base_url == "http://127.0.0.1:11434"
-    first_choice = settings.routes_for("default")[0][0]
-    assert (first_choice[0].name, first_choice[1]) == ("openai", "gpt-4o-mini")
-    assert settings.routes_for("gpt-4o")[0][0][1] == "gpt-4o"
+    routes = RouteTable(settings)
+    assert routes.ranks("default")[0][0] == ("openai", "gpt-4o-mini")
+    assert routes.ranks("gpt-4o")[0][0][1] == "gpt-4o"
 
 
 def test_the_example_config_in_the_repo_is_valid() -> None:
@@ -173,7 +176,25 @@ def test_azure_without_its_resource_url_is_a_config_error() -> None:
     assert str(caught.value).startswith("providers[0].base_url: required for azure_openai")
 
 
-# --- vendor options ----------------------------------------------------------------------------
+# --- provider types and vendor options ---------------------------------------------------------
+
+
+def test_every_provider_type_has_one_vendor_option_schema() -> None:
+    assert set(config.PROVIDER_TYPES) == {"local", "openai", "azure_openai", "anthropic", "ollama"}
+    assert len(set(config.PROVIDER_TYPES)) == len(config.PROVIDER_TYPES)
+    assert list(OPTIONS) == list(config.PROVIDER_TYPES)
+
+
+def test_a_provider_type_is_one_of_provider_types_and_nothing_else() -> None:
+    assert config.ProviderSettings.model_fields["type"].annotation == config.ProviderType
+    for kind in config.PROVIDER_TYPES:
+        config.ProviderSettings(name="p", type=kind, base_url="https://r.openai.azure.com")
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse({"providers": [{"name": "l", "type": "nope"}], "default_model": "m"}, {})
+    assert str(caught.value).startswith(
+        "providers[0].type: Input should be 'local', 'openai', 'azure_openai', 'anthropic' or "
+        "'ollama'"
+    )
 
 
 def local_with(options: object) -> dict[str, object]:
@@ -191,7 +212,7 @@ def test_local_chunk_delay_is_a_duration_normalised_to_seconds(
     written: object, seconds: str
 ) -> None:
     settings = config.parse(local_with({"chunk_delay": written}), {})
-    spec = settings.providers[0].spec()
+    spec = spec_of(settings.providers[0])
     assert dict(spec.options) == {"chunk_delay": seconds}
     LocalProvider(spec)  # "0.3s" used to pass check-config and then crash serve here
 
@@ -248,7 +269,7 @@ providers:
 default_model: m
 """
     providers = config.load(write(tmp_path, text), {}).providers
-    assert [dict(p.spec().options) for p in providers] == [
+    assert [dict(spec_of(p).options) for p in providers] == [
         {"anthropic_version": "2023-06-01", "default_max_tokens": "333"},
         {
             "api_version": "2024-10-21",
@@ -341,8 +362,9 @@ def test_a_global_preference_naming_a_provider_that_serves_none_of_its_models_is
 def test_a_global_preference_may_list_providers_that_serve_some_of_its_models() -> None:
     # anthropic serves only summary, openai only chat: each is useful to the global list.
     settings = config.parse({**SERVED, "provider_preference": ["anthropic", "openai"]}, {})
-    assert [[p.name for p, _ in rank] for rank in settings.routes_for("chat")] == [["openai"]]
-    assert [[p.name for p, _ in rank] for rank in settings.routes_for("summary")] == [["anthropic"]]
+    routes = RouteTable(settings)
+    assert [[name for name, _ in rank] for rank in routes.ranks("chat")] == [["openai"]]
+    assert [[name for name, _ in rank] for rank in routes.ranks("summary")] == [["anthropic"]]
 
 
 def test_a_global_preference_only_routes_models_without_a_list_of_their_own() -> None:
@@ -391,4 +413,4 @@ def test_the_local_config_in_the_repo_loads_with_an_empty_environment() -> None:
     assert {p.type for p in settings.providers} == {"local"}
     assert settings.secret_env() == []
     assert {"chat", "fast"} <= set(settings.models)
-    assert settings.routes_for(settings.default_model)
+    assert RouteTable(settings).ranks(settings.default_model)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from hapaxd.config import DedupSettings
-from hapaxd.domain import CompletionRequest, Message, Role
-from hapaxd.gateway import dedup_key
+from hapaxd.core.dedup import dedup_key
+from hapaxd.core.types import CompletionRequest, Message, Role
 
 
 def request(**fields: Any) -> CompletionRequest:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from hapaxd.breaker import CircuitBreaker
 from hapaxd.config import BreakerSettings, HealthCheckSettings
-from hapaxd.errors import FailureClass, UpstreamError
-from hapaxd.health import HealthMonitor
-from hapaxd.upstreams import Upstream
+from hapaxd.core.breaker import CircuitBreaker
+from hapaxd.core.errors import UpstreamError
+from hapaxd.core.failures import FailureClass
+from hapaxd.core.health import HealthMonitor
+from hapaxd.core.upstream import Upstream
 
 
 class Probed:

@@ -1,83 +1,95 @@
-"""The import direction: domain logic imports neither grpc nor the HTTP client (nor metrics or
-tracing libraries), and provider adapters never import grpc. Checked on the source with ast,
-following hapaxd's own imports transitively."""
+"""The import direction, by folder: every module of server/hapaxd is checked (an ast walk of its
+source), so a module is covered the day it is added.
+
+    config/         imports nothing else of hapaxd
+    core/           config and core only; no grpc, protobuf, HTTP client, prometheus or otel
+    providers/      core, config, providers; no grpc, protobuf, prometheus or otel
+    api/            core, config, api; no HTTP client, prometheus or otel
+    observability/  core, config, api, observability; never the adapters
+    app.py, __main__.py   anything: the one place that wires the parts
+"""
 
 from __future__ import annotations
 
 import ast
-import functools
 import pathlib
 
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "server" / "hapaxd"
-DOMAIN = [
-    "breaker",
-    "callinfo",
-    "config",
-    "domain",
-    "errors",
-    "events",
-    "gateway",
-    "health",
-    "router",
-    "singleflight",
-    "upstreams",
-    "validation",
-]
-TRANSPORT_AND_IO = (
-    "grpc",
-    "grpc_status",
-    "grpc_health",
-    "grpc_reflection",
-    "google.rpc",
-    "google.protobuf",
-    "hapax",
-    "aiohttp",
-    "httpx",
-    "prometheus_client",
-    "opentelemetry",
-)
+GRPC = ("grpc", "grpc_status", "grpc_health", "grpc_reflection", "google.rpc", "google.protobuf")
+STUBS = ("hapax",)
+HTTP = ("aiohttp", "httpx")
+TELEMETRY = ("prometheus_client", "opentelemetry")
+# folder -> (hapaxd packages it may import, third-party prefixes it must not import)
+RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "config": (("config",), GRPC + STUBS + HTTP + TELEMETRY),
+    "core": (("config", "core"), GRPC + STUBS + HTTP + TELEMETRY),
+    "providers": (("config", "core", "providers"), GRPC + STUBS + TELEMETRY),
+    "api": (("config", "core", "api"), HTTP + TELEMETRY),
+    "observability": (("config", "core", "api", "observability"), ()),
+}
+TOP_LEVEL = {"__init__.py", "__main__.py", "app.py"}
 
 
-def _path(module: str) -> pathlib.Path:
-    relative = pathlib.Path(*module.split("."))
-    candidate = PACKAGE / relative.with_suffix(".py")
-    return candidate if candidate.exists() else PACKAGE / relative / "__init__.py"
-
-
-@functools.cache
-def imports(module: str) -> frozenset[str]:
-    """Every module `hapaxd.<module>` imports, directly or through other hapaxd modules."""
-    tree = ast.parse(_path(module).read_text())
+def imported(source: str) -> set[str]:
+    """Absolute module names a module's source imports (hapaxd's own by their full name)."""
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    for name in list(found):
-        if name.startswith("hapaxd.") and _path(name[len("hapaxd.") :]).exists():
-            found |= imports(name[len("hapaxd.") :])
-    return frozenset(found)
+            if node.module == "hapaxd":  # from hapaxd import config
+                found.update(f"hapaxd.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+    return found
 
 
-def forbidden(names: frozenset[str], prefixes: tuple[str, ...]) -> list[str]:
-    return sorted(n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes))
+def violations(folder: str, source: str) -> list[str]:
+    allowed, banned = RULES[folder]
+    bad = []
+    for name in sorted(imported(source)):
+        if name == "hapaxd" or name.startswith("hapaxd."):
+            package = name.split(".")[1] if "." in name else ""
+            if package not in allowed:
+                bad.append(name)
+        elif any(name == p or name.startswith(p + ".") for p in banned):
+            bad.append(name)
+    return bad
 
 
-@pytest.mark.parametrize("module", DOMAIN)
-def test_domain_modules_import_no_transport_http_or_telemetry(module: str) -> None:
-    assert forbidden(imports(module), TRANSPORT_AND_IO) == []
+def modules() -> list[tuple[str, pathlib.Path]]:
+    return sorted(
+        (path.relative_to(PACKAGE).parts[0], path)
+        for path in PACKAGE.rglob("*.py")
+        if len(path.relative_to(PACKAGE).parts) > 1
+    )
+
+
+def test_every_module_sits_in_a_layer_folder() -> None:
+    strays = [str(p.relative_to(PACKAGE)) for p in PACKAGE.glob("*.py") if p.name not in TOP_LEVEL]
+    folders = {path.relative_to(PACKAGE).parts[0] for _, path in modules()}
+    assert strays == []
+    assert folders == set(RULES)
 
 
 @pytest.mark.parametrize(
-    "module", [p.stem for p in (PACKAGE / "providers").glob("*.py") if p.stem != "__init__"]
+    ("folder", "path"), modules(), ids=[str(p.relative_to(PACKAGE)) for _, p in modules()]
 )
-def test_provider_adapters_never_import_grpc(module: str) -> None:
-    names = imports(f"providers.{module}")
-    assert forbidden(names, ("grpc", "hapax", "google.rpc", "prometheus_client")) == []
+def test_imports_point_inward(folder: str, path: pathlib.Path) -> None:
+    assert violations(folder, path.read_text()) == []
 
 
-def test_the_check_sees_a_violation() -> None:
-    assert forbidden(imports("service"), TRANSPORT_AND_IO), "service.py imports grpc"
+def test_the_check_sees_each_kind_of_violation() -> None:
+    assert violations("core", "import grpc\n") == ["grpc"]
+    assert violations("core", "from hapaxd.api.call import CallRecord\n") == ["hapaxd.api.call"]
+    assert violations("core", "from prometheus_client import Counter\n") == ["prometheus_client"]
+    assert violations("providers", "from hapax.v1 import x\n") == ["hapax.v1"]
+    assert violations("config", "from hapaxd.core import types\n") == ["hapaxd.core"]
+    assert violations("config", "from hapaxd import core\n") == ["hapaxd.core"]
+    assert violations("api", "import aiohttp\n") == ["aiohttp"]
+    assert violations("observability", "from hapaxd.providers import registry\n") == [
+        "hapaxd.providers"
+    ]
+    assert violations("core", "from hapaxd.core.types import Route\nimport asyncio\n") == []

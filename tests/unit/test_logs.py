@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from hapaxd.config import LoggingSettings
-from hapaxd.logs import configure_logging
+from hapaxd.observability.log_format import configure_logging
 
 
 @pytest.fixture

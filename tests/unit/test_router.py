@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import Any
 
 import pytest
 
-from hapaxd.breaker import CircuitBreaker
 from hapaxd.config import BreakerSettings
-from hapaxd.domain import CompletionRequest, Message, Role
-from hapaxd.errors import (
+from hapaxd.core.breaker import CircuitBreaker, State
+from hapaxd.core.errors import (
     CallerRejected,
     DeadlineExceeded,
-    FailureClass,
     NoProviderAvailable,
+    StreamInterrupted,
 )
-from hapaxd.router import Router
-from hapaxd.upstreams import Upstream
+from hapaxd.core.events import AttemptFinished
+from hapaxd.core.failures import FailureClass
+from hapaxd.core.router import Router
+from hapaxd.core.routes import RouteTable
+from hapaxd.core.types import Chunk, CompletionRequest, Message, Role, Route
+from hapaxd.core.upstream import Upstream
 from tests.conftest import make_settings
-from tests.unit.scripted import ScriptedProvider
+from tests.support.recorder import Recorder
+from tests.support.scripted import ScriptedProvider
 
 T = FailureClass
 REQUEST = CompletionRequest(model="m", messages=(Message(Role.USER, "hello"),))
@@ -46,7 +51,9 @@ def router(
         if sleeps is not None:
             sleeps.append(seconds)
 
-    return Router(settings, upstreams, rng=random.Random(7), sleep=sleep)
+    return Router(
+        settings.router, RouteTable(settings), upstreams, rng=random.Random(7), sleep=sleep
+    )
 
 
 async def test_first_healthy_provider_in_preference_order_answers() -> None:
@@ -75,7 +82,9 @@ async def test_backoff_grows_exponentially() -> None:
     a = ScriptedProvider("a", T.TRANSIENT, T.TRANSIENT, T.TRANSIENT)
     config = {"router": {"retry": {"max_attempts": 4, "initial_backoff": 1, "max_backoff": 100}}}
     await router(a, config=config, sleeps=sleeps).complete(REQUEST)
-    assert [s >= b / 2 and s <= b for s, b in zip(sleeps, (1, 2, 4), strict=True)] == [True] * 3
+    assert len(sleeps) == 3
+    for sleep, base in zip(sleeps, (1, 2, 4), strict=True):
+        assert base / 2 <= sleep <= base, (sleep, base)
 
 
 async def test_retries_exhausted_fail_over_to_the_next_provider() -> None:
@@ -84,7 +93,7 @@ async def test_retries_exhausted_fail_over_to_the_next_provider() -> None:
     assert (route.provider, route.attempts, len(a.calls)) == ("b", 3, 2)
 
 
-@pytest.mark.parametrize("failure", [T.CREDENTIAL, T.TIMEOUT, T.INTERNAL])
+@pytest.mark.parametrize("failure", [T.CREDENTIAL, T.TIMEOUT, T.MODEL_UNAVAILABLE])
 async def test_non_retryable_failures_fail_over_at_once(failure: FailureClass) -> None:
     a, b = ScriptedProvider("a", failure), ScriptedProvider("b")
     _, route = await router(a, b).complete(REQUEST)
@@ -121,7 +130,7 @@ async def test_every_provider_failing_is_unavailable_with_the_attempts() -> None
         "a:transient",
         "b:credential",
     ]
-    assert not caught.value.all_rate_limited
+    assert caught.value.code == "UNAVAILABLE"
 
 
 async def test_every_provider_rate_limiting_is_reported_as_such_with_the_shortest_wait() -> None:
@@ -129,7 +138,7 @@ async def test_every_provider_rate_limiting_is_reported_as_such_with_the_shortes
     b = ScriptedProvider("b", default=("retry_after", 20))
     with pytest.raises(NoProviderAvailable) as caught:
         await router(a, b).complete(REQUEST)
-    assert caught.value.all_rate_limited
+    assert caught.value.code == "RESOURCE_EXHAUSTED"
     assert caught.value.retry_after == 20
 
 
@@ -166,19 +175,34 @@ async def test_weights_spread_load_within_a_rank() -> None:
         Upstream(p, CircuitBreaker(BreakerSettings()), weight=w)  # type: ignore[arg-type]
         for p, w in ((heavy, 3.0), (light, 1.0))
     ]
-    r = Router(settings, upstreams, rng=random.Random(1))
+    r = Router(settings.router, RouteTable(settings), upstreams, rng=random.Random(1))
     for _ in range(400):
         await r.complete(REQUEST)
     assert 240 < len(heavy.calls) < 360, len(heavy.calls)
     assert len(heavy.calls) + len(light.calls) == 400
 
 
-async def test_stream_fails_over_only_before_first_chunk() -> None:
+async def test_a_stream_fails_over_before_its_first_chunk_and_ends_with_its_route() -> None:
     a, b = ScriptedProvider("a", T.TRANSIENT, T.TRANSIENT), ScriptedProvider("b", text="x y z")
     items = [item async for item in router(a, b).stream(REQUEST)]
-    assert "".join(chunk.delta for chunk, _ in items) == "xyz"
-    assert {route.provider for _, route in items} == {"b"}
-    assert items[0][1].attempts == 3
+    *chunks, route = items
+    assert all(isinstance(c, Chunk) for c in chunks)
+    assert "".join(c.delta for c in chunks if isinstance(c, Chunk)) == "xyz"
+    assert isinstance(route, Route)
+    assert (route.provider, route.attempts) == ("b", 3)
+    assert route.upstream_seconds > 0
+
+
+async def test_a_stream_broken_after_its_first_chunk_is_interrupted_not_failed_over() -> None:
+    a, b = ScriptedProvider("a", text="x y z", break_after=2), ScriptedProvider("b")
+    received: list[str] = []
+    with pytest.raises(StreamInterrupted) as caught:
+        async for item in router(a, b).stream(REQUEST):
+            assert isinstance(item, Chunk)
+            received.append(item.delta)
+    assert received == ["x", "y"]
+    assert (caught.value.provider, caught.value.chunks_sent) == ("a", 2)
+    assert b.calls == [], "nothing fails over once a chunk has reached the caller"
 
 
 async def test_cancelling_the_caller_cancels_the_upstream_call() -> None:
@@ -189,3 +213,55 @@ async def test_cancelling_the_caller_cancels_the_upstream_call() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert a.cancelled == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "counted"),
+    [
+        (T.TRANSIENT, True),
+        (T.TIMEOUT, True),
+        (T.CREDENTIAL, True),
+        (T.RATE_LIMITED, True),
+        (T.MODEL_UNAVAILABLE, False),
+        (T.CALLER, False),
+    ],
+)
+async def test_only_the_providers_own_failures_feed_its_breaker(
+    failure: FailureClass, counted: bool
+) -> None:
+    a = ScriptedProvider("a", default=failure)
+    r = router(a, ScriptedProvider("b"), config={"router": {"retry": {"max_attempts": 1}}})
+    r.upstreams["a"].breaker = CircuitBreaker(BreakerSettings(failure_threshold=1))
+    with contextlib.suppress(CallerRejected):
+        await r.complete(REQUEST)
+    assert (r.upstreams["a"].breaker.state is State.OPEN) is counted
+
+
+async def test_a_caller_leaving_ends_its_attempt_as_cancelled_without_blame() -> None:
+    events = Recorder()
+    a = ScriptedProvider("a", "hang")
+    r = router(a)
+    r.listeners = [events]
+    r.upstreams["a"].breaker = CircuitBreaker(BreakerSettings(failure_threshold=1, max_requests=1))
+    task = asyncio.create_task(r.complete(REQUEST))
+    await asyncio.wait_for(a.called.wait(), 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(e.provider, e.outcome) for e in events.of(AttemptFinished)] == [("a", "cancelled")]
+    assert r.upstreams["a"].breaker.state is State.CLOSED
+    assert r.upstreams["a"].in_flight == 0
+
+
+async def test_the_route_says_how_long_the_upstreams_took() -> None:
+    a = ScriptedProvider("a", T.TRANSIENT)
+    _, route = await router(a, ScriptedProvider("b")).complete(REQUEST)
+    assert route.attempts == 2
+    assert route.upstream_seconds > 0
+
+
+async def test_an_error_carries_the_upstream_time_spent() -> None:
+    a = ScriptedProvider("a", default=T.TRANSIENT)
+    with pytest.raises(NoProviderAvailable) as caught:
+        await router(a).complete(REQUEST)
+    assert caught.value.upstream_seconds > 0

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hapaxd.singleflight import Group, StreamGroup
+from hapaxd.core.singleflight import Group, StreamGroup
 
 
 async def test_concurrent_identical_calls_run_once_and_all_get_the_result() -> None:

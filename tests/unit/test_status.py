@@ -6,22 +6,21 @@ import grpc
 import pytest
 from google.rpc import code_pb2
 
-from hapaxd.errors import (
+from hapaxd.api.status import DOMAIN, to_rpc_status
+from hapaxd.core.errors import (
     Attempt,
     CallerRejected,
     DeadlineExceeded,
-    FailureClass,
     FieldViolation,
     GatewayError,
-    InternalError,
     InvalidRequest,
     ModelNotFound,
     NoProviderAvailable,
     StreamInterrupted,
     UpstreamError,
 )
-from hapaxd.status import DOMAIN, to_rpc_status
-from tests.status_details import unpack
+from hapaxd.core.failures import FailureClass
+from tests.support.status_details import unpack
 
 RL = Attempt("a", FailureClass.RATE_LIMITED, "429", 3.0)
 DOWN = Attempt("b", FailureClass.TRANSIENT, "503")
@@ -65,7 +64,7 @@ ROWS = [
         "UPSTREAM_ERROR",
         {"RetryInfo"},
     ),
-    (InternalError("bug"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
+    (GatewayError("bug"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
     (ZeroDivisionError("secret detail"), grpc.StatusCode.INTERNAL, "INTERNAL", set()),
 ]
 

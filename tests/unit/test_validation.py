@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from hapaxd.domain import Role
-from hapaxd.errors import InvalidRequest
-from hapaxd.validation import Limits, build_request
+from hapaxd.core.errors import InvalidRequest
+from hapaxd.core.types import Role
+from hapaxd.core.validation import Limits, build_request
 
 BASE: dict[str, Any] = dict(
     model="",

@@ -1,21 +1,22 @@
-"""Anthropic Messages API adapter (type "anthropic"): pure wire functions, then the adapter.
+"""Anthropic Messages API adapter (type "anthropic").
 
-Talks HTTP through providers.http and must not import grpc.
+Constants, pure wire functions, classify, stream state, then the adapter. Talks HTTP through
+providers/http_client.py; never imports grpc.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Usage
-from hapaxd.errors import FailureClass, UpstreamError, stream_ended_early
-from hapaxd.providers.base import ProviderSpec
-from hapaxd.providers.http import HttpClient, default_classify
-from hapaxd.providers.sse import Event, sse_events
+from hapaxd.core.errors import UpstreamError
+from hapaxd.core.failures import FailureClass
+from hapaxd.core.provider import ProviderSpec
+from hapaxd.core.types import Chunk, Completion, CompletionRequest, FinishReason, Role, Usage
+from hapaxd.providers.framing import Event, SSEDecoder
+from hapaxd.providers.http_client import HttpClient, default_classify
+from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -142,21 +143,14 @@ class _StreamState:
     stop: FinishReason | None = None
     done: bool = False
 
-    def on_event(self, event: Event) -> Chunk | None:
-        try:
-            obj = json.loads(event.data)
-        except ValueError as exc:
-            raise UpstreamError(
-                FailureClass.TRANSIENT, self.provider, f"malformed JSON in stream: {exc}"
-            ) from None
+    def on_item(self, event: Event) -> list[Chunk]:
+        obj = stream_json(self.provider, event.data)
         if not isinstance(obj, dict):
             raise UpstreamError(FailureClass.TRANSIENT, self.provider, "stream event not an object")
         kind = obj.get("type") or event.event
         if kind == "error":
-            status = ERROR_STATUS.get(error_type(obj), 500)
-            raise UpstreamError(
-                classify(status, obj), self.provider, f"error in stream: {error_message(obj)}"
-            )
+            failure = classify(ERROR_STATUS.get(error_type(obj), 500), obj)
+            raise error_in_body(self.provider, failure, error_message(obj), in_stream=True)
         if kind == "message_start":
             message = obj.get("message")
             if isinstance(message, dict):
@@ -167,7 +161,7 @@ class _StreamState:
             if isinstance(delta, dict) and delta.get("type") == "text_delta":
                 text = delta.get("text")
                 if isinstance(text, str) and text:
-                    return Chunk(delta=text, upstream_model=self.model)
+                    return [Chunk(delta=text, upstream_model=self.model)]
         elif kind == "message_delta":
             delta = obj.get("delta")
             if isinstance(delta, dict) and delta.get("stop_reason") is not None:
@@ -175,12 +169,16 @@ class _StreamState:
             self._count(obj.get("usage"))
         elif kind == "message_stop":
             self.done = True
-            return Chunk(
+            final = Chunk(
                 finish_reason=self.stop or FinishReason.UNSPECIFIED,
                 usage=Usage(self.input_tokens, self.output_tokens),
                 upstream_model=self.model,
             )
-        return None  # ping, content_block_start/stop, and event types added later
+            return [final]
+        return []  # ping, content_block_start/stop, and event types added later
+
+    def at_end(self) -> Chunk | None:
+        return None  # a body that ends before message_stop is cut off
 
     def _count(self, usage: Any) -> None:
         """Usage counts in message_start and message_delta are cumulative: keep the latest."""
@@ -216,34 +214,16 @@ class AnthropicProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         body = to_wire(request, default_max_tokens=self._max_tokens)
-        answer = await self._http.post_json(self._messages, body)
+        answer = await self._http.post_json(self._messages, body, request_id=request.request_id)
         if isinstance(answer, dict) and answer.get("type") == "error":
-            status = ERROR_STATUS.get(error_type(answer), 500)
-            raise UpstreamError(classify(status, answer), self.name, error_message(answer))
-        try:
-            return from_wire(answer)
-        except ValueError as exc:
-            raise UpstreamError(
-                FailureClass.TRANSIENT, self.name, f"malformed response: {exc}"
-            ) from None
+            failure = classify(ERROR_STATUS.get(error_type(answer), 500), answer)
+            raise error_in_body(self.name, failure, error_message(answer))
+        return decode_answer(self.name, answer, from_wire)
 
-    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, default_max_tokens=self._max_tokens)
-        state = _StreamState(self.name)
-        upstream = self._http.post_stream(self._messages, body)
-        sent = 0  # chunks passed on, for the error if the body ends early
-        # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
-        async with contextlib.aclosing(sse_events(upstream.chunks)) as events:
-            async for event in events:
-                chunk = state.on_event(event)
-                if state.done:
-                    upstream.finished()  # before the last chunk goes out: see StreamBody
-                if chunk is not None:
-                    sent += 1
-                    yield chunk
-                if state.done:
-                    return
-        raise stream_ended_early(self.name, sent)
+        upstream = self._http.post_stream(self._messages, body, request_id=request.request_id)
+        return relay(self.name, upstream, SSEDecoder(), _StreamState(self.name))
 
     async def probe(self) -> None:
         await self._http.get_json(self._http.url("/v1/models"))

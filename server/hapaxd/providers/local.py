@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Role, Usage
-from hapaxd.providers.base import ProviderSpec
+from hapaxd.core.provider import ProviderSpec
+from hapaxd.core.types import Chunk, Completion, CompletionRequest, FinishReason, Role, Usage
 
 PREFIX = "[hapax local provider: no upstream model was called]"
 

@@ -1,21 +1,22 @@
 """Native Ollama adapter (type "ollama"): `/api/chat` with NDJSON streaming.
 
-Pure wire functions first, then the adapter. Talks HTTP through providers.http; never imports grpc.
+Constants, pure wire functions, classify, stream state, then the adapter. Talks HTTP through
+providers/http_client.py; never imports grpc.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
-from hapaxd.errors import FailureClass, UpstreamError, stream_ended_early
-from hapaxd.providers.base import ProviderSpec
-from hapaxd.providers.http import HttpClient, default_classify
-from hapaxd.providers.sse import ndjson_lines
+from hapaxd.core.errors import UpstreamError
+from hapaxd.core.failures import FailureClass
+from hapaxd.core.provider import ProviderSpec
+from hapaxd.core.types import Chunk, Completion, CompletionRequest, FinishReason, Usage
+from hapaxd.providers.framing import LineDecoder
+from hapaxd.providers.http_client import HttpClient, default_classify
+from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 
@@ -23,9 +24,6 @@ DONE_REASONS: Mapping[str, FinishReason] = {
     "stop": FinishReason.STOP,
     "length": FinishReason.LENGTH,
 }
-
-# Ollama's error bodies are `{"error": "<text>"}`: the HTTP status is all there is to go on.
-classify = default_classify
 
 
 def to_wire(request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
@@ -99,9 +97,41 @@ def chunk_from_wire(obj: Any) -> Chunk | None:
     return Chunk(delta=text, upstream_model=model) if text else None
 
 
+# Ollama's error bodies are `{"error": "<text>"}`: the HTTP status is all there is to go on.
+classify = default_classify
+
+
 def error_message(body: Any) -> str:
     error = body.get("error", body) if isinstance(body, dict) else body
     return str(error)[:500]
+
+
+@dataclasses.dataclass(slots=True)
+class _StreamState:
+    provider: str
+    done: bool = False
+
+    def on_item(self, line: str) -> list[Chunk]:
+        """What one record yields: a delta, or (done) any last delta then the final chunk."""
+        obj = stream_json(self.provider, line)
+        if isinstance(obj, dict) and obj.get("error"):
+            raise error_in_body(
+                self.provider, FailureClass.TRANSIENT, error_message(obj), in_stream=True
+            )
+        try:
+            chunk = chunk_from_wire(obj)
+        except ValueError as exc:
+            raise UpstreamError(FailureClass.TRANSIENT, self.provider, str(exc)) from None
+        if chunk is None or chunk.finish_reason is None:
+            return [] if chunk is None else [chunk]
+        self.done = True
+        final = dataclasses.replace(chunk, delta="")
+        if not chunk.delta:
+            return [final]
+        return [Chunk(delta=chunk.delta, upstream_model=chunk.upstream_model), final]
+
+    def at_end(self) -> Chunk | None:
+        return None  # a body that ends before the `done` record is cut off
 
 
 class OllamaProvider:
@@ -126,60 +156,17 @@ class OllamaProvider:
         # Ollama has no keys of its own; one set here is for an authenticating proxy in front.
         return {"Authorization": f"Bearer {self._spec.api_key}"} if self._spec.api_key else {}
 
-    def _record(self, line: str) -> Chunk | None:
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise UpstreamError(
-                FailureClass.TRANSIENT, self.name, f"malformed JSON in stream: {exc}"
-            ) from None
-        if isinstance(obj, dict) and obj.get("error"):
-            raise UpstreamError(
-                FailureClass.TRANSIENT, self.name, f"error in stream: {error_message(obj)}"
-            )
-        try:
-            return chunk_from_wire(obj)
-        except ValueError as exc:
-            raise UpstreamError(FailureClass.TRANSIENT, self.name, str(exc)) from None
-
     async def complete(self, request: CompletionRequest) -> Completion:
         body = to_wire(request)
-        answer = await self._http.post_json(self._chat, body)
+        answer = await self._http.post_json(self._chat, body, request_id=request.request_id)
         if isinstance(answer, dict) and answer.get("error"):
-            raise UpstreamError(FailureClass.TRANSIENT, self.name, error_message(answer))
-        try:
-            return from_wire(answer)
-        except ValueError as exc:
-            raise UpstreamError(
-                FailureClass.TRANSIENT, self.name, f"malformed response: {exc}"
-            ) from None
+            raise error_in_body(self.name, FailureClass.TRANSIENT, error_message(answer))
+        return decode_answer(self.name, answer, from_wire)
 
-    def _chunks(self, line: str) -> list[Chunk]:
-        """What one record yields: a delta, or (done) any last delta then the final chunk."""
-        chunk = self._record(line)
-        if chunk is None or chunk.finish_reason is None:
-            return [] if chunk is None else [chunk]
-        final = dataclasses.replace(chunk, delta="")
-        if not chunk.delta:
-            return [final]
-        return [Chunk(delta=chunk.delta, upstream_model=chunk.upstream_model), final]
-
-    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True)
-        upstream = self._http.post_stream(self._chat, body)
-        sent = 0  # chunks passed on, for the error if the body ends early
-        # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
-        async with contextlib.aclosing(ndjson_lines(upstream.chunks)) as lines:
-            async for line in lines:
-                chunks = self._chunks(line)
-                if chunks and chunks[-1].finish_reason is not None:
-                    upstream.finished()  # the `done` record, before it goes out: see StreamBody
-                for chunk in chunks:
-                    sent += 1
-                    yield chunk
-                    if chunk.finish_reason is not None:
-                        return
-        raise stream_ended_early(self.name, sent)
+        upstream = self._http.post_stream(self._chat, body, request_id=request.request_id)
+        return relay(self.name, upstream, LineDecoder(), _StreamState(self.name))
 
     async def probe(self) -> None:
         await self._http.get_json(self._http.url("/api/tags"))

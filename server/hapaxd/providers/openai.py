@@ -1,22 +1,23 @@
 """OpenAI Chat Completions adapter (types "openai", "azure_openai"): any OpenAI-compatible server.
 
-Pure wire functions first, then the adapters. Talks HTTP through providers.http; never imports grpc.
+Constants, pure wire functions, classify, stream state, then the adapters. Talks HTTP through
+providers/http_client.py; never imports grpc.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import urllib.parse
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from hapaxd.domain import Chunk, Completion, CompletionRequest, FinishReason, Usage
-from hapaxd.errors import FailureClass, UpstreamError, stream_ended_early
-from hapaxd.providers.base import ProviderSpec
-from hapaxd.providers.http import HttpClient, default_classify
-from hapaxd.providers.sse import Event, sse_events
+from hapaxd.core.errors import UpstreamError
+from hapaxd.core.failures import FailureClass
+from hapaxd.core.provider import ProviderSpec
+from hapaxd.core.types import Chunk, Completion, CompletionRequest, FinishReason, Usage
+from hapaxd.providers.framing import Event, SSEDecoder
+from hapaxd.providers.http_client import HttpClient, default_classify
+from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 AZURE_API_VERSION = "2024-10-21"
@@ -188,36 +189,32 @@ class _StreamState:
     model: str = ""
     done: bool = False
 
-    def on_event(self, event: Event) -> Chunk | None:
+    def on_item(self, event: Event) -> list[Chunk]:
         if event.data.strip() == DONE:
             self.done = True
-            return self.final()
-        try:
-            obj = json.loads(event.data)
-        except ValueError as exc:
-            raise UpstreamError(
-                FailureClass.TRANSIENT, self.provider, f"malformed JSON in stream: {exc}"
-            ) from None
+            return [self._final()]
+        obj = stream_json(self.provider, event.data)
         if isinstance(obj, dict) and obj.get("error"):
-            raise UpstreamError(
-                classify(error_status(obj), obj),
-                self.provider,
-                f"error in stream: {error_message(obj)}",
-            )
+            failure = classify(error_status(obj), obj)
+            raise error_in_body(self.provider, failure, error_message(obj), in_stream=True)
         try:
             chunk = chunk_from_wire(obj)
         except ValueError as exc:
             raise UpstreamError(FailureClass.TRANSIENT, self.provider, str(exc)) from None
         if chunk is None:
-            return None
+            return []
         self.model = chunk.upstream_model or self.model
         if chunk.finish_reason is not None:
             self.finish = chunk.finish_reason
         if chunk.usage is not None:
             self.usage = chunk.usage
-        return Chunk(delta=chunk.delta, upstream_model=self.model) if chunk.delta else None
+        return [Chunk(delta=chunk.delta, upstream_model=self.model)] if chunk.delta else []
 
-    def final(self) -> Chunk:
+    def at_end(self) -> Chunk | None:
+        """Some compatible servers end the body after the finish chunk, with no [DONE]."""
+        return self._final() if self.finish is not None else None
+
+    def _final(self) -> Chunk:
         return Chunk(
             finish_reason=self.finish or FinishReason.UNSPECIFIED,
             usage=self.usage,
@@ -258,40 +255,22 @@ class OpenAIProvider:
     def _models_url(self) -> str:
         return self._http.url("/models")
 
-    def _malformed(self, exc: ValueError) -> UpstreamError:
-        return UpstreamError(FailureClass.TRANSIENT, self.name, f"malformed response: {exc}")
-
     async def complete(self, request: CompletionRequest) -> Completion:
         body = to_wire(request, max_tokens_field=self._max_tokens_field)
-        answer = await self._http.post_json(self._chat_url(request), body)
+        answer = await self._http.post_json(
+            self._chat_url(request), body, request_id=request.request_id
+        )
         if isinstance(answer, dict) and answer.get("error") and "choices" not in answer:
-            raise UpstreamError(
-                classify(error_status(answer), answer), self.name, error_message(answer)
-            )
-        try:
-            return from_wire(answer)
-        except ValueError as exc:
-            raise self._malformed(exc) from None
+            failure = classify(error_status(answer), answer)
+            raise error_in_body(self.name, failure, error_message(answer))
+        return decode_answer(self.name, answer, from_wire)
 
-    async def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, max_tokens_field=self._max_tokens_field)
-        state = _StreamState(self.name)
-        upstream = self._http.post_stream(self._chat_url(request), body)
-        sent = 0  # chunks passed on, for the error if the body ends early
-        # aclosing(): leaving early (done, error, cancelled caller) closes the upstream body now.
-        async with contextlib.aclosing(sse_events(upstream.chunks)) as events:
-            async for event in events:
-                chunk = state.on_event(event)
-                if state.done:
-                    upstream.finished()  # before the last chunk goes out: see StreamBody
-                if chunk is not None:
-                    sent += 1
-                    yield chunk
-                if state.done:
-                    return
-        if state.finish is None:
-            raise stream_ended_early(self.name, sent)
-        yield state.final()
+        upstream = self._http.post_stream(
+            self._chat_url(request), body, request_id=request.request_id
+        )
+        return relay(self.name, upstream, SSEDecoder(), _StreamState(self.name))
 
     async def probe(self) -> None:
         await self._http.get_json(self._models_url())

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from hapaxd.config import PROVIDER_TYPES, ProviderSettings
+from hapaxd.core.provider import Provider, ProviderSpec, Timeouts
 from hapaxd.providers.anthropic import AnthropicProvider
-from hapaxd.providers.base import Provider, ProviderSpec
 from hapaxd.providers.local import LocalProvider
 from hapaxd.providers.ollama import OllamaProvider
 from hapaxd.providers.openai import AzureOpenAIProvider, OpenAIProvider
 
+# One adapter for each of config's PROVIDER_TYPES (the one list; tests/providers checks both agree).
 _FACTORIES: Mapping[str, Callable[[ProviderSpec], Provider]] = {
     "local": LocalProvider,
     "openai": OpenAIProvider,
@@ -18,7 +20,20 @@ _FACTORIES: Mapping[str, Callable[[ProviderSpec], Provider]] = {
     "ollama": OllamaProvider,
 }
 
-PROVIDER_TYPES: tuple[str, ...] = tuple(_FACTORIES)
+
+def spec_of(settings: ProviderSettings) -> ProviderSpec:
+    """What an adapter is built from: the provider's settings with its secret revealed."""
+    t = settings.timeouts
+    return ProviderSpec(
+        name=settings.name,
+        type=settings.type,
+        base_url=settings.base_url,
+        api_key=settings.api_key.get_secret_value(),
+        headers=dict(settings.headers),
+        timeouts=Timeouts(t.connect, t.first_byte, t.idle, t.total),
+        max_connections=settings.max_connections,
+        options=dict(settings.options),
+    )
 
 
 def build_provider(spec: ProviderSpec) -> Provider:

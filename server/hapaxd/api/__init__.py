@@ -1,0 +1,12 @@
+"""The gRPC transport: hapax.v1 in, hapax.v1 out. Only here (and in observability/ and app.py)
+are grpc and the generated stubs imported.
+
+    completion.py  CompletionService: protobuf <-> core types, the route table, the deduplicator
+    admin.py       AdminService: ListProviders
+    metadata.py    what request metadata says: x-request-id, the caller's credential digest
+    call.py        CallRecord, what one RPC did (opened when it begins, filled from the Route the
+                   router returned, read for its log line and metrics); abort() ends a call
+    status.py      GatewayError -> gRPC code and google.rpc.Status details: the one table
+    decoding.py    undecodable request bytes -> INVALID_ARGUMENT MALFORMED_REQUEST, no traceback
+    wrapping.py    the base of the interceptors that wrap method handlers (built once per method)
+"""

@@ -1,0 +1,100 @@
+"""What one RPC did, for its access-log line and metrics: the CallRecord.
+
+The transport owns it. The observer interceptor opens it when the call begins (`open_record`,
+which reads peer, metadata and deadline from the servicer context once, before the first await),
+the servicer fills it from what the router returned (the Route) or raised (the attempts), and the
+interceptor reads it when the call ends. It reaches the servicer through a context variable that
+only api/ and observability/ use: the domain and the adapters never see it (the request carries
+its request id, the router returns what it did).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import logging
+
+import grpc
+from grpc_status import rpc_status
+
+from hapaxd.api import metadata
+from hapaxd.api.status import to_rpc_status
+from hapaxd.core.errors import GatewayError
+from hapaxd.core.types import Route, Usage
+
+log = logging.getLogger("hapaxd.service")
+
+
+@dataclasses.dataclass(slots=True)
+class CallRecord:
+    method: str = ""
+    request_id: str = ""
+    model: str = ""
+    provider: str = ""
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    deduplicated: bool = False
+    client: str = ""  # an API key id once keys exist, never the key
+    upstream_seconds: float = 0.0  # time spent waiting on upstream calls
+    error_reason: str = ""
+    error_message: str = ""  # what went wrong, capped, for the log line
+    code: str = ""  # the status code the call was ended with, once the servicer chose one
+    peer: str = ""  # read from the transport when the call began, never after
+    caller: str = ""  # credential digest for deduplication, read when the call began
+    deadline: float | None = None  # seconds the caller allowed, read when the call began
+
+    def answered(self, route: Route, usage: Usage) -> None:
+        """Note what the router returned for an answered call."""
+        self.provider, self.attempts, self.deduplicated = (
+            route.provider,
+            route.attempts,
+            route.shared,
+        )
+        self.upstream_seconds = route.upstream_seconds
+        self.prompt_tokens, self.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+
+
+_current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar(
+    "hapax_call", default=None
+)
+
+
+def open_record(context: grpc.aio.ServicerContext, method: str = "") -> CallRecord:
+    """Open the call's record with everything read from the servicer context, once, before the
+    first await. After that the context is never asked for peer, metadata or deadline again: in
+    grpcio 1.85 `peer()` on a call whose transport is gone reads freed memory and crashes the
+    process (tests/transport/test_dropped_connections.py)."""
+    request_id, caller = metadata.read(context.invocation_metadata())
+    record = CallRecord(
+        method,
+        request_id=request_id,
+        caller=caller,
+        peer=context.peer() or "",
+        deadline=context.time_remaining(),
+    )
+    _current.set(record)
+    return record
+
+
+def record_of(context: grpc.aio.ServicerContext) -> CallRecord:
+    """The record the interceptor opened for this call, or one opened now (no interceptor)."""
+    record = _current.get()
+    return record if record is not None and record.request_id else open_record(context)
+
+
+async def abort(context: grpc.aio.ServicerContext, error: BaseException, info: CallRecord) -> None:
+    """End the call with the mapped status; raises grpc's AbortError, as context.abort does."""
+    request_id = info.request_id
+    info.error_reason = error.reason if isinstance(error, GatewayError) else "INTERNAL"
+    attempts = getattr(error, "attempts", None)
+    if attempts:  # the upstream calls a failed request made, for its log line
+        info.attempts, info.provider = len(attempts), attempts[-1].provider
+    if isinstance(error, GatewayError):
+        info.upstream_seconds = error.upstream_seconds
+    else:
+        log.error("internal error", exc_info=error, extra={"request_id": request_id})
+    status = rpc_status.to_status(to_rpc_status(error, request_id))
+    info.code = status.code.name
+    info.error_message = status.details
+    await context.abort(status.code, status.details, status.trailing_metadata)

@@ -1,0 +1,38 @@
+"""The base of the server interceptors that wrap method handlers: each wrapped handler is built
+once per method path, and afresh if grpc ever hands a different handler for the same path."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+Wrap = Callable[[grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrapper(self, path: str, handler: grpc.RpcMethodHandler) -> tuple[Wrap, bool] | None:
+        """How to wrap `handler` and whether to remember the result (an open-ended set of paths,
+        such as unknown methods, must not grow the cache); None passes it through."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        chosen = None if handler is None else self.wrapper(details.method, handler)
+        if chosen is None:
+            return handler
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrap, keep = chosen
+        result = wrap(handler)
+        if keep:
+            self._wrapped[details.method] = (handler, result)
+        return result

@@ -1,0 +1,98 @@
+"""Gateway configuration: a YAML file with ${VAR} / ${VAR:-default} expansion, validated into
+frozen settings at start. Every problem is reported at once, one line each naming the exact key
+(`providers[1].base_url: not a URL`): unset variables, bad values (vendor options included, each
+provider type has a small schema of its own) and cross-field checks.
+
+The three ways in are here, each giving Settings or one ConfigError:
+`load(path, environ)` reads a file, `parse(data, environ)` takes parsed YAML, and
+`default_settings(environ)` is the built-in config used when no file is given.
+
+    schema.py    the frozen models (Settings and its sections), field and section checks,
+                 ProviderType / PROVIDER_TYPES (the one list of provider types) and the vendor
+                 option schemas OPTIONS
+    sources.py   reading the file, ${VAR} expansion, *_env secret lookup, the built-in default
+    messages.py  ConfigError, pydantic errors -> one line per key, the cross-field checks
+
+Imports nothing else of hapaxd: core, providers and the rest read settings, never the reverse.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from hapaxd.config import sources
+from hapaxd.config.messages import ConfigError, validation_problems
+from hapaxd.config.schema import (
+    PROVIDER_TYPES,
+    BreakerSettings,
+    DedupSettings,
+    HealthCheckSettings,
+    KeepaliveSettings,
+    LoggingSettings,
+    MetricsSettings,
+    ModelSettings,
+    ProviderSettings,
+    ProviderType,
+    RetrySettings,
+    RouterSettings,
+    ServerSettings,
+    Settings,
+    TimeoutSettings,
+)
+
+__all__ = [
+    "PROVIDER_TYPES",
+    "BreakerSettings",
+    "ConfigError",
+    "DedupSettings",
+    "HealthCheckSettings",
+    "KeepaliveSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "ModelSettings",
+    "ProviderSettings",
+    "ProviderType",
+    "RetrySettings",
+    "RouterSettings",
+    "ServerSettings",
+    "Settings",
+    "TimeoutSettings",
+    "default_settings",
+    "load",
+    "parse",
+]
+
+
+def parse(data: Any, environ: Mapping[str, str], *, secrets: bool = True) -> Settings:
+    """Settings from the parsed YAML, or one ConfigError with a line per problem: unset
+    environment variables, bad keys and cross-field checks, all at once. secrets=False checks
+    everything but that the secret environment variables (api_key_env, ...) are set."""
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a YAML mapping at the top level")
+    expanded, unset = sources.expand(data, environ)
+    problems = [line for _, line in unset]
+    problems += sources.fill_secrets(expanded, environ, secrets=secrets)
+    try:
+        settings = Settings.model_validate(expanded)
+    except ValidationError as exc:
+        problems += validation_problems(exc, expanded, {key for key, _ in unset})
+        raise ConfigError("\n".join(problems)) from None
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return settings
+
+
+def load(path: str, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Settings:
+    """Settings from the YAML file at `path`; `environ` defaults to the process environment."""
+    environ = os.environ if environ is None else environ
+    return parse(sources.read(path), environ, secrets=secrets)
+
+
+def default_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The built-in config: detected providers first, the local provider last."""
+    environ = os.environ if environ is None else environ
+    return parse(sources.default_config(environ), environ)

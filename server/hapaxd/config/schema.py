@@ -1,0 +1,347 @@
+"""The settings a config file becomes: frozen pydantic models, one per section, with the checks
+on single fields and sections (durations, URLs, host:port addresses, each provider type's vendor
+options); the cross-field checks live in messages.reference_problems. `ProviderType` is the one
+list of provider types: the vendor option schemas (OPTIONS) and the adapter registry follow it.
+
+Imports nothing else of hapaxd but this package; no grpc, no HTTP client.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from hapaxd.config.messages import key_problem, reference_problems
+
+ProviderType = Literal["local", "openai", "azure_openai", "anthropic", "ollama"]
+PROVIDER_TYPES: tuple[ProviderType, ...] = typing.get_args(ProviderType)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _duration(value: Any) -> Any:
+    """Seconds as a number, or a string such as "500ms", "30s", "2m"."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("not a duration (use seconds or e.g. 500ms, 30s, 2m)")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0, allow_inf_nan=False)]
+Delay = Annotated[float, BeforeValidator(_duration), Field(ge=0, allow_inf_nan=False)]
+
+
+def _text(value: Any) -> Any:
+    """YAML reads an unquoted 2024-10-21 as a date; a version option means the text."""
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+Text = Annotated[str, StringConstraints(min_length=1)]
+Version = Annotated[str, StringConstraints(min_length=1), BeforeValidator(_text)]
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("not a URL")
+    return value
+
+
+def _address(value: str) -> str:
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("not a host:port address")
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TimeoutSettings(_Frozen):
+    connect: Seconds = 5.0
+    first_byte: Seconds = 60.0
+    idle: Seconds = 30.0
+    total: Seconds = 600.0
+
+
+class BreakerSettings(_Frozen):
+    """Hapax's circuit_breaker keys. failure_threshold consecutive failures open the breaker. When
+    failure_ratio is set, so does a share of failures of at least failure_ratio among the outcomes
+    of the rolling `interval`, once min_requests were seen there; unset (the default), the ratio
+    rule is off and only the consecutive count opens it."""
+
+    max_requests: int = Field(1, ge=1)  # trial requests let through while half-open
+    interval: Seconds = 60.0  # rolling window for the failure ratio
+    timeout: Seconds = 30.0  # how long the breaker stays open
+    failure_threshold: int = Field(5, ge=1)
+    failure_ratio: float | None = Field(None, gt=0, le=1)  # None: the ratio rule is off
+    min_requests: int = Field(10, ge=1)  # outcomes in the interval before the ratio applies
+
+
+class HealthCheckSettings(_Frozen):
+    enabled: bool = True
+    interval: Seconds = 15.0
+    timeout: Seconds = 5.0
+    failure_threshold: int = Field(2, ge=1)
+    success_threshold: int = Field(1, ge=1)
+
+
+# Vendor options, one small schema per provider type. A key left out (or null) means the adapter's
+# own default, which lives in the adapter; the values reach it as normalised text.
+
+
+class LocalOptions(_Frozen):
+    chunk_delay: Delay | None = None  # between streamed words, to mimic a slow model; 0 default
+
+
+class OpenAIOptions(_Frozen):
+    # The o-series models take max_completion_tokens instead of max_tokens.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+
+
+class AzureOpenAIOptions(OpenAIOptions):
+    api_version: Version | None = None
+    deployment: Text | None = None  # default: the upstream model name
+
+
+class AnthropicOptions(_Frozen):
+    anthropic_version: Version | None = None  # the anthropic-version header
+    default_max_tokens: int | None = Field(None, ge=1)  # when the caller sets no max_tokens
+
+
+class OllamaOptions(_Frozen):
+    """No vendor options yet."""
+
+
+# Every provider type has one; tests/unit/test_config.py checks the keys are PROVIDER_TYPES.
+OPTIONS: Mapping[ProviderType, type[_Frozen]] = {
+    "local": LocalOptions,
+    "openai": OpenAIOptions,
+    "azure_openai": AzureOpenAIOptions,
+    "anthropic": AnthropicOptions,
+    "ollama": OllamaOptions,
+}
+
+
+def _unknown_option(kind: ProviderType, key: Any, value: Any) -> InitErrorDetails:
+    why = PydanticCustomError("unknown_option", "unknown option for type {type}", {"type": kind})
+    return {"type": why, "loc": (str(key),), "input": value}
+
+
+def vendor_options(kind: ProviderType, raw: Any) -> dict[str, str]:
+    """A provider's options checked against its type's schema, every bad key at once; values come
+    back as text, normalised (a duration in seconds), since adapters read plain strings."""
+    if not isinstance(raw, dict):
+        raise ValueError("not a mapping of option names to values")
+    schema = OPTIONS[kind]
+    errors = [_unknown_option(kind, k, v) for k, v in raw.items() if k not in schema.model_fields]
+    try:
+        parsed = schema.model_validate({k: v for k, v in raw.items() if k in schema.model_fields})
+    except ValidationError as exc:
+        errors += [
+            {"type": e["type"], "loc": e["loc"], "input": e["input"], "ctx": e.get("ctx", {})}
+            for e in exc.errors()
+        ]
+    if errors:
+        order = {str(k): i for i, k in enumerate(raw)}
+        errors.sort(key=lambda e: order.get(str(e["loc"][0]) if e["loc"] else "", 0))
+        # Raised inside a validator, pydantic files these under the options key.
+        raise ValidationError.from_exception_data(schema.__name__, errors)
+    return {k: str(v) for k, v in parsed if k in parsed.model_fields_set and v is not None}
+
+
+class ProviderSettings(_Frozen):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: ProviderType
+    base_url: str = ""
+    api_key_env: str = ""  # the NAME of the environment variable holding the key
+    api_key: SecretStr = SecretStr("")  # filled from api_key_env at load; never in the file
+    headers: dict[str, str] = {}
+    models: dict[str, str] = {}  # logical model -> upstream model; "*" maps any logical name
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    timeouts: TimeoutSettings = TimeoutSettings()
+    max_connections: int = Field(100, ge=1)
+    options: dict[str, str] = {}  # checked against the type's schema (OPTIONS above)
+    circuit_breaker: BreakerSettings | None = None  # overrides the global one
+    health_check: HealthCheckSettings | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _url(value) if value else value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _check_options(cls, value: Any, info: ValidationInfo) -> Any:
+        kind: ProviderType | None = info.data.get("type")  # absent when the type was bad
+        if kind is None:
+            return {}  # the type itself is reported; its options cannot be judged
+        return vendor_options(kind, value)
+
+    @model_validator(mode="after")
+    def _azure_needs_its_resource(self) -> ProviderSettings:
+        if self.type == "azure_openai" and not self.base_url:
+            raise key_problem(
+                "base_url", "required for azure_openai (https://RESOURCE.openai.azure.com)"
+            )
+        return self
+
+
+class ModelSettings(_Frozen):
+    # Providers in preference order; an inner list is one rank, spread by provider weight.
+    provider_preference: list[str | list[str]] | None = None
+    dedup: bool = True
+
+
+class RetrySettings(_Frozen):
+    max_attempts: int = Field(2, ge=1, le=10)  # per provider, counting the first
+    initial_backoff: Seconds = 0.05
+    max_backoff: Seconds = 2.0
+    multiplier: float = Field(2.0, ge=1)
+    max_retry_after: Seconds = 10.0  # a longer Retry-After fails over instead of waiting
+
+
+class RouterSettings(_Frozen):
+    default_deadline: Seconds = 60.0  # when the caller sets no gRPC deadline
+    retry: RetrySettings = RetrySettings()
+
+
+class DedupSettings(_Frozen):
+    """Which identical in-flight requests share one upstream call.
+
+    By default only requests from the same credential that ask for a deterministic answer
+    (temperature 0) share; anonymous callers never do.
+    """
+
+    enabled: bool = True
+    # Everyone shares, anonymous callers included, instead of one credential with itself.
+    share_across_callers: bool = False
+    # Sampled requests (temperature unset or above 0) share too: identical prompts then get one
+    # sample between them instead of independent ones.
+    sampled: bool = False
+
+
+class KeepaliveSettings(_Frozen):
+    """HTTP/2 keepalive: the server's own pings find dead peers; a client that pings more often
+    than `min_ping_interval` with no call in flight earns a strike, and after `max_ping_strikes`
+    its connection is closed with GOAWAY (ENHANCE_YOUR_CALM)."""
+
+    time: Seconds = 60.0  # the server pings a connection silent for this long
+    timeout: Seconds = 20.0  # and closes it when the ping is not answered within this
+    min_ping_interval: Seconds = 10.0  # the shortest client ping interval allowed without data
+    max_ping_strikes: int = Field(2, ge=0)  # 0: never close for pinging too often
+    permit_without_calls: bool = True  # client pings on a connection with no call are allowed
+    max_pings_without_data: int = Field(0, ge=0)  # server pings with no data between; 0: any
+
+
+class ServerSettings(_Frozen):
+    """The gRPC listener and the limits every caller is held to (README "Limits")."""
+
+    address: str = "0.0.0.0:50051"
+    grace_period: Seconds = 10.0
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_content_chars: int = Field(1_000_000, ge=1)
+    max_messages: int = Field(1024, ge=1)
+    max_metadata_bytes: int = Field(16 * 1024, ge=1024)  # request headers of one call
+    max_concurrent_streams: int = Field(1000, ge=1)  # calls in flight on one connection
+    # Calls accepted by the transport but not yet handed to Python (a burst of new calls waits
+    # here while the event loop takes them one by one); past this grpc core refuses some new
+    # calls, past twice this all of them. grpc's own default, 1000, refused a burst of 4,000.
+    max_pending_calls: int = Field(10_000, ge=1)
+    max_connection_idle: Seconds | None = 300.0  # a connection with no call is closed (GOAWAY)
+    max_connection_age: Seconds | None = 1800.0  # then GOAWAY, so clients rebalance
+    max_connection_age_grace: Seconds = 300.0  # calls in flight get this long to finish after
+    handshake_timeout: Seconds = 10.0  # a connection that sends no HTTP/2 preface is dropped
+    keepalive: KeepaliveSettings = KeepaliveSettings()
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        return _address(value)
+
+
+class MetricsSettings(_Frozen):
+    enabled: bool = True
+    address: str = "0.0.0.0:9090"
+    bearer_token_env: str = ""
+    bearer_token: SecretStr = SecretStr("")
+    basic_auth_user: str = ""
+    basic_auth_password_env: str = ""
+    basic_auth_password: SecretStr = SecretStr("")
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        return _address(value)
+
+
+class LoggingSettings(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    log_content: bool = False  # prompts and completions are not logged unless this is on
+    redact_patterns: list[str] = []
+
+
+class Settings(_Frozen):
+    server: ServerSettings = ServerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
+    providers: list[ProviderSettings] = Field(min_length=1)
+    provider_preference: list[str | list[str]] | None = None
+    default_model: str = Field(min_length=1)
+    models: dict[str, ModelSettings] = {}
+    router: RouterSettings = RouterSettings()
+    circuit_breaker: BreakerSettings = BreakerSettings()
+    health_check: HealthCheckSettings = HealthCheckSettings()
+    dedup: DedupSettings = DedupSettings()
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        problems = reference_problems(
+            [(p.name, p.models) for p in self.providers],
+            self.provider_preference,
+            {m: s.provider_preference for m, s in self.models.items()},
+            self.default_model,
+        )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def dedup_enabled(self, model: str) -> bool:
+        override = self.models.get(model)
+        return self.dedup.enabled and (override.dedup if override else True)
+
+    def secret_env(self) -> list[tuple[str, str]]:
+        """(key, environment variable) for each secret this config reads from the environment."""
+        found = [
+            (f"providers[{i}].api_key_env", p.api_key_env)
+            for i, p in enumerate(self.providers)
+            if p.api_key_env
+        ]
+        if self.metrics.bearer_token_env:
+            found.append(("metrics.bearer_token_env", self.metrics.bearer_token_env))
+        if self.metrics.basic_auth_password_env:
+            found.append(("metrics.basic_auth_password_env", self.metrics.basic_auth_password_env))
+        return found

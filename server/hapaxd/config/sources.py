@@ -1,0 +1,147 @@
+"""Where a config's values come from: the YAML file, `${VAR}` / `${VAR:-default}` in its strings,
+the secrets its `*_env` keys name, and, with no file, the built-in default (the local provider plus
+any provider whose usual environment variable is set).
+
+All of it works on the plain parsed YAML (dicts, lists, strings), before the schema sees it.
+Imports nothing else of hapaxd but this package.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from hapaxd.config.messages import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def read(path: str) -> Any:
+    """The parsed YAML of the file at `path`; ConfigError when it cannot be read or parsed."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def expand(node: Any, environ: Mapping[str, str]) -> tuple[Any, list[tuple[str, str]]]:
+    """A copy of the parsed YAML with ${VAR} and ${VAR:-default} replaced in every string value,
+    and (key, problem) for each variable that is unset and has no default: that reference stays
+    as written."""
+    missing: list[tuple[str, str]] = []
+    return _expand(node, environ, "", missing), missing
+
+
+def _expand(
+    node: Any, environ: Mapping[str, str], path: str, missing: list[tuple[str, str]]
+) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _expand(v, environ, f"{path}.{k}" if path else str(k), missing)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_expand(v, environ, f"{path}[{i}]", missing) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ and (environ[name] or default is None):
+            return environ[name]
+        if default is not None:
+            return default
+        missing.append((path, f"{path}: environment variable {name} is not set"))
+        return match.group(0)
+
+    return _ENV_REF.sub(substitute, node)
+
+
+def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: bool) -> list[str]:
+    """Fill api keys and metrics credentials in `data` (in place) from the environment variables
+    the config names, and return the problems: a key written in the file, or, unless
+    secrets=False, a named variable that is unset (with secrets=False the secret stays empty)."""
+    problems: list[str] = []
+
+    def secret(key: str, env: str) -> str | None:
+        if environ.get(env):
+            return environ[env]
+        if secrets:
+            problems.append(f"{key}: environment variable {env} is not set")
+        return None
+
+    providers = data.get("providers")
+    for i, provider in enumerate(providers if isinstance(providers, list) else []):
+        if not isinstance(provider, dict):
+            continue
+        if "api_key" in provider:
+            problems.append(
+                f"providers[{i}].api_key: keys are not written in the file; "
+                "name an environment variable in api_key_env"
+            )
+            del provider["api_key"]
+        env = provider.get("api_key_env")
+        if env and isinstance(env, str) and (value := secret(f"providers[{i}].api_key_env", env)):
+            provider["api_key"] = value
+    metrics = data.get("metrics")
+    if isinstance(metrics, dict):
+        for key in ("bearer_token", "basic_auth_password"):
+            env = metrics.get(f"{key}_env")
+            if env and isinstance(env, str) and (value := secret(f"metrics.{key}_env", env)):
+                metrics[key] = value
+    return problems
+
+
+# Usual environment variables and models for the built-in default.
+_DETECTED = (
+    (
+        "openai",
+        "OPENAI_API_KEY",
+        {
+            "type": "openai",
+            "api_key_env": "OPENAI_API_KEY",
+            "models": {"default": "gpt-4o-mini", "*": "*"},
+        },
+    ),
+    (
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+        {
+            "type": "anthropic",
+            "api_key_env": "ANTHROPIC_API_KEY",
+            "models": {"default": "claude-haiku-4-5", "*": "*"},
+        },
+    ),
+)
+
+
+def default_config(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The built-in config, as the YAML it stands for: detected providers first, the local
+    provider last; HAPAX_GRPC_ADDRESS and HAPAX_METRICS_ADDRESS move the listeners."""
+    providers: list[dict[str, Any]] = []
+    for name, env, body in _DETECTED:
+        if environ.get(env):
+            providers.append({"name": name, **body})
+    if environ.get("OLLAMA_HOST"):
+        host = environ["OLLAMA_HOST"]
+        providers.append(
+            {
+                "name": "ollama",
+                "type": "ollama",
+                "base_url": host if "://" in host else f"http://{host}",
+                "models": {"default": environ.get("OLLAMA_MODEL", "llama3.2"), "*": "*"},
+            }
+        )
+    providers.append({"name": "local", "type": "local", "models": {"*": "local"}})
+    data: dict[str, Any] = {"providers": providers, "default_model": "default"}
+    if environ.get("HAPAX_GRPC_ADDRESS"):
+        data["server"] = {"address": environ["HAPAX_GRPC_ADDRESS"]}
+    if environ.get("HAPAX_METRICS_ADDRESS"):
+        data["metrics"] = {"address": environ["HAPAX_METRICS_ADDRESS"]}
+    return data

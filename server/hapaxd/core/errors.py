@@ -1,0 +1,187 @@
+"""Every error the gateway raises, as one tree; the caller sees each as api/status.py maps it.
+
+    GatewayError
+    ├── MalformedRequest      the request bytes are not the method's protobuf message
+    ├── InvalidRequest        caller sent a bad request (carries field violations)
+    ├── ModelNotFound         no route for the logical model
+    ├── UpstreamError         one upstream attempt failed (raised by provider adapters only)
+    ├── NoProviderAvailable   every route was tried or skipped (carries the attempts)
+    ├── CallerRejected        an upstream refused the request itself (carries the attempt)
+    ├── DeadlineExceeded      the deadline budget ran out (carries the attempts)
+    └── StreamInterrupted     a stream broke after chunks reached the caller
+
+Anything else that escapes is our own bug, and the caller sees INTERNAL. Why an attempt failed is
+a FailureClass (core/failures.py). Plain Python: imports nothing from grpc or the HTTP client;
+api/status.py maps these to gRPC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hapaxd.core.failures import FailureClass
+
+MAX_LISTED = 10  # names listed in an error message; the rest are counted
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream call that did not answer, as reported to the caller."""
+
+    provider: str
+    failure_class: FailureClass
+    message: str
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.provider}:{self.failure_class.value}"
+
+
+def tried(attempts: list[Attempt]) -> str:
+    """The attempts for an error message, each with why it failed, capped in count and length."""
+    if not attempts:
+        return "no provider was usable"
+    listed = "; ".join(
+        f"{a.provider}: {a.failure_class.value}: {a.message[:120]}" for a in attempts[:MAX_LISTED]
+    )
+    more = f"; and {len(attempts) - MAX_LISTED} more" if len(attempts) > MAX_LISTED else ""
+    return f"attempts: {listed}{more}"
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway turns into a gRPC status."""
+
+    reason = "INTERNAL"
+    # Time the failed call spent waiting on upstreams (the router notes it), for its record.
+    upstream_seconds = 0.0
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedRequest(GatewayError):
+    """The request frame could not be decoded (bad UTF-8, a truncated varint, wire type 7...)."""
+
+    reason = "MALFORMED_REQUEST"
+
+    def __init__(self, message_type: str, why: str) -> None:
+        # protobuf's text repeats the type: "Error parsing message with type 'X': <why>"
+        why = why.rpartition("': ")[2]
+        super().__init__(f"the request is not a valid {message_type} message: {why[:200]}")
+
+
+class InvalidRequest(GatewayError):
+    """Every bad field of a request; the message names the count and the first one only (the
+    list itself travels once, in BadRequest details)."""
+
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        first = violations[0] if violations else FieldViolation("request", "invalid")
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        super().__init__(f"invalid request: {first.field[:100]}: {first.description[:200]}{more}")
+        self.violations = violations
+
+
+class ModelNotFound(GatewayError):
+    reason = "MODEL_NOT_FOUND"
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        names = ", ".join(known[:MAX_LISTED])
+        if len(known) > MAX_LISTED:
+            names += f" and {len(known) - MAX_LISTED} more"
+        super().__init__(f"unknown model {model[:100]!r}; known models: {names}")
+        self.model = model
+
+
+class UpstreamError(GatewayError):
+    """One failed upstream attempt. Adapters raise only this."""
+
+    reason = "UPSTREAM_ERROR"
+
+    def __init__(
+        self,
+        failure_class: FailureClass,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.failure_class = failure_class
+        self.provider = provider
+        self.status = status
+        self.retry_after = retry_after
+
+    def attempt(self) -> Attempt:
+        return Attempt(self.provider, self.failure_class, self.message, self.retry_after)
+
+
+def stream_ended_early(provider: str, chunks_sent: int) -> UpstreamError:
+    """The upstream's body ended before its closing event: the one wording every adapter uses,
+    so the caller's attempts and the access log say whether anything had arrived."""
+    why = (
+        "stream ended before any chunk"
+        if chunks_sent == 0
+        else f"stream ended early, after {chunks_sent} chunks, with no closing event"
+    )
+    return UpstreamError(FailureClass.TRANSIENT, provider, why)
+
+
+class NoProviderAvailable(GatewayError):
+    """Every route failed or was skipped. RESOURCE_EXHAUSTED if all were rate limited."""
+
+    reason = "NO_PROVIDER_AVAILABLE"
+
+    def __init__(
+        self, model: str, attempts: list[Attempt], retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"no provider could serve model {model[:100]!r} ({tried(attempts)})")
+        self.attempts = attempts
+        self.retry_after = retry_after
+
+    @property
+    def code(self) -> str:
+        """The gRPC status code name for the caller: what the failure class says when every
+        attempt failed the same way (all rate limited: RESOURCE_EXHAUSTED), else UNAVAILABLE."""
+        classes = {a.failure_class for a in self.attempts}
+        return classes.pop().exhausted_code if len(classes) == 1 else "UNAVAILABLE"
+
+
+class CallerRejected(GatewayError):
+    """The upstream refused the request itself (4xx other than auth and 429)."""
+
+    reason = "UPSTREAM_REJECTED_REQUEST"
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__(attempt.message)
+        self.attempts = [attempt]
+
+
+class DeadlineExceeded(GatewayError):
+    reason = "DEADLINE_EXCEEDED"
+
+    def __init__(self, attempts: list[Attempt]) -> None:
+        super().__init__(f"deadline exceeded ({tried(attempts)})")
+        self.attempts = attempts
+
+
+class StreamInterrupted(GatewayError):
+    reason = "STREAM_INTERRUPTED"
+
+    def __init__(self, provider: str, chunks_sent: int, chars_sent: int, cause: str) -> None:
+        super().__init__(
+            f"stream from {provider} broke after {chunks_sent} chunks "
+            f"({chars_sent} characters): {cause}"
+        )
+        self.provider = provider
+        self.chunks_sent = chunks_sent
+        self.chars_sent = chars_sent

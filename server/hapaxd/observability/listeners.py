@@ -1,0 +1,103 @@
+"""Listeners: what the domain reports (core/events.py), turned into Prometheus metrics, span
+events and log lines. Each is one `match` over the events it cares about; the rest pass.
+
+`PrometheusListener` increments every domain metric (provider attempts and latency, time to first
+chunk, tokens, retries, failovers, breaker state and transitions, health probes, deduplicated
+calls); `span_events` puts failovers, retries, breaker changes and joins on the current RPC span;
+`log_events` writes a line when a breaker or a provider's health changes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry import trace
+
+from hapaxd.core.events import (
+    AttemptFinished,
+    BreakerChanged,
+    Deduplicated,
+    Event,
+    FailedOver,
+    FirstChunk,
+    HealthChanged,
+    HealthChecked,
+    Retried,
+    TokensUsed,
+)
+from hapaxd.observability.metrics import BREAKER_STATES, OTHER, OUTCOMES, Metrics, bounded
+
+log = logging.getLogger("hapaxd")
+health_log = logging.getLogger("hapaxd.health")
+
+
+class PrometheusListener:
+    """Events recorded as the metrics of one Metrics registry, label values bounded."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def __call__(self, event: Event) -> None:
+        m = self.metrics
+        match event:
+            case AttemptFinished(provider, model, outcome, seconds):
+                name = m.provider(provider)
+                m.provider_requests.labels(name, m.model(model), bounded(outcome, OUTCOMES)).inc()
+                m.request_latency.labels(name).observe(seconds)
+            case FirstChunk(provider, model, seconds):
+                m.ttft.labels(m.provider(provider), m.model(model)).observe(seconds)
+            case TokensUsed(provider, model, prompt, completion):
+                name, model = m.provider(provider), m.model(model)
+                if prompt > 0:
+                    m.tokens.labels(name, model, "prompt").inc(prompt)
+                if completion > 0:
+                    m.tokens.labels(name, model, "completion").inc(completion)
+            case Retried(provider):
+                m.retries.labels(m.provider(provider)).inc()
+            case FailedOver(from_provider, to_provider):
+                m.failovers.labels(m.provider(from_provider), m.provider(to_provider)).inc()
+            case BreakerChanged(provider, state):
+                name = m.provider(provider)
+                label = state if state in BREAKER_STATES else OTHER
+                m.breaker_transitions.labels(name, label).inc()
+                if label in BREAKER_STATES:
+                    m.breaker_state.labels(name).set(BREAKER_STATES[label])
+            case HealthChecked(provider, ok, seconds):
+                name = m.provider(provider)
+                m.health_duration.labels(name).observe(seconds)
+                if not ok:
+                    m.health_errors.labels(name).inc()
+            case HealthChanged(provider, healthy):
+                m.set_provider_health(provider, healthy)
+            case Deduplicated(method):
+                m.deduplicated.labels(bounded(method, m.method_names)).inc()
+
+
+def span_events(event: Event) -> None:
+    """Events on the current (RPC) span; metrics-only events pass."""
+    match event:
+        case Retried(provider):
+            trace.get_current_span().add_event("hapax.retry", {"hapax.provider": provider})
+        case FailedOver(from_provider, to_provider):
+            trace.get_current_span().add_event(
+                "hapax.failover",
+                {"hapax.failover.from": from_provider, "hapax.failover.to": to_provider},
+            )
+        case BreakerChanged(provider, state):
+            trace.get_current_span().add_event(
+                "hapax.circuit_breaker",
+                {"hapax.provider": provider, "hapax.circuit_breaker.to": state},
+            )
+        case Deduplicated(method):
+            trace.get_current_span().add_event("hapax.deduplicated", {"rpc.method": method})
+
+
+def log_events(event: Event) -> None:
+    """A log line when a breaker or a provider's health changes."""
+    match event:
+        case BreakerChanged(provider, state):
+            log.warning("circuit breaker for %s is now %s", provider, state)
+        case HealthChanged(provider, True):
+            health_log.info("provider %s is healthy again", provider)
+        case HealthChanged(provider, False, why):
+            health_log.warning("provider %s is unhealthy: %s", provider, why)

@@ -1,0 +1,238 @@
+"""Every Prometheus metric of the gateway, on one CollectorRegistry per App (observability/
+listeners.py turns domain events into them; observability/rpc_observer.py counts RPCs). Label
+values are bounded: unknown methods, models, providers or reasons all
+count under "other". Series whose label values are all known at start begin there, at zero."""
+
+from __future__ import annotations
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import disable_created_metrics
+
+from hapax.v1 import admin_service_pb2, completion_service_pb2
+from hapaxd.config import Settings
+from hapaxd.core.errors import GatewayError
+from hapaxd.core.failures import FailureClass
+from hapaxd.core.routes import RouteTable
+
+OTHER = "other"
+# gRPC methods this gateway serves, by full path; the label is the bare method name.
+SERVICES = (
+    completion_service_pb2.DESCRIPTOR.services_by_name["CompletionService"],
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
+)
+METHODS: dict[str, str] = {
+    f"/{service.full_name}/{method.name}": method.name
+    for service in SERVICES
+    for method in service.methods
+}
+HAPAX_PREFIX = "/hapax.v1."
+# No `_created` series: they double the series count and neither dashboards nor alerts use them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+CODES = frozenset(code.name for code in grpc.StatusCode)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+# An upstream attempt's outcome: success or why it failed.
+OUTCOMES = frozenset({"success", *(f.value for f in FailureClass)})
+
+
+def _reasons(error: type[GatewayError]) -> set[str]:
+    return {error.reason}.union(*(_reasons(sub) for sub in error.__subclasses__()))
+
+
+# The gateway's own ErrorInfo reasons.
+REASONS = frozenset(_reasons(GatewayError))
+# An RPC that failed without a gateway reason counts under its status code name.
+ERROR_TYPES = REASONS | CODES
+DEDUPLICATED_METHODS = ("Complete", "StreamComplete")  # the calls a singleflight can join
+TOKEN_KINDS = ("prompt", "completion")
+
+RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+UPSTREAM_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1)
+HEALTH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def bounded(value: str, allowed: frozenset[str]) -> str:
+    """`value` as a label value when it is one of `allowed`, else "other"."""
+    return value if value in allowed else OTHER
+
+
+class Metrics:
+    """The gateway's metric objects on their own registry (never the process-global one)."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.providers = frozenset(p.name for p in settings.providers)
+        routes = RouteTable(settings)
+        self.models = frozenset(routes.logical_models())
+        self.method_names = frozenset(METHODS.values())
+        r = self.registry
+
+        self.grpc_requests = Counter(
+            "hapax_grpc_requests_total",
+            "gRPC calls handled, by method and final status code.",
+            ["method", "code"],
+            registry=r,
+        )
+        self.grpc_duration = Histogram(
+            "hapax_grpc_request_duration_seconds",
+            "Wall time of gRPC calls, by method.",
+            ["method"],
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        self.grpc_active = Gauge(
+            "hapax_grpc_active_requests",
+            "gRPC calls in progress, by method.",
+            ["method"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "hapax_errors_total",
+            "Failed gRPC calls, by error reason (ErrorInfo.reason).",
+            ["type"],
+            registry=r,
+        )
+        self.provider_requests = Counter(
+            "hapax_provider_requests_total",
+            "Upstream attempts, by provider, logical model and outcome (success or failure class).",
+            ["provider", "model", "outcome"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "hapax_request_latency_seconds",
+            "Time spent on one upstream attempt, by provider.",
+            ["provider"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "hapax_time_to_first_token_seconds",
+            "Time from sending a streaming request upstream to its first chunk.",
+            ["provider", "model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "hapax_tokens_total",
+            "Tokens reported by upstreams, by kind (prompt or completion).",
+            ["provider", "model", "kind"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "hapax_circuit_breaker_state",
+            "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+            ["provider"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "hapax_circuit_breaker_transitions_total",
+            "Circuit breaker state changes, by provider and the state entered.",
+            ["provider", "to"],
+            registry=r,
+        )
+        self.health_duration = Histogram(
+            "hapax_health_check_duration_seconds",
+            "Duration of provider health probes.",
+            ["provider"],
+            buckets=HEALTH_BUCKETS,
+            registry=r,
+        )
+        self.health_errors = Counter(
+            "hapax_health_check_errors_total",
+            "Failed provider health probes.",
+            ["provider"],
+            registry=r,
+        )
+        self.healthy_providers = Gauge(
+            "hapax_healthy_providers",
+            "Providers currently passing their health checks.",
+            registry=r,
+        )
+        self.provider_healthy = Gauge(
+            "hapax_provider_healthy",
+            "1 while a provider passes its health checks, else 0.",
+            ["provider"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "hapax_retries_total",
+            "Retries of the same provider after a failed attempt.",
+            ["provider"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "hapax_failovers_total",
+            "Moves from one provider to another within one call.",
+            ["from", "to"],
+            registry=r,
+        )
+        self.deduplicated = Counter(
+            "hapax_deduplicated_requests_total",
+            "Calls served by joining an identical call already in flight.",
+            ["method"],
+            registry=r,
+        )
+        self.rate_limit_hits = Counter(
+            "hapax_rate_limit_hits_total",
+            "Calls refused by rate limiting, by client key id.",
+            ["client"],
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "hapax_gateway_overhead_seconds",
+            "Time spent in the gateway itself: call duration minus time waiting on upstreams.",
+            ["method"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+
+        self._healthy: dict[str, bool] = {}
+        self._initialise(routes.served())
+
+    def _initialise(self, served: list[tuple[str, str]]) -> None:
+        """Every series whose label values are all known at start exists from the start, at zero,
+        so dashboards and alerts see zeros rather than no data, and rate() counts the first
+        increase. Left out, to keep to a few series per provider and per (provider, model):
+        failure outcomes of provider_requests and non-OK codes of grpc_requests (many values,
+        most never seen), failovers (provider pairs), rate-limit clients (not known at start),
+        and the overflow value "other"."""
+        for provider in sorted(self.providers):
+            self.breaker_state.labels(provider).set(0)
+            for state in BREAKER_STATES:
+                self.breaker_transitions.labels(provider, state)
+            self.provider_healthy.labels(provider).set(1)
+            self._healthy[provider] = True
+            self.health_duration.labels(provider)
+            self.health_errors.labels(provider)
+            self.retries.labels(provider)
+            self.request_latency.labels(provider)
+        self.healthy_providers.set(len(self._healthy))
+        for provider, model in served:
+            self.provider_requests.labels(provider, model, "success")
+            self.ttft.labels(provider, model)
+            for kind in TOKEN_KINDS:
+                self.tokens.labels(provider, model, kind)
+        for method in sorted(self.method_names):
+            self.grpc_active.labels(method)
+            self.grpc_duration.labels(method)
+            self.grpc_requests.labels(method, "OK")
+            self.overhead.labels(method)
+        for method in DEDUPLICATED_METHODS:
+            self.deduplicated.labels(bounded(method, self.method_names))
+        for reason in sorted(REASONS):
+            self.errors.labels(reason)
+
+    # Bounded label values.
+    def provider(self, name: str) -> str:
+        return bounded(name, self.providers)
+
+    def model(self, name: str) -> str:
+        return bounded(name, self.models)
+
+    def set_provider_health(self, provider: str, healthy: bool) -> None:
+        name = self.provider(provider)
+        self._healthy[name] = healthy
+        self.provider_healthy.labels(name).set(1 if healthy else 0)
+        self.healthy_providers.set(sum(1 for ok in self._healthy.values() if ok))

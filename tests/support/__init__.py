@@ -1,0 +1,1 @@
+"""Shared test support: fakes driven in-process, process helpers, log capture."""
