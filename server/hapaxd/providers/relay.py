@@ -35,11 +35,6 @@ def stream_json(provider: str, text: str) -> Any:
         ) from None
 
 
-def malformed(provider: str, exc: ValueError) -> UpstreamError:
-    """A 200 answer that is not the vendor's response object."""
-    return UpstreamError(FailureClass.TRANSIENT, provider, f"malformed response: {exc}")
-
-
 def error_in_body(
     provider: str, failure: FailureClass, message: str, *, in_stream: bool = False
 ) -> UpstreamError:
@@ -52,7 +47,9 @@ def decode_answer(provider: str, answer: Any, from_wire: Callable[[Any], Complet
     try:
         return from_wire(answer)
     except ValueError as exc:
-        raise malformed(provider, exc) from None
+        raise UpstreamError(
+            FailureClass.TRANSIENT, provider, f"malformed response: {exc}"
+        ) from None
 
 
 class StreamState(Protocol[T_contra]):
