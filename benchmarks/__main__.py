@@ -1,6 +1,7 @@
-"""`python -m benchmarks` (what `make bench` runs): the gateway against the floor, then the HTTP
-client and event loop measurements, then the circuit breaker's window, then 10,000 open streams
-(`benchmarks.streams`). About 3 minutes; `--quick` for a ~35 s smoke run."""
+"""`python -m benchmarks` (what `make bench` runs): each question's file in turn: the gateway
+against the floor (gateway.py), uvloop against asyncio (event_loops.py), the circuit breaker's
+window (breaker_window.py), then 10,000 open streams (streams.py). About 3 minutes; `--quick`
+for a ~35 s smoke run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 import sys
 import time
 
-from benchmarks import breaker_window, client_choice, gateway, streams
+from benchmarks import breaker_window, event_loops, gateway, streams
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_arguments(parser)
     parser.add_argument(
         "--only",
-        choices=("gateway", "client-choice", "breaker-window", "streams"),
+        choices=("gateway", "event-loops", "breaker-window", "streams"),
         help="run one of the benchmarks",
     )
     args = parser.parse_args(argv)
@@ -25,13 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "gateway"):
         results["gateway"] = gateway.run(gateway.config_from(args), verbose=args.verbose)
         print(gateway.format_table(results["gateway"]), flush=True)
-    if args.only in (None, "client-choice"):
-        config = client_choice.Config.quick() if args.quick else client_choice.Config()
+    if args.only in (None, "event-loops"):
+        config = event_loops.Config.quick() if args.quick else event_loops.Config()
         config.pin = not args.no_pin
-        results["client_choice"] = client_choice.run(config)
+        results["event_loops"] = event_loops.run(config)
         if "gateway" in results:
             print()
-        print(client_choice.format_table(results["client_choice"]), flush=True)
+        print(event_loops.format_table(results["event_loops"]), flush=True)
     if args.only in (None, "breaker-window"):
         window = breaker_window.Config.quick() if args.quick else breaker_window.Config()
         results["breaker_window"] = breaker_window.run(window)

@@ -81,9 +81,10 @@ async def main() -> None:
         interceptor._methods["/hapax.v1.CompletionService/StreamComplete"],
     ).unary_stream
     runs = [(logging.INFO, "JSON access log"), (logging.WARNING, "access log off")]
+    redactor = redaction.Redactor(["sk-bench-secret-0123456789", "another-secret-value"])
     for redacting in (False, True):
         if redacting:
-            redaction.install(["sk-bench-secret-0123456789", "another-secret-value"])
+            redaction.attach(redactor)
         for level, label in runs:
             logger.setLevel(level)
             base_u, wrapped_u = await time_unary(bare_unary), await time_unary(unary)

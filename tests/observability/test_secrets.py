@@ -66,7 +66,8 @@ async def test_traffic_with_keys_logs_no_secret(
     assert len(lines) >= 7
     assert any("[REDACTED]" in line for line in lines)
     assert not leaked(lines, set(SECRETS.values()))
-    assert set(SECRETS.values()) <= redaction.REDACTOR.secrets()
+    assert set(SECRETS.values()) <= observed.obs.redactor.secrets()
+    assert set(SECRETS.values()) <= redaction.attached_secrets()
 
 
 def test_redactor_masks_header_shapes_and_configured_patterns() -> None:

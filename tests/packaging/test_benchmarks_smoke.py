@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks import client_choice, gateway, streams
+from benchmarks import event_loops, gateway, streams
 from benchmarks.fake_upstream import STREAM_MESSAGES
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,27 +35,19 @@ def test_gateway_benchmark_measures_gateway_and_floor_for_unary_and_stream() -> 
     assert "Complete" in gateway.format_table(result)
 
 
-def test_client_choice_benchmark_measures_both_clients_and_both_loops() -> None:
-    config = client_choice.Config(
-        rounds=1,
-        warmup=0,
-        loop_rounds=1,
-        max_requests=30,
-        pin=False,
-        loop_cells=(("unary", 1), ("stream", 2)),
+def test_event_loop_benchmark_measures_the_gateway_under_both_loops() -> None:
+    config = event_loops.Config(
+        rounds=1, warmup=0, max_requests=30, pin=False, cells=(("unary", 1), ("stream", 2))
     )
-    result = client_choice.run(config)
+    result = event_loops.run(config)
 
-    for mode, _, _ in client_choice.MODES:
-        for name in client_choice.CLIENTS:
-            figures = result["http_clients"][mode][name]
-            assert figures["errors"] == 0, figures.get("first_error")
-            assert figures["rps"] > 0
-    for cell in result["event_loops"]:
-        for loop in ("uvloop", "asyncio"):
+    assert [(c["kind"], c["concurrency"]) for c in result["cells"]] == [("unary", 1), ("stream", 2)]
+    for cell in result["cells"]:
+        for loop in event_loops.LOOPS:
             assert cell[loop]["errors"] == 0, cell[loop].get("first_error")
-            assert cell[loop]["rps"] > 0
-    assert "httpx" in client_choice.format_table(result)
+            assert cell[loop]["requests"] == 30 and cell[loop]["rps"] > 0
+        assert math.isfinite(cell["uvloop_over_asyncio_rps_ratio"])
+    assert "uvloop/asyncio" in event_loops.format_table(result)
 
 
 def test_streams_benchmark_holds_every_stream_and_answers_probe_calls() -> None:

@@ -25,14 +25,17 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        chosen = None if handler is None else self.wrapper(details.method, handler)
-        if chosen is None:
+        if handler is None:
             return handler
-        cached = self._wrapped.get(details.method)
+        path = details.method
+        cached = self._wrapped.get(path)
         if cached is not None and cached[0] is handler:
             return cached[1]
+        chosen = self.wrapper(path, handler)
+        if chosen is None:
+            return handler
         wrap, keep = chosen
         result = wrap(handler)
         if keep:
-            self._wrapped[details.method] = (handler, result)
+            self._wrapped[path] = (handler, result)
         return result

@@ -48,7 +48,10 @@ class Observability:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
-        redactor = redaction.install(_secrets(settings), settings.logging.redact_patterns)
+        # This gateway's secrets, masked in every log line while it lives (stop() detaches).
+        self.redactor = redaction.attach(
+            redaction.Redactor(_secrets(settings), settings.logging.redact_patterns)
+        )
         self.metrics = Metrics(settings)
         self.tracing = tracing if tracing is not None else telemetry.from_environment(environ)
         # What the domain reports goes to these, in order (core/events.py).
@@ -58,7 +61,7 @@ class Observability:
         access = ObservabilityInterceptor(
             self.metrics,
             trace_id=self.tracing.current_trace_id if self.tracing is not None else None,
-            content=redactor.redact if settings.logging.log_content else None,
+            content=self.redactor.redact if settings.logging.log_content else None,
         )
         # The tracing interceptor goes first, so the server span covers the whole call and the
         # access log line can carry its trace id.
@@ -66,7 +69,7 @@ class Observability:
             (access,) if self.tracing is None else (self.tracing.server_interceptor, access)
         )
         self.server = (
-            MetricsServer(settings.metrics, self.metrics.registry)
+            MetricsServer(settings.metrics, self.metrics.exposed)
             if settings.metrics.enabled
             else None
         )
@@ -100,3 +103,4 @@ class Observability:
             await self.server.stop()
         if self.tracing is not None:
             self.tracing.shutdown()
+        redaction.detach(self.redactor)

@@ -5,9 +5,12 @@ count under "other". Series whose label values are all known at start begin ther
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import disable_created_metrics
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from hapax.v1 import admin_service_pb2, completion_service_pb2
 from hapaxd.config import Settings
@@ -27,8 +30,6 @@ METHODS: dict[str, str] = {
     for method in service.methods
 }
 HAPAX_PREFIX = "/hapax.v1."
-# No `_created` series: they double the series count and neither dashboards nor alerts use them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 CODES = frozenset(code.name for code in grpc.StatusCode)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 # An upstream attempt's outcome: success or why it failed.
@@ -58,11 +59,34 @@ def bounded(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else OTHER
 
 
+class _WithoutCreated(Collector):
+    """A registry's metrics minus their `_created` series, which double the series count and
+    which neither dashboards nor alerts use. Dropped here, for this registry only, rather than
+    with prometheus_client's disable_created_metrics(), which is process-wide."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
+
+
+def exposed(registry: CollectorRegistry) -> CollectorRegistry:
+    """What the side port serves of `registry`: the same metrics, no `_created` series."""
+    view = CollectorRegistry(auto_describe=False)
+    view.register(_WithoutCreated(registry))
+    return view
+
+
 class Metrics:
-    """The gateway's metric objects on their own registry (never the process-global one)."""
+    """The gateway's metric objects on their own registry (never the process-global one);
+    `exposed` is what /metrics serves of it."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.exposed = exposed(self.registry)
         self.providers = frozenset(p.name for p in settings.providers)
         routes = RouteTable(settings)
         self.models = frozenset(routes.logical_models())

@@ -1,6 +1,13 @@
-"""Secrets never reach a log line: a process-wide log-record factory replaces the configured
-provider API keys, metrics credentials, Authorization values, bearer tokens, key-shaped strings and
-the configured `logging.redact_patterns` in every record's message, arguments and traceback."""
+"""Secrets never reach a log line. Each App has its own Redactor, which knows that App's
+provider API keys, metrics credentials and `logging.redact_patterns`, plus the generic shapes
+every redactor masks (Authorization values, bearer tokens, key-shaped strings).
+
+logging's record factory is process-wide, so it is hooked once (`attach`); it redacts every
+record's message, arguments and traceback with each redactor attached at that moment. An App
+attaches its redactor when built and detaches it when stopped (one dropped unstopped goes with
+it), so its secrets live exactly as long as it does and two gateways in one process share only
+the hook: while both run, a line is masked for both.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import logging
 import re
 import threading
 import traceback
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,12 +37,13 @@ BUILTIN_PATTERNS = (
 class Redactor:
     """Masks known secrets and patterns in text. Thread-safe; secrets are only ever added."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._builtin = [(trigger, re.compile(p)) for trigger, p in BUILTIN_PATTERNS]
         self._patterns: dict[str, re.Pattern[str]] = {}
         self._combined: re.Pattern[str] | None = None
+        self.add(secrets, patterns)
 
     def add(self, secrets: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
         with self._lock:
@@ -61,6 +70,29 @@ class Redactor:
             text = pattern.sub(_masker, text)
         return text
 
+    def redact_record(self, record: logging.LogRecord) -> None:
+        """Mask the record's message (arguments merged in), traceback and stack in place."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep what there is
+            message = str(record.msg)
+        redacted = self.redact(message)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            record.exc_text = self.redact(text)
+            record.__dict__["error"] = self.redact(repr(record.exc_info[1]))
+            record.__dict__["traceback"] = record.exc_text
+            record.exc_info = None  # formatters now use the redacted exc_text
+        elif record.exc_text:  # rendered by a redactor before this one
+            record.exc_text = self.redact(record.exc_text)
+            for key in ("error", "traceback"):
+                if isinstance(record.__dict__.get(key), str):
+                    record.__dict__[key] = self.redact(record.__dict__[key])
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+
 
 def _masker(match: re.Match[str]) -> str:
     """Mask the match, keeping a named `keep` group (such as `authorization: Bearer `)."""
@@ -68,42 +100,35 @@ def _masker(match: re.Match[str]) -> str:
     return (keep or "") + MASK
 
 
-REDACTOR = Redactor()
-_installed = False
-_install_lock = threading.Lock()
+_attached: weakref.WeakSet[Redactor] = weakref.WeakSet()
+_hook_lock = threading.Lock()
+_hooked = False
 
 
-def _redact_record(record: logging.LogRecord) -> None:
-    try:
-        message = record.getMessage()
-    except Exception:  # a broken format string: keep what there is
-        message = str(record.msg)
-    redacted = REDACTOR.redact(message)
-    if redacted != message or record.args:
-        record.msg, record.args = redacted, None
-    if record.exc_info and record.exc_info[1] is not None:
-        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-        record.exc_text = REDACTOR.redact(text)
-        record.__dict__["error"] = REDACTOR.redact(repr(record.exc_info[1]))
-        record.__dict__["traceback"] = record.exc_text
-        record.exc_info = None  # formatters now use the redacted exc_text
-    if record.stack_info:
-        record.stack_info = REDACTOR.redact(record.stack_info)
-
-
-def install(secrets: Iterable[str] = (), patterns: Iterable[str] = ()) -> Redactor:
-    """Add secrets and patterns to the process redactor and (once) install the record factory."""
-    global _installed
-    REDACTOR.add(secrets, patterns)
-    with _install_lock:
-        if not _installed:
+def attach(redactor: Redactor) -> Redactor:
+    """Redact every log record with `redactor` from now on (the factory is hooked once)."""
+    global _hooked
+    with _hook_lock:
+        _attached.add(redactor)
+        if not _hooked:
             previous = logging.getLogRecordFactory()
 
             def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
                 record = previous(*args, **kwargs)
-                _redact_record(record)
+                for each in tuple(_attached):
+                    each.redact_record(record)
                 return record
 
             logging.setLogRecordFactory(factory)
-            _installed = True
-    return REDACTOR
+            _hooked = True
+    return redactor
+
+
+def detach(redactor: Redactor) -> None:
+    with _hook_lock:
+        _attached.discard(redactor)
+
+
+def attached_secrets() -> set[str]:
+    """The literal secrets log records are redacted for now: those of every attached redactor."""
+    return set().union(*(r.secrets() for r in tuple(_attached)))

@@ -1,7 +1,7 @@
 """The one pooled HTTP client every network adapter uses, and the one place transport exceptions
 become UpstreamError.
 
-aiohttp was chosen over httpx by benchmarks/client_choice.py (see benchmarks/README.md).
+aiohttp was chosen over httpx by measurement (benchmarks/README.md, "Upstream HTTP client").
 Adapters never catch aiohttp exceptions themselves: they call `post_json`, `get_json` or
 `post_stream` and handle only UpstreamError. Streams go back to the pool like unary calls: see
 StreamBody.
