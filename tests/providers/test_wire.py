@@ -1,5 +1,6 @@
-"""The adapters' pure wire functions against real vendor payloads: request bodies, responses,
-stream chunks, finish reasons and error classification."""
+"""The adapters' pure wire functions against real vendor payloads (tests/fakes/payloads/, the
+same files the fake upstream renders from): request bodies, responses, stream chunks, finish
+reasons and error classification."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import pytest
 from hapaxd.core.failures import FailureClass
 from hapaxd.core.types import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
 from hapaxd.providers import anthropic, ollama, openai
+from tests.fakes.payloads import load
+from tests.fakes.upstream import Reply
+from tests.fakes.upstream.wire import WIRES
 
 FULL = CompletionRequest(
     model="m",
@@ -31,51 +35,13 @@ MINIMAL = CompletionRequest(model="m", messages=(Message(Role.USER, "Hi"),))
 
 # OpenAI ----------------------------------------------------------------------------------------
 
-OPENAI_COMPLETION = {
-    "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
-    "object": "chat.completion",
-    "created": 1741570283,
-    "model": "gpt-4o-2024-08-06",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "The image shows a wooden boardwalk.",
-                "refusal": None,
-                "annotations": [],
-            },
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {
-        "prompt_tokens": 1117,
-        "completion_tokens": 46,
-        "total_tokens": 1163,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    },
-    "service_tier": "default",
-    "system_fingerprint": "fp_fc9f1d7035",
-}
+OPENAI_COMPLETION = load("openai", "completion")
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-123",
-        "object": "chat.completion.chunk",
-        "created": 1694268190,
-        "model": "gpt-4o-mini",
-        "system_fingerprint": "fp_44709d6fcb",
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        "usage": None,
-    }
+    chunk = load("openai", "chunk")
+    chunk["choices"][0].update(delta=delta, finish_reason=finish)
+    return chunk
 
 
 def test_openai_to_wire_full() -> None:
@@ -175,11 +141,7 @@ def test_openai_chunk_from_wire_sequence() -> None:
     role = _chunk({"role": "assistant", "content": "", "refusal": None})
     text = _chunk({"content": "Hel"})
     finish = _chunk({}, "length")
-    usage = {
-        **_chunk({}),
-        "choices": [],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21},
-    }
+    usage = load("openai", "usage_chunk")
     assert openai.chunk_from_wire(role) is None
     assert openai.chunk_from_wire(text) == Chunk(delta="Hel", upstream_model="gpt-4o-mini")
     assert openai.chunk_from_wire(finish) == Chunk(
@@ -197,21 +159,16 @@ def test_openai_chunk_from_wire_usage_with_null_choices_and_azure_preamble() -> 
         "usage": {"prompt_tokens": 1, "completion_tokens": 2},
     }
     assert openai.chunk_from_wire(vllm) == Chunk(usage=Usage(1, 2), upstream_model="m")
-    azure = {
-        "choices": [],
-        "created": 0,
-        "id": "",
-        "model": "",
-        "object": "",
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
-    }
+    azure = load("azure", "preamble")
     assert openai.chunk_from_wire(azure) is None
     with pytest.raises(ValueError):
         openai.chunk_from_wire(["not", "a", "chunk"])
 
 
 def _openai_error(kind: str, code: str | None, message: str = "m") -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    body = load("openai", "error")
+    body["error"].update(message=message, type=kind, code=code)
+    return body
 
 
 @pytest.mark.parametrize(
@@ -240,6 +197,7 @@ def _openai_error(kind: str, code: str | None, message: str = "m") -> dict[str, 
         (500, _openai_error("server_error", None), FailureClass.TRANSIENT),
         (502, "<html>Bad Gateway</html>", FailureClass.TRANSIENT),
         (503, {"error": {"code": "503", "message": "Service unavailable"}}, FailureClass.TRANSIENT),
+        (429, load("azure", "error"), FailureClass.RATE_LIMITED),
     ],
 )
 def test_openai_classify(status: int, body: Any, failure: FailureClass) -> None:
@@ -280,27 +238,7 @@ def test_openai_error_message_names_the_code() -> None:
 
 # Anthropic -------------------------------------------------------------------------------------
 
-ANTHROPIC_MESSAGE = {
-    "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-sonnet-4-20250514",
-    "content": [
-        {"type": "thinking", "thinking": "The user says hi.", "signature": "EqQBCgIYAhIM"},
-        {"type": "text", "text": "Hi! "},
-        {"type": "text", "text": "I'm Claude."},
-        {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {"q": "x"}},
-    ],
-    "stop_reason": "end_turn",
-    "stop_sequence": None,
-    "usage": {
-        "input_tokens": 2095,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "output_tokens": 503,
-        "service_tier": "standard",
-    },
-}
+ANTHROPIC_MESSAGE = load("anthropic", "message")
 
 
 def test_anthropic_to_wire_full() -> None:
@@ -362,11 +300,9 @@ def test_anthropic_from_wire_rejects_non_messages(body: Any) -> None:
 
 
 def _anthropic_error(kind: str, message: str = "m") -> dict[str, Any]:
-    return {
-        "type": "error",
-        "error": {"type": kind, "message": message},
-        "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
-    }
+    body = load("anthropic", "error")
+    body["error"].update(type=kind, message=message)
+    return body
 
 
 @pytest.mark.parametrize(
@@ -402,19 +338,7 @@ def test_anthropic_classify(status: int, body: Any, failure: FailureClass) -> No
 
 # Ollama ----------------------------------------------------------------------------------------
 
-OLLAMA_DONE = {
-    "model": "llama3.2",
-    "created_at": "2023-12-12T14:13:43.416799Z",
-    "message": {"role": "assistant", "content": "Hello! How are you today?"},
-    "done": True,
-    "done_reason": "stop",
-    "total_duration": 5191566416,
-    "load_duration": 2154458,
-    "prompt_eval_count": 26,
-    "prompt_eval_duration": 383809000,
-    "eval_count": 298,
-    "eval_duration": 4799921000,
-}
+OLLAMA_DONE = load("ollama", "chat")
 
 
 def test_ollama_to_wire_full() -> None:
@@ -454,12 +378,7 @@ def test_ollama_from_wire_without_counts_and_length() -> None:
 
 
 def test_ollama_chunk_from_wire_records() -> None:
-    part = {
-        "model": "llama3.2",
-        "created_at": "2023-08-04T08:52:19.385406455Z",
-        "message": {"role": "assistant", "content": "The"},
-        "done": False,
-    }
+    part = load("ollama", "chunk")
     assert ollama.chunk_from_wire(part) == Chunk(delta="The", upstream_model="llama3.2")
     empty = {**part, "message": {"role": "assistant", "content": ""}}
     assert ollama.chunk_from_wire(empty) is None
@@ -495,3 +414,39 @@ def test_ollama_done_reasons(wire: Any, reason: FinishReason) -> None:
 )
 def test_ollama_classify(status: int, failure: FailureClass) -> None:
     assert ollama.classify(status, {"error": "x"}) is failure
+
+
+# The fake upstream and these tests read the same payloads ----------------------------------------
+
+
+def _shape(value: Any) -> Any:
+    """The key structure of a JSON value: dict keys and list element shapes, not the values."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(item) for item in value[:1]]
+    return None
+
+
+@pytest.mark.parametrize(
+    ("vendor", "payload", "adapter"),
+    [
+        ("openai", ("openai", "completion"), openai),
+        ("azure", ("openai", "completion"), openai),
+        ("anthropic", ("anthropic", "message"), anthropic),
+        ("ollama", ("ollama", "chat"), ollama),
+    ],
+)
+def test_fake_upstream_renders_the_shared_payloads(
+    vendor: str, payload: tuple[str, str], adapter: Any
+) -> None:
+    reply = Reply(text="Shared shape.", prompt_tokens=7)
+    rendered = WIRES[vendor].completion(reply, "some-model")
+    sample = load(*payload)
+    if vendor == "anthropic":  # the sample shows every block type; the fake answers in text
+        sample["content"] = sample["content"][1:2]
+    assert _shape(rendered) == _shape(sample)
+    completion = adapter.from_wire(rendered)
+    assert completion.text == "Shared shape."
+    assert completion.usage == Usage(7, reply.output_tokens)
+    assert completion.upstream_model == "some-model"

@@ -1,7 +1,9 @@
 """Vendor wire formats the fake upstream speaks: OpenAI (and Azure's variant), Anthropic, Ollama.
 
-Payloads use the vendors' real field names and shapes; each vendor renders a Reply as a whole
-answer or as stream frames, a Fail as its error body, and its model list.
+Every body starts from the vendor's real payload in tests/fakes/payloads/ (the same files the
+wire tests feed to the adapters), with the reply's text, model, ids and counts filled in; each
+vendor renders a Reply as a whole answer or as stream frames, a Fail as its error body, and its
+model list.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import itertools
 import json
 import time
 from typing import Any
+
+from tests.fakes.payloads import load
 
 from .behaviours import Fail, Reply
 
@@ -73,63 +77,46 @@ class OpenAIWire:
     }
 
     def completion(self, reply: Reply, model: str) -> dict[str, Any]:
+        body = load("openai", "completion")
+        body.update(self._identity(model))
+        choice = body["choices"][0]
+        choice["message"]["content"] = reply.text
+        choice["finish_reason"] = self.finish[reply.finish]
+        body["usage"] = self._usage(reply)
+        return body
+
+    @staticmethod
+    def _identity(model: str) -> dict[str, Any]:
         return {
             "id": _id("chatcmpl-"),
-            "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": reply.text,
-                        "refusal": None,
-                        "annotations": [],
-                    },
-                    "logprobs": None,
-                    "finish_reason": self.finish[reply.finish],
-                }
-            ],
-            "usage": self._usage(reply),
-            "service_tier": "default",
             "system_fingerprint": "fp_fake0000",
         }
 
     def _usage(self, reply: Reply) -> dict[str, Any]:
-        return {
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.output_tokens,
-            "total_tokens": reply.prompt_tokens + reply.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        }
+        usage: dict[str, Any] = load("openai", "completion")["usage"]
+        usage.update(
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.output_tokens,
+            total_tokens=reply.prompt_tokens + reply.output_tokens,
+        )
+        return usage
 
     def frames(self, reply: Reply, model: str) -> Frames:
-        base = {
-            "id": _id("chatcmpl-"),
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "service_tier": "default",
-            "system_fingerprint": "fp_fake0000",
-        }
+        identity = self._identity(model)
+        template = {**load("openai", "chunk"), **identity}
+        choice = template["choices"][0]
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return self.event({**base, "choices": [choice], "usage": None})
+            return self.event(
+                {**template, "choices": [{**choice, "delta": delta, "finish_reason": finish}]}
+            )
 
+        usage = {**load("openai", "usage_chunk"), **identity, "usage": self._usage(reply)}
         opening = [*self.preamble(), chunk({"role": "assistant", "content": "", "refusal": None})]
         content = [chunk({"content": piece}) for piece in reply.pieces]
-        closing = [
-            chunk({}, self.finish[reply.finish]),
-            self.event({**base, "choices": [], "usage": self._usage(reply)}),
-        ]
+        closing = [chunk({}, self.finish[reply.finish]), self.event(usage)]
         if reply.done_marker:
             closing.append("data: [DONE]\n\n")
         return Frames(opening, content, closing)
@@ -151,7 +138,9 @@ class OpenAIWire:
 
     def error_body(self, fail: Fail) -> dict[str, Any]:
         kind, code, message = self.error_fields(fail)
-        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        body: dict[str, Any] = load("openai", "error")
+        body["error"].update(message=message, type=kind, code=code)
+        return body
 
     def stream_error(self, fail: Fail) -> str:
         return self.event(self.error_body(fail))
@@ -163,78 +152,32 @@ class OpenAIWire:
         return 'data: {"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choi\n\n'
 
     def models(self) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": "gpt-4o-mini",
-                    "object": "model",
-                    "created": 1721172741,
-                    "owned_by": "system",
-                },
-                {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
-            ],
-        }
+        return load("openai", "models")  # type: ignore[no-any-return]
 
 
 class AzureWire(OpenAIWire):
     vendor = "azure"
-    _filters = {
-        name: {"filtered": False, "severity": "safe"}
-        for name in ("hate", "self_harm", "sexual", "violence")
-    }
 
     def preamble(self) -> list[str]:
         # Azure opens every stream with a chunk holding only the prompt's content-filter results.
-        return [
-            self.event(
-                {
-                    "choices": [],
-                    "created": 0,
-                    "id": "",
-                    "model": "",
-                    "object": "",
-                    "prompt_filter_results": [
-                        {"prompt_index": 0, "content_filter_results": self._filters}
-                    ],
-                }
-            )
-        ]
+        return [self.event(load("azure", "preamble"))]
 
     def error_body(self, fail: Fail) -> dict[str, Any]:
         if fail.kind or fail.code:  # request errors pass through in OpenAI's shape
             return super().error_body(fail)
+        body: dict[str, Any] = load("azure", "error")  # its sample is a 429
         messages = {
             401: "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
             "to provide a valid key for an active subscription and use a correct regional "
             "API endpoint for your resource.",
-            429: "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
-            "2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing "
-            "tier. Please retry after 6 seconds.",
+            429: body["error"]["message"],
         }
         message = fail.message or messages.get(fail.status) or self.error_fields(fail)[2]
-        return {"error": {"code": str(fail.status), "message": message}}
+        body["error"].update(code=str(fail.status), message=message)
+        return body
 
     def models(self) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": "gpt-4o-2024-08-06",
-                    "object": "model",
-                    "created_at": 1723075200,
-                    "status": "succeeded",
-                    "lifecycle_status": "generally-available",
-                    "capabilities": {
-                        "chat_completion": True,
-                        "completion": False,
-                        "embeddings": False,
-                        "fine_tune": True,
-                        "inference": True,
-                    },
-                }
-            ],
-        }
+        return load("azure", "models")  # type: ignore[no-any-return]
 
 
 class AnthropicWire:
@@ -272,22 +215,10 @@ class AnthropicWire:
     def _message(
         self, reply: Reply, model: str, content: list[Any], stop: str | None, output_tokens: int
     ) -> dict[str, Any]:
-        return {
-            "id": _id("msg_"),
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": content,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": reply.prompt_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "output_tokens": output_tokens,
-                "service_tier": "standard",
-            },
-        }
+        body: dict[str, Any] = load("anthropic", "message")
+        body.update(id=_id("msg_"), model=model, content=content, stop_reason=stop)
+        body["usage"].update(input_tokens=reply.prompt_tokens, output_tokens=output_tokens)
+        return body
 
     def completion(self, reply: Reply, model: str) -> dict[str, Any]:
         return self._message(
@@ -302,39 +233,19 @@ class AnthropicWire:
         return f"event: {obj['type']}\ndata: {_dump(obj)}\n\n"
 
     def frames(self, reply: Reply, model: str) -> Frames:
-        opening = [
-            self.event(
-                {"type": "message_start", "message": self._message(reply, model, [], None, 1)}
-            ),
-            self.event(
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                }
-            ),
-            self.event({"type": "ping"}),
-        ]
+        events = {event["type"]: event for event in load("anthropic", "stream")}
+        start = {**events["message_start"], "message": self._message(reply, model, [], None, 1)}
+        delta = events["content_block_delta"]
+        finish = events["message_delta"]
+        finish["delta"]["stop_reason"] = self.finish[reply.finish]
+        finish["usage"]["output_tokens"] = reply.output_tokens
+        opening = [self.event(e) for e in (start, events["content_block_start"], events["ping"])]
         content = [
-            self.event(
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": piece},
-                }
-            )
+            self.event({**delta, "delta": {**delta["delta"], "text": piece}})
             for piece in reply.pieces
         ]
         closing = [
-            self.event({"type": "content_block_stop", "index": 0}),
-            self.event(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": self.finish[reply.finish], "stop_sequence": None},
-                    "usage": {"output_tokens": reply.output_tokens},
-                }
-            ),
-            self.event({"type": "message_stop"}),
+            self.event(e) for e in (events["content_block_stop"], finish, events["message_stop"])
         ]
         return Frames(opening, content, closing)
 
@@ -344,16 +255,14 @@ class AnthropicWire:
             or self._types.get(fail.status)
             or ("api_error" if fail.status >= 500 else "invalid_request_error")
         )
-        message = fail.message or self._messages.get(kind, "Error")
-        return {
-            "type": "error",
-            "error": {"type": kind, "message": message},
-            "request_id": _id("req_"),
-        }
+        body: dict[str, Any] = load("anthropic", "error")
+        body["error"].update(type=kind, message=fail.message or self._messages.get(kind, "Error"))
+        body["request_id"] = _id("req_")
+        return body
 
     def stream_error(self, fail: Fail) -> str:
-        body = self.error_body(fail)
-        del body["request_id"]
+        body: dict[str, Any] = load("anthropic", "stream_error")
+        body["error"] = self.error_body(fail)["error"]
         return self.event(body)
 
     def malformed_body(self) -> bytes:
@@ -363,20 +272,7 @@ class AnthropicWire:
         return 'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n'
 
     def models(self) -> dict[str, Any]:
-        data = [
-            {
-                "type": "model",
-                "id": "claude-sonnet-4-20250514",
-                "display_name": "Claude Sonnet 4",
-                "created_at": "2025-05-22T00:00:00Z",
-            }
-        ]
-        return {
-            "data": data,
-            "has_more": False,
-            "first_id": data[0]["id"],
-            "last_id": data[-1]["id"],
-        }
+        return load("anthropic", "models")  # type: ignore[no-any-return]
 
 
 class OllamaWire:
@@ -396,35 +292,35 @@ class OllamaWire:
     def _now() -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
 
-    def _record(self, model: str, content: str, done: bool) -> dict[str, Any]:
-        return {
-            "model": model,
-            "created_at": self._now(),
-            "message": {"role": "assistant", "content": content},
-            "done": done,
-        }
+    def _record(self, model: str, content: str) -> dict[str, Any]:
+        record: dict[str, Any] = load("ollama", "chunk")
+        record.update(model=model, created_at=self._now())
+        record["message"]["content"] = content
+        return record
 
     def _done(self, reply: Reply, model: str, content: str) -> dict[str, Any]:
-        return {
-            **self._record(model, content, True),
-            "done_reason": self.finish[reply.finish],
-            "total_duration": 5191566416,
-            "load_duration": 2154458,
-            "prompt_eval_count": reply.prompt_tokens,
-            "prompt_eval_duration": 383809000,
-            "eval_count": reply.output_tokens,
-            "eval_duration": 4799921000,
-        }
+        record: dict[str, Any] = load("ollama", "chat")
+        record.update(
+            model=model,
+            created_at=self._now(),
+            done_reason=self.finish[reply.finish],
+            prompt_eval_count=reply.prompt_tokens,
+            eval_count=reply.output_tokens,
+        )
+        record["message"]["content"] = content
+        return record
 
     def completion(self, reply: Reply, model: str) -> dict[str, Any]:
         return self._done(reply, model, reply.text)
 
     def frames(self, reply: Reply, model: str) -> Frames:
-        content = [_dump(self._record(model, piece, False)) + "\n" for piece in reply.pieces]
+        content = [_dump(self._record(model, piece)) + "\n" for piece in reply.pieces]
         return Frames([], content, [_dump(self._done(reply, model, "")) + "\n"])
 
     def error_body(self, fail: Fail) -> dict[str, Any]:
-        return {"error": fail.message or self._messages.get(fail.status, "internal error")}
+        body: dict[str, Any] = load("ollama", "error")
+        body["error"] = fail.message or self._messages.get(fail.status, "internal error")
+        return body
 
     def stream_error(self, fail: Fail) -> str:
         return _dump(self.error_body(fail)) + "\n"
@@ -436,25 +332,7 @@ class OllamaWire:
         return '{"model": "llama3.2", "created_at": "2024-10-01T00:00:00Z", "mess\n'
 
     def models(self) -> dict[str, Any]:
-        return {
-            "models": [
-                {
-                    "name": "llama3.2:latest",
-                    "model": "llama3.2:latest",
-                    "modified_at": "2024-10-01T12:00:00.000000-07:00",
-                    "size": 2019393189,
-                    "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
-                    "details": {
-                        "parent_model": "",
-                        "format": "gguf",
-                        "family": "llama",
-                        "families": ["llama"],
-                        "parameter_size": "3.2B",
-                        "quantization_level": "Q4_K_M",
-                    },
-                }
-            ]
-        }
+        return load("ollama", "tags")  # type: ignore[no-any-return]
 
 
 Wire = OpenAIWire | AnthropicWire | OllamaWire
