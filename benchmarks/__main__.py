@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from benchmarks import breaker_window, event_loops, gateway, streams
+from benchmarks import breaker_window, event_loops, gateway, report, streams
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(streams.format_table(results["streams"]), flush=True)
     print(f"\n(benchmarks took {time.perf_counter() - began:.0f} s)")
     if args.json:
-        gateway.write_json(args.json, results)
+        report.write_json(args.json, results)
         print(f"results written to {args.json}")
     return 0
 

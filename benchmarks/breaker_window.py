@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(Config.quick() if args.quick else Config())
     print(format_table(result))
     if args.json:
-        from benchmarks.gateway import write_json
+        from benchmarks.report import write_json
 
         write_json(args.json, {"breaker_window": result})
     return 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
 from typing import Any
 
 from benchmarks.harness import ServerProcess, cpu_plan, environment, pinned, run_loop, started
 from benchmarks.load import Target, alternate, paired, summarize
+from benchmarks.report import figure as _f
 
 LOOPS = ("uvloop", "asyncio")
 
@@ -88,10 +88,6 @@ def run(config: Config) -> dict[str, Any]:
     }
 
 
-def _f(value: float | None, spec: str) -> str:
-    return "-" if value is None or math.isnan(value) else format(value, spec)
-
-
 def format_table(result: dict[str, Any]) -> str:
     lines = [
         "Gateway event loop: uvloop vs asyncio (gateway on CPU "
@@ -131,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(config)
     print(format_table(result))
     if args.json:
-        from benchmarks.gateway import write_json
+        from benchmarks.report import write_json
 
         write_json(args.json, {"event_loops": result})
     return 0

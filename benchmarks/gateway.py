@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -26,6 +25,8 @@ from benchmarks.harness import (
     started,
 )
 from benchmarks.load import KINDS, Cell, Sample, Target, alternate, paired, summarize
+from benchmarks.report import figure as _f
+from benchmarks.report import write_json
 
 # The issue's aims, on one core.
 AIM_RPS_RATIO = 0.60  # Complete at 60% or more of the floor's requests per second
@@ -161,14 +162,6 @@ def aims(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _f(value: float, spec: str) -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
-    )
-
-
 def format_table(result: dict[str, Any]) -> str:
     cfg, place = result["config"], result["placement"]
     pin = (
@@ -258,23 +251,6 @@ def config_from(args: argparse.Namespace) -> Config:
     config.loop = args.loop
     config.pin = not args.no_pin
     return config
-
-
-def _plain(value: Any) -> Any:
-    """NaN (a figure that does not apply) as null, so the file is strict JSON."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 4)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def write_json(path: str, data: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(_plain(data), handle, indent=2, default=str, allow_nan=False)
-        handle.write("\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ from benchmarks.harness import (
     set_process_affinity,
     started,
 )
+from benchmarks.report import figure as _f
 
 AIM_RSS_BYTES = 1 << 30  # 10,000 streams in under 1 GiB
 AIM_PROBE_RATIO = 2.0  # calls meanwhile: p50 and p99 within 2x the idle gateway's, none failed
@@ -634,10 +635,6 @@ def run(config: Config) -> dict[str, Any]:
     return _result(config, env, got, placement)
 
 
-def _f(value: float, spec: str) -> str:
-    return "-" if value is None or math.isnan(value) else format(value, spec)
-
-
 def _mb(n: float) -> str:
     return _f(n / 1e6, ".0f") + " MB"
 
@@ -762,7 +759,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.gateway import write_json
+    from benchmarks.report import write_json
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.streams", description=__doc__)
     add_arguments(parser)
