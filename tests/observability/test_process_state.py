@@ -3,6 +3,7 @@ metrics, and neither changes prometheus_client's process-wide settings."""
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import prometheus_client
@@ -73,3 +74,12 @@ async def test_created_series_are_dropped_without_touching_prometheus_client(
     other = prometheus_client.CollectorRegistry()
     prometheus_client.Counter("other_total", "another library's counter", registry=other).inc()
     assert "other_created" in prometheus_client.generate_latest(other).decode()
+
+
+def test_a_redactor_dropped_without_detach_is_let_go() -> None:
+    secret = "dropped-gateway-secret-0123456789"
+    redactor = redaction.attach(redaction.Redactor([secret]))
+    assert secret in redaction.attached_secrets()
+    del redactor
+    gc.collect()
+    assert secret not in redaction.attached_secrets()

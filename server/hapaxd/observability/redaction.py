@@ -100,23 +100,31 @@ def _masker(match: re.Match[str]) -> str:
     return (keep or "") + MASK
 
 
-_attached: weakref.WeakSet[Redactor] = weakref.WeakSet()
+# Weak references, so an App dropped without stop() takes its redactor along; a plain tuple,
+# replaced whole on attach and detach, because the factory reads it for every log record.
+_attached: tuple[weakref.ref[Redactor], ...] = ()
 _hook_lock = threading.Lock()
 _hooked = False
 
 
+def _live(without: Redactor | None = None) -> tuple[weakref.ref[Redactor], ...]:
+    return tuple(ref for ref in _attached if ref() is not None and ref() is not without)
+
+
 def attach(redactor: Redactor) -> Redactor:
     """Redact every log record with `redactor` from now on (the factory is hooked once)."""
-    global _hooked
+    global _attached, _hooked
     with _hook_lock:
-        _attached.add(redactor)
+        _attached = (*_live(without=redactor), weakref.ref(redactor))
         if not _hooked:
             previous = logging.getLogRecordFactory()
 
             def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
                 record = previous(*args, **kwargs)
-                for each in tuple(_attached):
-                    each.redact_record(record)
+                for ref in _attached:
+                    each = ref()
+                    if each is not None:
+                        each.redact_record(record)
                 return record
 
             logging.setLogRecordFactory(factory)
@@ -125,10 +133,12 @@ def attach(redactor: Redactor) -> Redactor:
 
 
 def detach(redactor: Redactor) -> None:
+    global _attached
     with _hook_lock:
-        _attached.discard(redactor)
+        _attached = _live(without=redactor)
 
 
 def attached_secrets() -> set[str]:
     """The literal secrets log records are redacted for now: those of every attached redactor."""
-    return set().union(*(r.secrets() for r in tuple(_attached)))
+    redactors = [ref() for ref in _attached]
+    return set().union(*(r.secrets() for r in redactors if r is not None))
