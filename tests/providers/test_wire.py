@@ -39,7 +39,7 @@ OPENAI_COMPLETION = load("openai", "completion")
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    chunk = load("openai", "chunk")
+    chunk: dict[str, Any] = load("openai", "chunk")
     chunk["choices"][0].update(delta=delta, finish_reason=finish)
     return chunk
 
@@ -166,8 +166,14 @@ def test_openai_chunk_from_wire_usage_with_null_choices_and_azure_preamble() -> 
 
 
 def _openai_error(kind: str, code: str | None, message: str = "m") -> dict[str, Any]:
-    body = load("openai", "error")
+    body: dict[str, Any] = load("openai", "error")
     body["error"].update(message=message, type=kind, code=code)
+    return body
+
+
+def _azure_error(code: str, message: str) -> dict[str, Any]:
+    body: dict[str, Any] = load("azure", "error")
+    body["error"].update(code=code, message=message)
     return body
 
 
@@ -196,7 +202,7 @@ def _openai_error(kind: str, code: str | None, message: str = "m") -> dict[str, 
         (408, "timeout", FailureClass.TIMEOUT),
         (500, _openai_error("server_error", None), FailureClass.TRANSIENT),
         (502, "<html>Bad Gateway</html>", FailureClass.TRANSIENT),
-        (503, {"error": {"code": "503", "message": "Service unavailable"}}, FailureClass.TRANSIENT),
+        (503, _azure_error("503", "Service unavailable"), FailureClass.TRANSIENT),
         (429, load("azure", "error"), FailureClass.RATE_LIMITED),
     ],
 )
@@ -222,7 +228,7 @@ def test_openai_classify(status: int, body: Any, failure: FailureClass) -> None:
             },
             400,
         ),
-        ({"error": {"code": "429", "message": "Azure rate limit"}}, 429),
+        (_azure_error("429", "Azure rate limit"), 429),
         ({"error": {"message": "weird"}}, 500),
     ],
 )
@@ -300,7 +306,7 @@ def test_anthropic_from_wire_rejects_non_messages(body: Any) -> None:
 
 
 def _anthropic_error(kind: str, message: str = "m") -> dict[str, Any]:
-    body = load("anthropic", "error")
+    body: dict[str, Any] = load("anthropic", "error")
     body["error"].update(type=kind, message=message)
     return body
 
@@ -413,34 +419,36 @@ def test_ollama_done_reasons(wire: Any, reason: FinishReason) -> None:
     ],
 )
 def test_ollama_classify(status: int, failure: FailureClass) -> None:
-    assert ollama.classify(status, {"error": "x"}) is failure
+    assert ollama.classify(status, {**load("ollama", "error"), "error": "x"}) is failure
 
 
 # The fake upstream and these tests read the same payloads ----------------------------------------
 
 
 def _shape(value: Any) -> Any:
-    """The key structure of a JSON value: dict keys and list element shapes, not the values."""
+    """The key structure of a JSON value: dict keys in order and list element shapes, not the
+    values."""
     if isinstance(value, dict):
-        return {key: _shape(item) for key, item in value.items()}
+        return tuple((key, _shape(item)) for key, item in value.items())
     if isinstance(value, list):
         return [_shape(item) for item in value[:1]]
     return None
 
 
-@pytest.mark.parametrize(
-    ("vendor", "payload", "adapter"),
-    [
-        ("openai", ("openai", "completion"), openai),
-        ("azure", ("openai", "completion"), openai),
-        ("anthropic", ("anthropic", "message"), anthropic),
-        ("ollama", ("ollama", "chat"), ollama),
-    ],
-)
+# (vendor, the sample its completion is rendered from, the adapter that reads it)
+SHARED = [
+    ("openai", ("openai", "completion"), openai),
+    ("azure", ("openai", "completion"), openai),  # Azure answers in OpenAI's shape
+    ("anthropic", ("anthropic", "message"), anthropic),
+    ("ollama", ("ollama", "chat"), ollama),
+]
+
+
+@pytest.mark.parametrize(("vendor", "payload", "adapter"), SHARED, ids=[v for v, _, _ in SHARED])
 def test_fake_upstream_renders_the_shared_payloads(
     vendor: str, payload: tuple[str, str], adapter: Any
 ) -> None:
-    reply = Reply(text="Shared shape.", prompt_tokens=7)
+    reply = Reply(text="Shared shape.", prompt_tokens=7, completion_tokens=5)
     rendered = WIRES[vendor].completion(reply, "some-model")
     sample = load(*payload)
     if vendor == "anthropic":  # the sample shows every block type; the fake answers in text
@@ -448,5 +456,5 @@ def test_fake_upstream_renders_the_shared_payloads(
     assert _shape(rendered) == _shape(sample)
     completion = adapter.from_wire(rendered)
     assert completion.text == "Shared shape."
-    assert completion.usage == Usage(7, reply.output_tokens)
+    assert completion.usage == Usage(7, 5)
     assert completion.upstream_model == "some-model"

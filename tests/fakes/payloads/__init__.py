@@ -2,7 +2,9 @@
 the vendors' API references: the one copy both users read. The fake upstream
 (tests/fakes/upstream/wire.py) renders its answers, stream frames, errors and model lists from
 them, filling in the reply's text, model, ids and counts; the wire tests
-(tests/providers/test_wire.py) feed them as they are to the adapters' pure functions.
+(tests/providers/test_wire.py) feed them, or variants built from them, to the adapters' pure
+functions. Anthropic's stream is one file per event type (`message_start` ... `message_stop`);
+its mid-stream error event is `stream_error` (`error` is the HTTP error body).
 
     body = load("openai", "completion")     # a fresh copy: change it freely
 """
@@ -26,8 +28,3 @@ def _read(vendor: str, name: str) -> Any:
 def load(vendor: str, name: str) -> Any:
     """The payload `<vendor>/<name>.json`, as a new object each call."""
     return copy.deepcopy(_read(vendor, name))
-
-
-def names() -> list[tuple[str, str]]:
-    """Every (vendor, name) stored."""
-    return sorted((p.parent.name, p.stem) for p in HERE.glob("*/*.json"))

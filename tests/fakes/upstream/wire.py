@@ -77,7 +77,7 @@ class OpenAIWire:
     }
 
     def completion(self, reply: Reply, model: str) -> dict[str, Any]:
-        body = load("openai", "completion")
+        body: dict[str, Any] = load("openai", "completion")
         body.update(self._identity(model))
         choice = body["choices"][0]
         choice["message"]["content"] = reply.text
@@ -233,19 +233,26 @@ class AnthropicWire:
         return f"event: {obj['type']}\ndata: {_dump(obj)}\n\n"
 
     def frames(self, reply: Reply, model: str) -> Frames:
-        events = {event["type"]: event for event in load("anthropic", "stream")}
-        start = {**events["message_start"], "message": self._message(reply, model, [], None, 1)}
-        delta = events["content_block_delta"]
-        finish = events["message_delta"]
+        start: dict[str, Any] = load("anthropic", "message_start")  # content [], 1 output token
+        start["message"].update(id=_id("msg_"), model=model)
+        start["message"]["usage"]["input_tokens"] = reply.prompt_tokens
+        delta: dict[str, Any] = load("anthropic", "content_block_delta")
+        finish: dict[str, Any] = load("anthropic", "message_delta")
         finish["delta"]["stop_reason"] = self.finish[reply.finish]
         finish["usage"]["output_tokens"] = reply.output_tokens
-        opening = [self.event(e) for e in (start, events["content_block_start"], events["ping"])]
+        opening = [
+            self.event(start),
+            self.event(load("anthropic", "content_block_start")),
+            self.event(load("anthropic", "ping")),
+        ]
         content = [
             self.event({**delta, "delta": {**delta["delta"], "text": piece}})
             for piece in reply.pieces
         ]
         closing = [
-            self.event(e) for e in (events["content_block_stop"], finish, events["message_stop"])
+            self.event(load("anthropic", "content_block_stop")),
+            self.event(finish),
+            self.event(load("anthropic", "message_stop")),
         ]
         return Frames(opening, content, closing)
 
