@@ -132,6 +132,7 @@ def gateway_settings(upstream_port: int, overrides: dict[str, Any] | None = None
                 }
             ],
             "default_model": "default",
+            "auth": {"enabled": False},
             "health_check": {"enabled": False},
             "metrics": {"enabled": False},
             "logging": {"level": "warning"},

@@ -589,6 +589,7 @@ def gateway_overrides(config: Config) -> dict[str, Any]:
             }
         ],
         "default_model": "default",
+        "auth": {"enabled": False},
     }
     return {**base, **config.overrides}  # merged into the harness's gateway settings
 

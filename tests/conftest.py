@@ -20,11 +20,13 @@ LOCAL = {"name": "local", "type": "local", "models": {"*": "local"}}
 
 
 def make_settings(**data: Any) -> config.Settings:
-    """Settings from a config mapping; the local provider and default model unless given."""
+    """Settings from a config mapping; the local provider and default model, and auth off,
+    unless given."""
     data.setdefault("providers", [LOCAL])
     data.setdefault("default_model", "default")
     data.setdefault("health_check", {"enabled": False})
     data.setdefault("metrics", {"address": "127.0.0.1:0"})
+    data.setdefault("auth", {"enabled": False})  # tests/admission/ turn it on
     return config.parse(data, {})
 
 

@@ -92,6 +92,15 @@ def _listen_failure(exc: Exception, settings: config.Settings) -> str | None:
 def _check_config(settings: config.Settings, secrets: bool) -> int:
     names = ", ".join(f"{p.name} ({p.type})" for p in settings.providers)
     print(f"config OK: providers {names}; default model {settings.default_model}")
+    auth = settings.auth
+    if auth.enabled:
+        ids = ", ".join(k.id for k in auth.keys)
+        print(
+            f"auth: {len(auth.keys)} keys ({ids}); reflection {auth.reflection}, "
+            f"admin service {auth.admin_service}"
+        )
+    else:
+        print("auth: off (every caller that reaches the port is served)")
     if not secrets:
         needed = [
             f"{env} ({key}{'' if os.environ.get(env) else ', not set'})"

@@ -23,7 +23,9 @@ from hapax.v1 import (
     completion_service_pb2,
     completion_service_pb2_grpc,
 )
+from hapaxd.admission.keys import KeyRing
 from hapaxd.api.admin import AdminServicer
+from hapaxd.api.admission import AdmissionInterceptor, Door
 from hapaxd.api.completion import CompletionServicer
 from hapaxd.api.decoding import MalformedRequestGuard
 from hapaxd.config import ServerSettings, Settings
@@ -137,6 +139,12 @@ class App:
         )
         self.listeners.append(self.monitor)  # a breaker change may change gRPC health
         self.dedup = Deduplicator(settings, self.router, listeners=self.listeners)
+        # Who may call: None when auth is off (start() warns).
+        self.door = (
+            Door(settings.auth, KeyRing(settings.auth.keys)) if settings.auth.enabled else None
+        )
+        if self.door is not None:
+            self.observability.admit_with(self.door)
         self.health = health_aio.HealthServicer()
         self.server = self._grpc_server(interceptors)
         self.port = self.server.add_insecure_port(address or settings.server.address)
@@ -146,10 +154,18 @@ class App:
     def _grpc_server(self, interceptors: tuple[grpc.aio.ServerInterceptor, ...]) -> grpc.aio.Server:
         """The grpc.aio server with every service: completion, admin, health and reflection."""
         settings = self.settings
+        # hapax.v1 calls meet the door in the observability interceptor; reflection needs its own
+        # when it is not open (health always is).
+        door = (
+            (AdmissionInterceptor(self.door, HAPAX_PREFIX),)
+            if self.door is not None and settings.auth.reflection != "open"
+            else ()
+        )
         server = grpc.aio.server(
             # Innermost last: the guard gives non-hapax methods safe request deserializers.
             interceptors=(
                 *self.observability.interceptors,
+                *door,
                 *interceptors,
                 MalformedRequestGuard(HAPAX_PREFIX),
             ),
@@ -194,6 +210,12 @@ class App:
             self.port,
             ", ".join(f"{u.name} ({u.provider.type})" for u in self.upstreams),
         )
+        if self.door is None:
+            log.warning(
+                "authentication is off (auth.enabled: false): every caller that reaches port %d "
+                "uses the providers; configure auth.keys before sharing this gateway",
+                self.port,
+            )
 
     async def set_serving(self, serving: bool) -> None:
         status = (

@@ -27,6 +27,7 @@ def settings_with(environ: Mapping[str, str] | None = None, **data: Any) -> conf
     data.setdefault("providers", [LOCAL])
     data.setdefault("default_model", "default")
     data.setdefault("health_check", {"enabled": False})
+    data.setdefault("auth", {"enabled": False})  # tests/admission/ turn it on
     metrics = dict(data.get("metrics") or {})
     metrics.setdefault("address", "127.0.0.1:0")
     data["metrics"] = metrics

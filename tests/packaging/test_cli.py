@@ -40,6 +40,7 @@ providers:
     base_url: http://127.0.0.1:11434
     models: {llama: llama3.2}
 default_model: default
+auth: {enabled: false}
 health_check:
   enabled: false
 """
@@ -109,6 +110,7 @@ def test_check_config_expands_environment_variables(tmp_path: pathlib.Path) -> N
             type: local
             models: {"*": local}
         default_model: ${HAPAX_TEST_MODEL:-fallback-model}
+        auth: {enabled: false}
         """,
     )
     env = {"HAPAX_TEST_PROVIDER": "from-env"}
@@ -171,7 +173,7 @@ def test_check_config_refuses_a_preference_naming_a_provider_that_does_not_serve
 
 def test_check_config_no_secrets_checks_the_example_and_names_the_secrets_it_needs() -> None:
     example = str(CONFIG_DIR / "hapax.example.yaml")
-    env = without("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+    env = without("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HAPAX_OPS_KEY")
     refused = hapaxd("check-config", example, env=env)
     assert refused.returncode == 2
     assert "environment variable OPENAI_API_KEY is not set" in refused.stderr
@@ -183,8 +185,10 @@ def test_check_config_no_secrets_checks_the_example_and_names_the_secrets_it_nee
     )
     assert (
         "secrets not checked; serving needs: OPENAI_API_KEY (providers[0].api_key_env, not set), "
-        "ANTHROPIC_API_KEY (providers[1].api_key_env, not set)"
+        "ANTHROPIC_API_KEY (providers[1].api_key_env, not set), "
+        "HAPAX_OPS_KEY (auth.keys[1].key_env, not set)"
     ) in result.stdout
+    assert "auth: 2 keys (team-search, ops); reflection open, admin service admin" in result.stdout
 
 
 def test_check_config_no_secrets_still_reports_everything_else(tmp_path: pathlib.Path) -> None:

@@ -26,6 +26,7 @@ logging: {level: warning}
 health_check: {enabled: false}
 providers: [{name: local, type: local, models: {"*": local}}]
 default_model: default
+auth: {enabled: false}
 """
 METHODS = [
     ("/hapax.v1.CompletionService/Complete", False),

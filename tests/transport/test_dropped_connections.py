@@ -30,6 +30,7 @@ metrics: {enabled: false}
 logging: {level: info}  # the access log line is where the old crash was
 health_check: {enabled: false}
 default_model: default
+auth: {enabled: false}
 """
 LOCAL = (
     COMMON

@@ -30,6 +30,7 @@ providers:
     models: {chat: claude-haiku-4-5}
 provider_preference: [backup, primary]
 default_model: chat
+auth: {enabled: false}
 circuit_breaker: {failure_threshold: 3, timeout: 20s}
 logging: {level: debug, format: text}
 """
@@ -151,9 +152,11 @@ def test_built_in_default_adds_providers_found_in_the_environment() -> None:
 
 def test_the_example_config_in_the_repo_is_valid() -> None:
     root = pathlib.Path(__file__).resolve().parents[2]
-    env = {"OPENAI_API_KEY": "sk", "ANTHROPIC_API_KEY": "ak"}
+    env = {"OPENAI_API_KEY": "sk", "ANTHROPIC_API_KEY": "ak", "HAPAX_OPS_KEY": "ops-key"}
     settings = config.load(str(root / "config" / "hapax.example.yaml"), env)
     assert settings.providers
+    assert [k.id for k in settings.auth.keys if k.admin] == ["ops"]
+    assert settings.auth.keys[1].sha256 == config.digest("ops-key")
 
 
 def test_built_in_default_addresses_can_be_moved_by_environment() -> None:
@@ -170,6 +173,7 @@ def test_azure_without_its_resource_url_is_a_config_error() -> None:
     data = {
         "providers": [{"name": "az", "type": "azure_openai", "models": {"m": "m"}}],
         "default_model": "m",
+        "auth": {"enabled": False},
     }
     with pytest.raises(config.ConfigError) as caught:
         config.parse(data, {})
@@ -201,6 +205,7 @@ def local_with(options: object) -> dict[str, object]:
     return {
         "providers": [{"name": "l", "type": "local", "models": {"*": "local"}, "options": options}],
         "default_model": "m",
+        "auth": {"enabled": False},
     }
 
 
@@ -267,6 +272,7 @@ providers:
     type: openai
     models: {"*": "*"}
 default_model: m
+auth: {enabled: false}
 """
     providers = config.load(write(tmp_path, text), {}).providers
     assert [dict(spec_of(p).options) for p in providers] == [
@@ -310,6 +316,7 @@ def test_every_cross_field_problem_is_reported_at_once() -> None:
         "provider_preference": ["a", "ghost", ["b", "spook"]],
         "models": {"chat": {"provider_preference": ["b"]}},
         "default_model": "chat",
+        "auth": {"enabled": False},
     }
     with pytest.raises(config.ConfigError) as caught:
         config.parse(data, {})
@@ -333,6 +340,7 @@ SERVED = {
         {"name": "local", "type": "local", "models": {"*": "local"}},
     ],
     "default_model": "chat",
+    "auth": {"enabled": False},
 }
 
 
@@ -405,7 +413,12 @@ def test_secrets_false_checks_everything_but_the_secret_environment_variables(
 
 def test_the_example_config_checks_without_its_secrets() -> None:
     settings = config.load(str(ROOT / "config" / "hapax.example.yaml"), {}, secrets=False)
-    assert [env for _, env in settings.secret_env()] == ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
+    assert [env for _, env in settings.secret_env()] == [
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "HAPAX_OPS_KEY",
+    ]
+    assert settings.auth.keys[1].sha256 == ""  # unchecked: it matches no key
 
 
 def test_the_local_config_in_the_repo_loads_with_an_empty_environment() -> None:

@@ -4,8 +4,9 @@ source), so a module is covered the day it is added.
     config/         imports nothing else of hapaxd
     core/           config and core only; no grpc, protobuf, HTTP client, prometheus or otel
     providers/      core, config, providers; no grpc, protobuf, prometheus or otel
-    api/            core, config, api; no HTTP client, prometheus or otel
-    observability/  core, config, api, observability; never the adapters
+    admission/      config, core, admission; no grpc, protobuf, HTTP client, prometheus or otel
+    api/            core, config, admission, api; no HTTP client, prometheus or otel
+    observability/  core, config, admission, api, observability; never the adapters
     app.py, __main__.py   anything: the one place that wires the parts
 """
 
@@ -26,8 +27,9 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "config": (("config",), GRPC + STUBS + HTTP + TELEMETRY),
     "core": (("config", "core"), GRPC + STUBS + HTTP + TELEMETRY),
     "providers": (("config", "core", "providers"), GRPC + STUBS + TELEMETRY),
-    "api": (("config", "core", "api"), HTTP + TELEMETRY),
-    "observability": (("config", "core", "api", "observability"), ()),
+    "admission": (("config", "core", "admission"), GRPC + STUBS + HTTP + TELEMETRY),
+    "api": (("config", "core", "admission", "api"), HTTP + TELEMETRY),
+    "observability": (("config", "core", "admission", "api", "observability"), ()),
 }
 TOP_LEVEL = {"__init__.py", "__main__.py", "app.py"}
 

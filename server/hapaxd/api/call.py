@@ -17,6 +17,7 @@ import logging
 import grpc
 from grpc_status import rpc_status
 
+from hapaxd.admission.keys import Caller
 from hapaxd.api import metadata
 from hapaxd.api.status import to_rpc_status
 from hapaxd.core.errors import GatewayError
@@ -35,14 +36,21 @@ class CallRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     deduplicated: bool = False
-    client: str = ""  # an API key id once keys exist, never the key
+    client: str = ""  # the API key's id, never the key; empty when auth is off
     upstream_seconds: float = 0.0  # time spent waiting on upstream calls
     error_reason: str = ""
     error_message: str = ""  # what went wrong, capped, for the log line
     code: str = ""  # the status code the call was ended with, once the servicer chose one
     peer: str = ""  # read from the transport when the call began, never after
-    caller: str = ""  # credential digest for deduplication, read when the call began
+    # Who shares answers with whom (deduplication): the key id once admitted; with auth off, a
+    # digest of the credential presented, read when the call began.
+    caller: str = ""
     deadline: float | None = None  # seconds the caller allowed, read when the call began
+    key: Caller | None = None  # the verified key and its policy; None when auth is off
+
+    def admitted(self, key: Caller) -> None:
+        """The call presented this key: from now on its id is the caller's identity."""
+        self.key, self.client, self.caller = key, key.id, key.id
 
     def answered(self, route: Route, usage: Usage) -> None:
         """Note what the router returned for an answered call."""

@@ -79,9 +79,10 @@ def to_response(
 
 
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
-    """Each RPC: the call's record (api/call.py), the request validated and its model resolved by
-    the route table, then the deduplicator (and through it the router); what the router returned
-    goes into the response and the record."""
+    """Each RPC: the call's record (api/call.py; its key already checked at the door), the request
+    validated, its model resolved by the route table and allowed by the key's policy, then the
+    deduplicator (and through it the router); what the router returned goes into the response
+    and the record."""
 
     def __init__(self, routes: RouteTable, dedup: Deduplicator, limits: Limits) -> None:
         self._routes = routes
@@ -94,7 +95,10 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         domain = to_domain(request, record.request_id, self._limits)
         model = self._routes.resolve(domain.model)
         record.model = model
-        return domain if model == domain.model else domain.with_model(model)
+        domain = domain if model == domain.model else domain.with_model(model)
+        if record.key is not None:
+            record.key.authorize(domain)  # PermissionDenied for a model or metadata not allowed
+        return domain
 
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext

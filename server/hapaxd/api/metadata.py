@@ -1,6 +1,7 @@
-"""What a caller's request metadata says: its request id and who is calling.
+"""What a caller's request metadata says: its request id, who is calling, and the API key it
+presents.
 
-Read once, when a call begins (api/call.py). Transport layer.
+Read when a call begins (api/call.py, api/admission.py), never after. Transport layer.
 """
 
 from __future__ import annotations
@@ -33,3 +34,26 @@ def read(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str]:
             raw = value if isinstance(value, bytes) else str(value).encode()
             caller = hashlib.sha256(raw).hexdigest()[:32]
     return request_id or uuid.uuid4().hex, caller
+
+
+_BEARER = "bearer "
+
+
+def credential(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str]:
+    """(the API key presented, or "", and when there is none, why): `authorization: Bearer <key>`
+    (the scheme in any case) or `x-api-key: <key>`; the first of each counts."""
+    bearer, api_key, other_scheme = "", "", False
+    for key, value in metadata or ():
+        if key == "authorization" and not (bearer or other_scheme):
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            if text[: len(_BEARER)].lower() == _BEARER and text[len(_BEARER) :].strip():
+                bearer = text[len(_BEARER) :].strip()
+            else:
+                other_scheme = True
+        elif key == "x-api-key" and not api_key:
+            api_key = (value.decode("latin-1") if isinstance(value, bytes) else str(value)).strip()
+    if bearer or api_key:
+        return bearer or api_key, ""
+    if other_scheme:
+        return "", "the authorization metadata must be 'Bearer <key>'"
+    return "", ""

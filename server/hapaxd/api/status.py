@@ -31,7 +31,9 @@ from hapaxd.core.errors import (
     MalformedRequest,
     ModelNotFound,
     NoProviderAvailable,
+    PermissionDenied,
     StreamInterrupted,
+    Unauthenticated,
     UpstreamError,
 )
 
@@ -123,6 +125,10 @@ def _map(error: GatewayError) -> tuple[grpc.StatusCode, dict[str, str], list[Det
                 "chars_sent": str(error.chars_sent),
             }
             return grpc.StatusCode.UNAVAILABLE, sent, [_retry_info(None)]
+        case Unauthenticated():
+            return grpc.StatusCode.UNAUTHENTICATED, {}, []
+        case PermissionDenied():
+            return grpc.StatusCode.PERMISSION_DENIED, {"client": error.client, **error.subject}, []
         case UpstreamError():
             return grpc.StatusCode.UNAVAILABLE, {"provider": error.provider}, [_retry_info(None)]
         case _:

@@ -10,7 +10,8 @@ The three ways in are here, each giving Settings or one ConfigError:
     schema.py    the frozen models (Settings and its sections), field and section checks,
                  ProviderType / PROVIDER_TYPES (the one list of provider types) and the vendor
                  option schemas OPTIONS
-    sources.py   reading the file, ${VAR} expansion, *_env secret lookup, the built-in default
+    sources.py   reading the file, ${VAR} expansion, *_env secret lookup, API key digests
+                 (from sha256, key_env or key_file), the built-in default
     messages.py  ConfigError, pydantic errors -> one line per key, the cross-field checks
 
 Imports nothing else of hapaxd: core, providers and the rest read settings, never the reverse.
@@ -28,10 +29,13 @@ from hapaxd.config import sources
 from hapaxd.config.messages import ConfigError, validation_problems
 from hapaxd.config.schema import (
     PROVIDER_TYPES,
+    Access,
+    AuthSettings,
     BreakerSettings,
     DedupSettings,
     HealthCheckSettings,
     KeepaliveSettings,
+    KeySettings,
     LoggingSettings,
     MetricsSettings,
     ModelSettings,
@@ -43,14 +47,18 @@ from hapaxd.config.schema import (
     Settings,
     TimeoutSettings,
 )
+from hapaxd.config.sources import digest
 
 __all__ = [
     "PROVIDER_TYPES",
+    "Access",
+    "AuthSettings",
     "BreakerSettings",
     "ConfigError",
     "DedupSettings",
     "HealthCheckSettings",
     "KeepaliveSettings",
+    "KeySettings",
     "LoggingSettings",
     "MetricsSettings",
     "ModelSettings",
@@ -62,6 +70,7 @@ __all__ = [
     "Settings",
     "TimeoutSettings",
     "default_settings",
+    "digest",
     "load",
     "parse",
 ]

@@ -304,6 +304,70 @@ class LoggingSettings(_Frozen):
     redact_patterns: list[str] = []
 
 
+_KEY_ID = r"^[A-Za-z0-9_.:@-]{1,64}$"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# Who may call a service other than CompletionService (health is always open): anyone, any valid
+# key, or only keys with `admin: true`.
+Access = Literal["open", "any_key", "admin"]
+
+
+class KeySettings(_Frozen):
+    """One API key: its id (what logs, metrics, traces and deduplication see), the SHA-256 of the
+    key itself, and its policy. The key comes in one of three ways: `sha256` written in the file
+    (`hapaxd hash-key` makes one), or the key itself in the environment variable `key_env` names,
+    or in the file `key_file` names (a mounted Kubernetes Secret); those two are hashed at load
+    and the key is not kept."""
+
+    id: str = Field(pattern=_KEY_ID)
+    owner: str = ""  # the owning team, a label for operators
+    sha256: str = ""  # hex digest of the key
+    key_env: str = ""
+    key_file: str = ""
+    admin: bool = False  # may call AdminService (and reflection) where those ask for admin
+    models: list[Text] = Field(["*"], min_length=1)  # logical models it may use, glob patterns
+    metadata_keys: list[Text] | None = None  # request `metadata` keys it may send; None: any
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    max_concurrent_streams: int | None = Field(None, ge=1)
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_digest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not _SHA256.match(value):
+            raise ValueError("not a SHA-256 hex digest (64 hex digits; hapaxd hash-key makes one)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KeySettings:
+        # sources.fill_secrets has hashed a key_env or key_file key into sha256 (and refused a
+        # key with two sources); with secrets unchecked, such a key's digest stays empty.
+        if not (self.sha256 or self.key_env or self.key_file):
+            raise key_problem("sha256", "required (or key_env, or key_file)")
+        return self
+
+
+class AuthSettings(_Frozen):
+    """Who may call the gateway. On unless turned off; on with no keys is a config error
+    (Settings checks it), so a gateway never serves everyone by accident. The health service is
+    always open."""
+
+    enabled: bool = True
+    keys: list[KeySettings] = []
+    reflection: Access = "open"  # the schema only; grpcurl needs it
+    admin_service: Access = "admin"
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AuthSettings:
+        seen: set[str] = set()
+        for i, key in enumerate(self.keys):
+            if key.id in seen:
+                raise key_problem(f"keys[{i}].id", f"{key.id!r} is used by an earlier key")
+            seen.add(key.id)
+        return self
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -316,6 +380,7 @@ class Settings(_Frozen):
     circuit_breaker: BreakerSettings = BreakerSettings()
     health_check: HealthCheckSettings = HealthCheckSettings()
     dedup: DedupSettings = DedupSettings()
+    auth: AuthSettings = AuthSettings()
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -325,6 +390,11 @@ class Settings(_Frozen):
             {m: s.provider_preference for m, s in self.models.items()},
             self.default_model,
         )
+        if self.auth.enabled and not self.auth.keys:  # Settings' check: AuthSettings() is valid
+            problems.append(
+                "auth.keys: no API keys while auth is enabled: add keys (hapaxd hash-key makes "
+                "one), or set auth.enabled: false to serve every caller that reaches the port"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -344,4 +414,9 @@ class Settings(_Frozen):
             found.append(("metrics.bearer_token_env", self.metrics.bearer_token_env))
         if self.metrics.basic_auth_password_env:
             found.append(("metrics.basic_auth_password_env", self.metrics.basic_auth_password_env))
+        found += [
+            (f"auth.keys[{i}].key_env", k.key_env)
+            for i, k in enumerate(self.auth.keys)
+            if k.key_env
+        ]
         return found

@@ -8,8 +8,9 @@ Imports nothing else of hapaxd but this package.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
@@ -65,8 +66,9 @@ def _expand(
 
 def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: bool) -> list[str]:
     """Fill api keys and metrics credentials in `data` (in place) from the environment variables
-    the config names, and return the problems: a key written in the file, or, unless
-    secrets=False, a named variable that is unset (with secrets=False the secret stays empty)."""
+    the config names, and the digests of auth keys from their key_env or key_file, and return
+    the problems: a provider key written in the file, or, unless secrets=False, a named variable
+    that is unset or a key file that cannot be read (with secrets=False the secret stays empty)."""
     problems: list[str] = []
 
     def secret(key: str, env: str) -> str | None:
@@ -89,6 +91,11 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
         env = provider.get("api_key_env")
         if env and isinstance(env, str) and (value := secret(f"providers[{i}].api_key_env", env)):
             provider["api_key"] = value
+    auth = data.get("auth")
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    for i, key in enumerate(keys if isinstance(keys, list) else []):
+        if isinstance(key, dict):
+            problems += _hash_key(key, f"auth.keys[{i}]", secret, secrets=secrets)
     metrics = data.get("metrics")
     if isinstance(metrics, dict):
         for key in ("bearer_token", "basic_auth_password"):
@@ -96,6 +103,41 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
             if env and isinstance(env, str) and (value := secret(f"metrics.{key}_env", env)):
                 metrics[key] = value
     return problems
+
+
+KEY_SOURCES = ("sha256", "key_env", "key_file")
+
+
+def digest(key: str) -> str:
+    """The SHA-256 hex digest of an API key, as `auth.keys[].sha256` holds it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _hash_key(
+    key: dict[str, Any], where: str, secret: Callable[[str, str], str | None], *, secrets: bool
+) -> list[str]:
+    """Fill `sha256` of one auth key from its key_env or key_file (in place); the key itself is
+    not kept. Problems: two sources, an unreadable or empty file."""
+    given = [name for name in KEY_SOURCES if key.get(name)]
+    if len(given) > 1:
+        return [f"{where}.{given[1]}: give one of sha256, key_env, key_file; this key has {given}"]
+    env, path = key.get("key_env"), key.get("key_file")
+    value: str | None = None
+    if isinstance(env, str) and env:
+        value = secret(f"{where}.key_env", env)
+    elif isinstance(path, str) and path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except OSError as exc:
+            return [f"{where}.key_file: cannot read {path}: {exc.strerror}"] if secrets else []
+        except UnicodeDecodeError:
+            return [f"{where}.key_file: {path} is not text"]
+        if not value and secrets:
+            return [f"{where}.key_file: {path} is empty"]
+    if value:
+        key["sha256"] = digest(value)
+    return []
 
 
 # Usual environment variables and models for the built-in default.
@@ -139,7 +181,12 @@ def default_config(environ: Mapping[str, str]) -> dict[str, Any]:
             }
         )
     providers.append({"name": "local", "type": "local", "models": {"*": "local"}})
-    data: dict[str, Any] = {"providers": providers, "default_model": "default"}
+    # For local use: no keys, so auth is off (App logs a warning that says so).
+    data: dict[str, Any] = {
+        "providers": providers,
+        "default_model": "default",
+        "auth": {"enabled": False},
+    }
     if environ.get("HAPAX_GRPC_ADDRESS"):
         data["server"] = {"address": environ["HAPAX_GRPC_ADDRESS"]}
     if environ.get("HAPAX_METRICS_ADDRESS"):

@@ -8,7 +8,10 @@
     ├── NoProviderAvailable   every route was tried or skipped (carries the attempts)
     ├── CallerRejected        an upstream refused the request itself (carries the attempt)
     ├── DeadlineExceeded      the deadline budget ran out (carries the attempts)
-    └── StreamInterrupted     a stream broke after chunks reached the caller
+    ├── StreamInterrupted     a stream broke after chunks reached the caller
+    ├── Unauthenticated       no valid API key (ApiKeyMissing, ApiKeyInvalid)
+    └── PermissionDenied      the key may not do this (ModelNotAllowed, MetadataKeyNotAllowed,
+                              AdminKeyRequired)
 
 Anything else that escapes is our own bug, and the caller sees INTERNAL. Why an attempt failed is
 a FailureClass (core/failures.py). Plain Python: imports nothing from grpc or the HTTP client;
@@ -185,3 +188,62 @@ class StreamInterrupted(GatewayError):
         self.provider = provider
         self.chunks_sent = chunks_sent
         self.chars_sent = chars_sent
+
+
+class Unauthenticated(GatewayError):
+    """The call carries no API key the gateway knows. The message never repeats what was sent."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class ApiKeyMissing(Unauthenticated):
+    reason = "API_KEY_MISSING"
+
+    def __init__(self, why: str = "") -> None:
+        super().__init__(
+            why or "no API key: send metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'"
+        )
+
+
+class ApiKeyInvalid(Unauthenticated):
+    reason = "API_KEY_INVALID"
+
+    def __init__(self) -> None:
+        super().__init__("the API key is not valid")
+
+
+class PermissionDenied(GatewayError):
+    """A valid key asked for what its policy does not allow; `client` is the key id."""
+
+    reason = "PERMISSION_DENIED"
+
+    def __init__(self, message: str, client: str) -> None:
+        super().__init__(message)
+        self.client = client
+        self.subject: dict[str, str] = {}  # what was refused, for ErrorInfo metadata
+
+
+class ModelNotAllowed(PermissionDenied):
+    reason = "MODEL_NOT_ALLOWED"
+
+    def __init__(self, model: str, client: str) -> None:
+        super().__init__(f"API key {client!r} may not use model {model[:100]!r}", client)
+        self.subject = {"model": model}
+
+
+class MetadataKeyNotAllowed(PermissionDenied):
+    reason = "METADATA_KEY_NOT_ALLOWED"
+
+    def __init__(self, keys: list[str], client: str) -> None:
+        listed = ", ".join(repr(k[:60]) for k in keys[:MAX_LISTED])
+        more = f" and {len(keys) - MAX_LISTED} more" if len(keys) > MAX_LISTED else ""
+        super().__init__(f"API key {client!r} may not send metadata {listed}{more}", client)
+        self.subject = {"metadata_keys": ",".join(keys[:MAX_LISTED])}
+
+
+class AdminKeyRequired(PermissionDenied):
+    reason = "ADMIN_KEY_REQUIRED"
+
+    def __init__(self, service: str, client: str) -> None:
+        super().__init__(f"{service} needs a key with admin: true; {client!r} is not one", client)
+        self.subject = {"service": service}

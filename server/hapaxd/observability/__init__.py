@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
+from hapaxd.api.admission import Door
 from hapaxd.config import Settings
 from hapaxd.core.events import Listener
 from hapaxd.core.upstream import Upstream
@@ -58,9 +59,10 @@ class Observability:
         self.listeners: list[Listener] = [PrometheusListener(self.metrics), log_events]
         if self.tracing is not None:
             self.listeners.append(span_events)
-        access = ObservabilityInterceptor(
+        self.calls = access = ObservabilityInterceptor(
             self.metrics,
             trace_id=self.tracing.current_trace_id if self.tracing is not None else None,
+            tag_client=self.tracing.tag_client if self.tracing is not None else None,
             content=self.redactor.redact if settings.logging.log_content else None,
         )
         # The tracing interceptor goes first, so the server span covers the whole call and the
@@ -74,6 +76,10 @@ class Observability:
             else None
         )
         self._serving = False
+
+    def admit_with(self, door: Door) -> None:
+        """Have every hapax.v1 call's key checked by `door` first (before the server serves)."""
+        self.calls.door = door
 
     def instrument(self, upstreams: Sequence[Upstream]) -> None:
         if self.tracing is not None:

@@ -1,6 +1,7 @@
-"""The per-RPC observability interceptor: opens the call's CallRecord, counts and times the call,
-records its final status code and error reason, and hands the call to the access log
-(observability/access_log.py builds its one line).
+"""The per-RPC observability interceptor: opens the call's CallRecord, has the door check the
+call's API key (api/admission.py; before anything else, so a refused call is counted and logged
+too), counts and times the call, records its final status code and error reason, and hands the
+call to the access log (observability/access_log.py builds its one line).
 
 Only the hapax.v1 services are observed; grpc.health.v1 and reflection calls pass through
 untouched (probes every few seconds would drown the log and the request metrics).
@@ -17,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from hapaxd.api.admission import Door
 from hapaxd.api.call import CallRecord, open_record
 from hapaxd.api.decoding import Undecodable, reject, safe_deserializer
 from hapaxd.api.wrapping import Wrap, WrappingInterceptor
@@ -61,7 +63,9 @@ class ObservabilityInterceptor(WrappingInterceptor):
     """Metrics and the access log for every hapax.v1 RPC, unary and server-streaming.
 
     `trace_id` (when tracing is on) adds the current trace id to the log line; `content` (when
-    logging.log_content is on) adds prompt and completion text, passed through that filter.
+    logging.log_content is on) adds prompt and completion text, passed through that filter;
+    `tag_client` (when tracing is on) puts the caller's key id on the server span;
+    `door` (set when auth is on, before the server serves) checks each call's key first.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
         metrics: Metrics,
         *,
         trace_id: Callable[[], str] | None = None,
+        tag_client: Callable[[str], None] | None = None,
         content: ContentFilter | None = None,
         logger: logging.Logger = log,
     ) -> None:
@@ -79,14 +84,18 @@ class ObservabilityInterceptor(WrappingInterceptor):
         self._errors: dict[str, Any] = {}
         self._content = content is not None  # collect completion text for the log line
         self._access = AccessLog(trace_id=trace_id, content=content, logger=logger)
+        self.door: Door | None = None
+        self._tag_client = tag_client
 
     def wrapper(self, path: str, handler: grpc.RpcMethodHandler) -> tuple[Wrap, bool] | None:
         if not path.startswith(HAPAX_PREFIX):
             return None
         method = self._methods.get(path)
-        return (lambda h: self._wrap(h, method or self._other)), method is not None
+        return (lambda h: self._wrap(h, method or self._other, path)), method is not None
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: _Method) -> grpc.RpcMethodHandler:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler, method: _Method, path: str
+    ) -> grpc.RpcMethodHandler:
         # Wrapped: async unary handlers and async-generator streaming ones, which is every
         # hapax.v1 method. Anything else (client streaming, sync or reader/writer style) passes.
         if handler.request_streaming:
@@ -95,19 +104,22 @@ class ObservabilityInterceptor(WrappingInterceptor):
             factory, behavior = grpc.unary_stream_rpc_method_handler, handler.unary_stream
             if not inspect.isasyncgenfunction(behavior):
                 return handler
-            wrapped = self._stream(behavior, method)
+            wrapped = self._stream(behavior, method, path)
         else:
             factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
             if not inspect.iscoroutinefunction(behavior):
                 return handler
-            wrapped = self._unary(behavior, method)
+            wrapped = self._unary(behavior, method, path)
         return factory(
             wrapped,
             request_deserializer=safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
-    def _unary(self, behavior: Behavior, method: _Method) -> Behavior:
+    def _unary(self, behavior: Behavior, method: _Method, path: str) -> Behavior:
+        door = self.door
+        access = door.access(path) if door is not None else "open"
+
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             info = open_record(context, method.name)
             method.active.inc()
@@ -115,6 +127,8 @@ class ObservabilityInterceptor(WrappingInterceptor):
             error: BaseException | None = None
             response = None
             try:
+                if door is not None and access != "open":
+                    await door.admit(context, info, access, path)
                 if isinstance(request, Undecodable):
                     await reject(context, request)
                 response = await behavior(request, context)
@@ -129,7 +143,10 @@ class ObservabilityInterceptor(WrappingInterceptor):
 
         return observed
 
-    def _stream(self, behavior: Behavior, method: _Method) -> Behavior:
+    def _stream(self, behavior: Behavior, method: _Method, path: str) -> Behavior:
+        door = self.door
+        access = door.access(path) if door is not None else "open"
+
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             info = open_record(context, method.name)
             method.active.inc()
@@ -137,6 +154,8 @@ class ObservabilityInterceptor(WrappingInterceptor):
             error: BaseException | None = None
             deltas: list[str] | None = [] if self._content else None
             try:
+                if door is not None and access != "open":
+                    await door.admit(context, info, access, path)
                 if isinstance(request, Undecodable):
                     await reject(context, request)
                 async for response in behavior(request, context):
@@ -170,6 +189,8 @@ class ObservabilityInterceptor(WrappingInterceptor):
             method.overhead.observe(max(0.0, elapsed - info.upstream_seconds))
         if code != "OK":
             self._count_error(info.error_reason or code)
+        if self._tag_client is not None and info.client:
+            self._tag_client(info.client)
         if self._access.enabled():
             self._access.write(method.name, info, code, elapsed, request, completion)
 

@@ -29,6 +29,7 @@ from hapaxd.core.types import Chunk, Completion, CompletionRequest
 from hapaxd.core.upstream import Upstream
 
 SERVICE_NAME = "hapaxd"
+CLIENT_ATTRIBUTE = "hapax.client.id"  # the API key id of the caller, on the server span
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
@@ -197,6 +198,11 @@ class Tracing:
     def current_trace_id(self) -> str:
         span_context = trace.get_current_span().get_span_context()
         return format(span_context.trace_id, "032x") if span_context.is_valid else ""
+
+    @staticmethod
+    def tag_client(client: str) -> None:
+        """The caller's API key id (never the key) on the current server span."""
+        trace.get_current_span().set_attribute(CLIENT_ATTRIBUTE, client)
 
     def shutdown(self) -> None:
         global _aiohttp_owner

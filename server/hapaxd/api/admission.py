@@ -1,0 +1,131 @@
+"""The door: which calls need an API key, and the check every such call passes before any other
+work (decoding errors, validation, deduplication, routing).
+
+    health (grpc.health.v1)      always open: meshes and load balancers probe it
+    CompletionService            any valid key; the key's policy (models, metadata keys) is then
+                                 applied to the request by the servicer (Caller.authorize)
+    AdminService                 auth.admin_service: open | any_key | admin (default admin)
+    reflection                   auth.reflection: open | any_key | admin (default open)
+    any other service            any valid key
+
+hapax.v1 calls are checked by the observability interceptor, first thing after it opens the
+call's record (so a refused call is still counted and logged); `AdmissionInterceptor` checks the
+other services. The key is read from the metadata once, when the call begins. Transport layer.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from hapaxd.admission.keys import Caller, KeyRing
+from hapaxd.api import metadata
+from hapaxd.api.call import CallRecord, abort, record_of
+from hapaxd.api.wrapping import Wrap, WrappingInterceptor
+from hapaxd.config import Access, AuthSettings
+from hapaxd.core.errors import AdminKeyRequired, ApiKeyInvalid, ApiKeyMissing, GatewayError
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICES = (
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+ADMIN_SERVICE = "hapax.v1.AdminService"
+
+
+def service_of(path: str) -> str:
+    """`/hapax.v1.CompletionService/Complete` -> `hapax.v1.CompletionService`."""
+    return path.strip("/").partition("/")[0]
+
+
+class Door:
+    """The keys and who needs one. `keys` may be swapped whole (a reload); a call uses the ring
+    it was checked against."""
+
+    def __init__(self, auth: AuthSettings, keys: KeyRing) -> None:
+        self.keys = keys
+        self._access: dict[str, Access] = {
+            HEALTH_SERVICE: "open",
+            ADMIN_SERVICE: auth.admin_service,
+        }
+        self._access.update(dict.fromkeys(REFLECTION_SERVICES, auth.reflection))
+
+    def access(self, path: str) -> Access:
+        """What a call to this method needs: "open", "any_key" or "admin"."""
+        return self._access.get(service_of(path), "any_key")
+
+    def check(self, context: grpc.aio.ServicerContext, access: Access, path: str) -> Caller:
+        """The caller's verified key; raises Unauthenticated or PermissionDenied. Reads the
+        metadata, so it runs before the call's first await."""
+        presented, why = metadata.credential(context.invocation_metadata())
+        if not presented:
+            raise ApiKeyMissing(why)
+        caller = self.keys.verify(presented)
+        if caller is None:
+            raise ApiKeyInvalid()
+        if access == "admin" and not caller.admin:
+            raise AdminKeyRequired(service_of(path), caller.id)
+        return caller
+
+    async def admit(
+        self, context: grpc.aio.ServicerContext, record: CallRecord, access: Access, path: str
+    ) -> None:
+        """Note the caller's key in the record, or end the call with its status (AbortError)."""
+        try:
+            record.admitted(self.check(context, access, path))
+        except GatewayError as refused:
+            await abort(context, refused, record)
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+class AdmissionInterceptor(WrappingInterceptor):
+    """The door for services other than hapax.v1 (the observability interceptor checks those):
+    reflection, when auth.reflection is not open, and any service added later."""
+
+    def __init__(self, door: Door, prefix: str) -> None:
+        super().__init__()
+        self._door = door
+        self._prefix = prefix  # methods under it are checked by the observability interceptor
+
+    def wrapper(self, path: str, handler: grpc.RpcMethodHandler) -> tuple[Wrap, bool] | None:
+        access = self._door.access(path)
+        if access == "open" or path.startswith(self._prefix):
+            return None
+        return (lambda h: self._wrap(h, access, path)), True
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, access: Access, path: str) -> Any:
+        kinds = {
+            (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
+            (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
+            (True, False): (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
+            (True, True): (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
+        }
+        factory, behavior = kinds[(handler.request_streaming, handler.response_streaming)]
+        door = self._door
+        checked: Behavior
+        if inspect.isasyncgenfunction(behavior):
+
+            async def checked_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await door.admit(context, record_of(context), access, path)
+                async for response in behavior(request, context):
+                    yield response
+
+            checked = checked_stream
+        else:
+
+            async def checked_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await door.admit(context, record_of(context), access, path)
+                result = behavior(request, context)
+                return (await result) if inspect.isawaitable(result) else result
+
+            checked = checked_call
+        return factory(
+            checked,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
