@@ -1,7 +1,7 @@
 """`python -m benchmarks` (what `make bench` runs): each question's file in turn: the gateway
 against the floor (gateway.py), uvloop against asyncio (event_loops.py), the circuit breaker's
-window (breaker_window.py), then 10,000 open streams (streams.py). About 3 minutes; `--quick`
-for a ~35 s smoke run."""
+window (breaker_window.py), 10,000 open streams (streams.py), then what admission costs
+(admission.py). About 4 minutes; `--quick` for a ~45 s smoke run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from benchmarks import breaker_window, event_loops, gateway, report, streams
+from benchmarks import admission, breaker_window, event_loops, gateway, report, streams
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_arguments(parser)
     parser.add_argument(
         "--only",
-        choices=("gateway", "event-loops", "breaker-window", "streams"),
+        choices=("gateway", "event-loops", "breaker-window", "streams", "admission"),
         help="run one of the benchmarks",
     )
     args = parser.parse_args(argv)
@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(results) > 1:
             print()
         print(streams.format_table(results["streams"]), flush=True)
+    if args.only in (None, "admission"):
+        door = admission.Config.quick() if args.quick else admission.Config()
+        door.pin = not args.no_pin
+        results["admission"] = admission.run(door)
+        if len(results) > 1:
+            print()
+        print(admission.format_table(results["admission"]), flush=True)
     print(f"\n(benchmarks took {time.perf_counter() - began:.0f} s)")
     if args.json:
         report.write_json(args.json, results)

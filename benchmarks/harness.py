@@ -117,8 +117,8 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def gateway_settings(upstream_port: int, overrides: dict[str, Any] | None = None) -> Any:
-    """One `openai` provider on the fake upstream; no health checks, no metrics. `overrides` is
-    merged into the config mapping (benchmarks/compare.py uses it, e.g. dedup off)."""
+    """One `openai` provider on the fake upstream; no health checks, no metrics, auth off unless
+    `overrides` (merged into the config mapping) turn it on."""
     from hapaxd import config
 
     data = _merge(
@@ -132,13 +132,14 @@ def gateway_settings(upstream_port: int, overrides: dict[str, Any] | None = None
                 }
             ],
             "default_model": "default",
-            "auth": {"enabled": False},
             "health_check": {"enabled": False},
             "metrics": {"enabled": False},
-            "logging": {"level": "warning"},
+            "logging": {"level": "error"},  # not the auth-off warning of every process
         },
         overrides or {},
     )
+    if "auth" in config.Settings.model_fields:  # a tree from before auth has no such section
+        data.setdefault("auth", {"enabled": False})
     return config.parse(data, {})
 
 

@@ -88,9 +88,11 @@ async def drive(
     duration: float,
     max_requests: int | None = None,
     rpc_timeout: float = 10.0,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> Sample:
     """`concurrency` workers sending back to back for `duration` seconds (or until max_requests
-    calls were started, when given). Every call carries a deadline, as real callers' do."""
+    calls were started, when given). Every call carries a deadline, as real callers' do, and
+    `metadata` (an API key, say)."""
     requests = make_requests(kind, concurrency)
     latencies: list[float] = []
     counts = {"started": 0, "errors": 0, "messages": 0}
@@ -111,7 +113,7 @@ async def drive(
         while more():
             t0 = clock()
             try:
-                await stub.Complete(request, timeout=rpc_timeout)
+                await stub.Complete(request, timeout=rpc_timeout, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 counts["errors"] += 1
                 first_error = first_error or f"{exc.code().name}: {exc.details()}"
@@ -125,7 +127,7 @@ async def drive(
             t0 = clock()
             received = 0
             try:
-                async for _ in stub.StreamComplete(request, timeout=rpc_timeout):
+                async for _ in stub.StreamComplete(request, timeout=rpc_timeout, metadata=metadata):
                     received += 1
             except grpc.aio.AioRpcError as exc:
                 counts["errors"] += 1
@@ -156,6 +158,7 @@ class Target:
 
     name: str
     server: ServerProcess
+    metadata: tuple[tuple[str, str], ...] = ()  # sent with every call
     channel: grpc.aio.Channel | None = None
     stub: pb_grpc.CompletionServiceStub | None = None
 
@@ -184,7 +187,12 @@ async def measure(
     server0 = target.server.cpu_seconds()
     upstream0 = upstream.cpu_seconds() if upstream else 0.0
     sample = await drive(
-        target.stub, kind, concurrency, duration=duration, max_requests=max_requests
+        target.stub,
+        kind,
+        concurrency,
+        duration=duration,
+        max_requests=max_requests,
+        metadata=target.metadata,
     )
     sample.server_cpu = target.server.cpu_seconds() - server0
     if cpu is not None:
@@ -220,7 +228,13 @@ async def alternate(
             for kind, concurrency in cells:
                 for target in targets:
                     assert target.stub is not None
-                    await drive(target.stub, kind, concurrency, duration=initial_warmup)
+                    await drive(
+                        target.stub,
+                        kind,
+                        concurrency,
+                        duration=initial_warmup,
+                        metadata=target.metadata,
+                    )
         for r in range(rounds):
             for cell in cells:
                 kind, concurrency = cell
@@ -228,7 +242,13 @@ async def alternate(
                 for target in order:
                     assert target.stub is not None
                     if warmup > 0:
-                        await drive(target.stub, kind, concurrency, duration=warmup)
+                        await drive(
+                            target.stub,
+                            kind,
+                            concurrency,
+                            duration=warmup,
+                            metadata=target.metadata,
+                        )
                     sample = await measure(
                         target,
                         kind,

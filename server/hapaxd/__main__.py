@@ -1,5 +1,6 @@
 """Command line: `hapaxd serve [--config FILE]`, `hapaxd check-config [--no-secrets] FILE`,
-`hapaxd healthcheck [ADDRESS]`, `hapaxd --version`. Argument parsing, and turning start-up
+`hapaxd healthcheck [ADDRESS]`, `hapaxd hash-key [--id ID] [--owner TEAM] [--stdin]`,
+`hapaxd --version`. Argument parsing, and turning start-up
 failures an operator can fix into one line and exit status 2."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import argparse
 import asyncio
 import errno
 import os
+import re
+import secrets
 import socket
 import sys
 from collections.abc import Coroutine
@@ -126,6 +129,30 @@ async def _healthcheck(address: str, wait: float) -> int:
     return 0 if serving else 1
 
 
+KEY_PREFIX = "hpx_"
+
+
+def _hash_key(key_id: str | None, owner: str, from_stdin: bool) -> int:
+    """Print the `auth.keys` entry for a key to stdout, and a new key (once) to stderr, so that
+    `hapaxd hash-key --id team >> keys.yaml` keeps the key out of the file."""
+    key_id = key_id or f"key-{secrets.token_hex(4)}"
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,64}", key_id):
+        print("hapaxd: --id: 1-64 characters of A-Z a-z 0-9 _ . : @ -", file=sys.stderr)
+        return 2
+    if from_stdin:
+        key = sys.stdin.readline().strip()
+        if not key:
+            print("hapaxd: no key on stdin", file=sys.stderr)
+            return 2
+    else:
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        print(f"new API key for {key_id} (shown only now; give it to the caller):", file=sys.stderr)
+        print(key, file=sys.stderr)
+    owner_line = f"\n    owner: {owner}" if owner else ""
+    print(f"  - id: {key_id}{owner_line}\n    sha256: {config.digest(key)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hapaxd", description="Hapax gRPC LLM gateway")
     parser.add_argument("--version", action="version", version=f"hapaxd {_version()}")
@@ -142,7 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     health = sub.add_parser("healthcheck", help="ask a running gateway's gRPC health service")
     health.add_argument("address", nargs="?", default="127.0.0.1:50051")
     health.add_argument("--timeout", type=float, default=3.0)
+    hash_key = sub.add_parser(
+        "hash-key", help="make an API key and print its auth.keys entry (the key goes to stderr)"
+    )
+    hash_key.add_argument("--id", help="the key id (default: key-<random>)")
+    hash_key.add_argument("--owner", default="", help="the owning team, a label")
+    hash_key.add_argument(
+        "--stdin", action="store_true", help="hash the key read from stdin instead of a new one"
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "hash-key":
+        return _hash_key(args.id, args.owner, args.stdin)
 
     if args.command == "healthcheck":
         return asyncio.run(_healthcheck(args.address, args.timeout))

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks import event_loops, gateway, streams
+from benchmarks import admission, event_loops, gateway, streams
 from benchmarks.fake_upstream import STREAM_MESSAGES
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,6 +48,21 @@ def test_event_loop_benchmark_measures_the_gateway_under_both_loops() -> None:
             assert cell[loop]["requests"] == 30 and cell[loop]["rps"] > 0
         assert math.isfinite(cell["uvloop_over_asyncio_rps_ratio"])
     assert "uvloop/asyncio" in event_loops.format_table(result)
+
+
+def test_admission_benchmark_serves_the_keyed_caller_with_auth_on_and_off() -> None:
+    config = admission.Config(
+        rounds=1, warmup=0, max_requests=30, pin=False, cells=(("unary", 2), ("stream", 2))
+    )
+    result = admission.run(config)
+
+    for cell in result["cells"]:
+        for variant in admission.VARIANTS:  # an error here: the key was refused
+            assert cell[variant]["errors"] == 0, cell[variant].get("first_error")
+            assert cell[variant]["requests"] == 30
+        assert math.isfinite(cell["auth_on_over_auth_off"]["cpu_per_request_ratio"])
+    assert set(result["check_us_by_key_count"]) == {1, 20, 200}
+    assert "One key check in-process" in admission.format_table(result)
 
 
 def test_streams_benchmark_holds_every_stream_and_answers_probe_calls() -> None:

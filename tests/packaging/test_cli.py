@@ -5,6 +5,7 @@ loop are asyncio subprocesses, so the loop keeps serving while they run."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pathlib
 import signal
@@ -298,6 +299,7 @@ async def test_serve_on_the_built_in_default_logs_its_providers_and_never_the_ke
             proc.kill()
             await proc.wait()
     assert "from providers: openai (openai), local (local)" in output
+    assert "authentication is off (auth.enabled: false)" in output
     assert key not in output
 
 
@@ -358,3 +360,54 @@ async def test_serve_on_a_port_in_use_prints_one_line_and_exits_2(
     assert "Traceback" not in err and "Exception" not in err, err
     lines = [line for line in err.splitlines() if line.startswith("hapaxd:")]
     assert lines == [f"hapaxd: cannot listen on {addresses[busy]}: address already in use"], err
+
+
+# --- hash-key ----------------------------------------------------------------------------------
+
+
+def test_hash_key_prints_a_config_entry_and_the_new_key_once_apart(tmp_path: pathlib.Path) -> None:
+    made = hapaxd("hash-key", "--id", "team-a", "--owner", "search")
+    assert made.returncode == 0, made.stderr
+    key = made.stderr.splitlines()[-1]
+    assert key.startswith("hpx_") and len(key) >= 40
+    assert key not in made.stdout, "the key stays out of what is redirected into a file"
+    assert made.stdout.splitlines() == [
+        "  - id: team-a",
+        "    owner: search",
+        f"    sha256: {hashlib.sha256(key.encode()).hexdigest()}",
+    ]
+    again = hapaxd("hash-key", "--id", "team-a")
+    assert again.stderr.splitlines()[-1] != key, "a fresh random key each time"
+    # The entry is the config line: pasted under auth.keys, it loads.
+    text = GOOD.replace(
+        "default_model: default\nauth: {enabled: false}\n",
+        "default_model: default\nauth:\n  keys:\n" + made.stdout,
+    )
+    result = check_config(write(tmp_path, text))
+    assert result.returncode == 0, result.stderr
+    assert "auth: 1 keys (team-a)" in result.stdout
+
+
+def test_hash_key_hashes_a_key_given_on_stdin() -> None:
+    result = subprocess.run(
+        [*HAPAXD, "hash-key", "--id", "ci", "--stdin"],
+        input="hpx_existing\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.splitlines()[-1]
+        == f"    sha256: {hashlib.sha256(b'hpx_existing').hexdigest()}"
+    )
+    assert "hpx_existing" not in result.stdout + result.stderr
+    assert hapaxd("hash-key", "--id", "bad id").returncode == 2
+
+
+def test_a_file_with_auth_on_and_no_keys_is_refused(tmp_path: pathlib.Path) -> None:
+    text = GOOD.replace("auth: {enabled: false}\n", "")
+    result = check_config(write(tmp_path, text))
+    assert result.returncode == 2
+    assert "auth.keys: no API keys while auth is enabled" in result.stderr

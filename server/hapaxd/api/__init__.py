@@ -3,7 +3,9 @@ are grpc and the generated stubs imported.
 
     completion.py  CompletionService: protobuf <-> core types, the route table, the deduplicator
     admin.py       AdminService: ListProviders
-    metadata.py    what request metadata says: x-request-id, the caller's credential digest
+    admission.py   the door: which services need a key, the key checked before any other work
+    metadata.py    what request metadata says: x-request-id, the API key presented, the
+                   credential digest (the caller's identity when auth is off)
     call.py        CallRecord, what one RPC did (opened when it begins, filled from the Route the
                    router returned, read for its log line and metrics); abort() ends a call
     status.py      GatewayError -> gRPC code and google.rpc.Status details: the one table
