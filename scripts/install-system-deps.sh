@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives as real peers: `prometheus` (gives the `prometheus` and
-# `promtool` binaries) and `nghttp2-client` (gives `h2load`, the HTTP/2 load generator that drops
-# connections mid-call). Installs only the packages whose binary is missing. `make tools` runs this.
+# `promtool` binaries), `nghttp2-client` (gives `h2load`, the HTTP/2 load generator that drops
+# connections mid-call) and `redis-server` (the shared rate-limit store; tests start their own on
+# loopback). Installs only the packages whose binary is missing. `make tools` runs this.
 set -euo pipefail
 
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v h2load >/dev/null 2>&1 || packages+=(nghttp2-client)
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
 fi
@@ -33,7 +35,9 @@ ${as_root[@]+"${as_root[@]}"} apt-get update
 ${as_root[@]+"${as_root[@]}"} apt-get install -y --no-install-recommends "${packages[@]}"
 
 # Only the binaries are wanted. On a host running systemd the package also starts a Prometheus
-# service on :9090 (the gateway's metrics port), so stop it and keep it from starting at boot.
+# service on :9090 (the gateway's metrics port), and redis-server one on :6379; stop both and keep
+# them from starting at boot.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   ${as_root[@]+"${as_root[@]}"} systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  ${as_root[@]+"${as_root[@]}"} systemctl disable --now redis-server.service >/dev/null 2>&1 || true
 fi

@@ -24,6 +24,8 @@ from hapax.v1 import (
     completion_service_pb2_grpc,
 )
 from hapaxd.admission.keys import KeyRing
+from hapaxd.admission.limits import Limiter
+from hapaxd.admission.stores import build_store
 from hapaxd.api.admin import AdminServicer
 from hapaxd.api.admission import AdmissionInterceptor, Door
 from hapaxd.api.completion import CompletionServicer
@@ -139,12 +141,21 @@ class App:
         )
         self.listeners.append(self.monitor)  # a breaker change may change gRPC health
         self.dedup = Deduplicator(settings, self.router, listeners=self.listeners)
-        # Who may call: None when auth is off (start() warns).
+        # Who may come in (start() warns when auth is off), and how much each key may spend.
+        auth = settings.auth
+        keys = KeyRing(auth.keys) if auth.enabled else None
         self.door = (
-            Door(settings.auth, KeyRing(settings.auth.keys)) if settings.auth.enabled else None
+            Door(auth, keys, settings.server.max_in_flight)
+            if keys is not None or settings.server.max_in_flight is not None
+            else None
         )
         if self.door is not None:
             self.observability.admit_with(self.door)
+        self.limiter = Limiter(
+            build_store(settings.rate_limit),
+            fail_open=settings.rate_limit.on_store_error == "open",
+            listeners=self.listeners,
+        )
         self.health = health_aio.HealthServicer()
         self.server = self._grpc_server(interceptors)
         self.port = self.server.add_insecure_port(address or settings.server.address)
@@ -158,7 +169,9 @@ class App:
         # when it is not open (health always is).
         door = (
             (AdmissionInterceptor(self.door, HAPAX_PREFIX),)
-            if self.door is not None and settings.auth.reflection != "open"
+            if self.door is not None
+            and self.door.keys is not None
+            and settings.auth.reflection != "open"
             else ()
         )
         server = grpc.aio.server(
@@ -176,6 +189,7 @@ class App:
                 self.routes,
                 self.dedup,
                 Limits(settings.server.max_content_chars, settings.server.max_messages),
+                self.limiter,
             ),
             server,
         )
@@ -210,7 +224,7 @@ class App:
             self.port,
             ", ".join(f"{u.name} ({u.provider.type})" for u in self.upstreams),
         )
-        if self.door is None:
+        if self.door is None or self.door.keys is None:
             log.warning(
                 "authentication is off (auth.enabled: false): every caller that reaches port %d "
                 "uses the providers; configure auth.keys before sharing this gateway",
@@ -235,6 +249,8 @@ class App:
         for upstream in self.upstreams:
             with contextlib.suppress(Exception):
                 await upstream.provider.aclose()
+        with contextlib.suppress(Exception):
+            await self.limiter.store.aclose()
         await self.observability.stop()
 
 

@@ -1,5 +1,6 @@
-"""The door: which calls need an API key, and the check every such call passes before any other
-work (decoding errors, validation, deduplication, routing).
+"""The door: the cap on calls in flight (load shedding), which calls need an API key, and the
+check every such call passes before any other work (decoding errors, validation,
+deduplication, routing).
 
     health (grpc.health.v1)      always open: meshes and load balancers probe it
     CompletionService            any valid key; the key's policy (models, metadata keys) is then
@@ -26,7 +27,13 @@ from hapaxd.api import metadata
 from hapaxd.api.call import CallRecord, abort, record_of
 from hapaxd.api.wrapping import Wrap, WrappingInterceptor
 from hapaxd.config import Access, AuthSettings
-from hapaxd.core.errors import AdminKeyRequired, ApiKeyInvalid, ApiKeyMissing, GatewayError
+from hapaxd.core.errors import (
+    AdminKeyRequired,
+    ApiKeyInvalid,
+    ApiKeyMissing,
+    GatewayError,
+    Overloaded,
+)
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICES = (
@@ -41,12 +48,20 @@ def service_of(path: str) -> str:
     return path.strip("/").partition("/")[0]
 
 
-class Door:
-    """The keys and who needs one. `keys` may be swapped whole (a reload); a call uses the ring
-    it was checked against."""
+SHED_RETRY_AFTER = 1.0  # the wait a shed caller is told (RetryInfo, retry-after)
 
-    def __init__(self, auth: AuthSettings, keys: KeyRing) -> None:
+
+class Door:
+    """Who may come in: the keys and who needs one (None: auth is off, every method is open), and
+    the cap on hapax.v1 calls in flight (None: no cap). `keys` may be swapped whole (a reload);
+    a call uses the ring it was checked against."""
+
+    def __init__(
+        self, auth: AuthSettings, keys: KeyRing | None, max_in_flight: int | None = None
+    ) -> None:
         self.keys = keys
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
         self._access: dict[str, Access] = {
             HEALTH_SERVICE: "open",
             ADMIN_SERVICE: auth.admin_service,
@@ -55,6 +70,8 @@ class Door:
 
     def access(self, path: str) -> Access:
         """What a call to this method needs: "open", "any_key" or "admin"."""
+        if self.keys is None:
+            return "open"
         return self._access.get(service_of(path), "any_key")
 
     def check(self, context: grpc.aio.ServicerContext, access: Access, path: str) -> Caller:
@@ -63,7 +80,7 @@ class Door:
         presented, why = metadata.credential(context.invocation_metadata())
         if not presented:
             raise ApiKeyMissing(why)
-        caller = self.keys.verify(presented)
+        caller = self.keys.verify(presented) if self.keys is not None else None
         if caller is None:
             raise ApiKeyInvalid()
         if access == "admin" and not caller.admin:
@@ -71,13 +88,32 @@ class Door:
         return caller
 
     async def admit(
-        self, context: grpc.aio.ServicerContext, record: CallRecord, access: Access, path: str
+        self,
+        context: grpc.aio.ServicerContext,
+        record: CallRecord,
+        access: Access,
+        path: str,
+        *,
+        counted: bool = False,
     ) -> None:
-        """Note the caller's key in the record, or end the call with its status (AbortError)."""
+        """Shed the call when the gateway is full (`counted` calls only: hapax.v1), then note the
+        caller's key in the record; or end the call with its status (AbortError). A counted
+        call must `leave` when it ends, admitted or not."""
         try:
-            record.admitted(self.check(context, access, path))
+            if counted and self.max_in_flight is not None:
+                if self.in_flight >= self.max_in_flight:
+                    raise Overloaded(self.max_in_flight, SHED_RETRY_AFTER)
+                self.in_flight += 1
+                record.inside = True
+            if access != "open":
+                record.admitted(self.check(context, access, path))
         except GatewayError as refused:
             await abort(context, refused, record)
+
+    def leave(self, record: CallRecord) -> None:
+        if record.inside:
+            record.inside = False
+            self.in_flight -= 1
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]

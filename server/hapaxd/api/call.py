@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 from hapaxd.admission.keys import Caller
 from hapaxd.api import metadata
-from hapaxd.api.status import to_rpc_status
+from hapaxd.api.status import retry_after, to_rpc_status
 from hapaxd.core.errors import GatewayError
 from hapaxd.core.types import Route, Usage
 
@@ -47,6 +47,7 @@ class CallRecord:
     caller: str = ""
     deadline: float | None = None  # seconds the caller allowed, read when the call began
     key: Caller | None = None  # the verified key and its policy; None when auth is off
+    inside: bool = False  # counted among the calls in flight (api/admission.py Door)
 
     def admitted(self, key: Caller) -> None:
         """The call presented this key: from now on its id is the caller's identity."""
@@ -102,7 +103,8 @@ async def abort(context: grpc.aio.ServicerContext, error: BaseException, info: C
         info.upstream_seconds = error.upstream_seconds
     else:
         log.error("internal error", exc_info=error, extra={"request_id": request_id})
-    status = rpc_status.to_status(to_rpc_status(error, request_id))
+    rich = to_rpc_status(error, request_id)
+    status = rpc_status.to_status(rich)
     info.code = status.code.name
     info.error_message = status.details
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    await context.abort(status.code, status.details, status.trailing_metadata + retry_after(rich))

@@ -11,6 +11,7 @@ import grpc
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
+from hapaxd.admission.limits import NO_LIMITS, Limiter, Ticket
 from hapaxd.api.call import CallRecord, abort, record_of
 from hapaxd.api.metadata import REQUEST_ID_KEY
 from hapaxd.core.dedup import Deduplicator
@@ -84,10 +85,13 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
     deduplicator (and through it the router); what the router returned goes into the response
     and the record."""
 
-    def __init__(self, routes: RouteTable, dedup: Deduplicator, limits: Limits) -> None:
+    def __init__(
+        self, routes: RouteTable, dedup: Deduplicator, limits: Limits, limiter: Limiter
+    ) -> None:
         self._routes = routes
         self._dedup = dedup
         self._limits = limits
+        self._limiter = limiter
 
     def _request(
         self, request: pb.CompleteRequest | pb.StreamCompleteRequest, record: CallRecord
@@ -100,18 +104,29 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
             record.key.authorize(domain)  # PermissionDenied for a model or metadata not allowed
         return domain
 
+    async def _admit(self, record: CallRecord, domain: CompletionRequest, stream: bool) -> Ticket:
+        """The key's rate limits (RateLimited when over one); a ticket to settle at the end."""
+        if record.key is None:
+            return NO_LIMITS
+        return await self._limiter.admit(record.key, domain, stream)
+
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
         record = record_of(context)
         await context.send_initial_metadata(((REQUEST_ID_KEY, record.request_id),))
+        ticket, used = NO_LIMITS, None
         try:
             domain = self._request(request, record)
+            ticket = await self._admit(record, domain, stream=False)
             completion, route = await self._dedup.complete(domain, record.deadline, record.caller)
+            used = completion.usage.total_tokens
             record.answered(route, completion.usage)
             return to_response(completion, route, domain)
         except Exception as error:  # every failure leaves as a status; AbortError is not one
             failure = error
+        finally:
+            ticket.settle(used)
         await abort(context, failure, record)
         raise AssertionError("unreachable: abort raises")
 
@@ -122,9 +137,11 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         request_id = record.request_id
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         failure: Exception | None = None
+        ticket, used = NO_LIMITS, None
         try:
             domain = self._request(request, record)
             model = domain.model
+            ticket = await self._admit(record, domain, stream=True)
             async with self._dedup.stream(domain, record.deadline, record.caller) as items:
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
                 async for item in items:
@@ -140,6 +157,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                     if item.usage is not None:
                         usage = item.usage
                 if route is not None:
+                    used = usage.total_tokens
                     record.answered(route, usage)
                     yield pb.StreamCompleteResponse(
                         id=request_id,
@@ -150,5 +168,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                     )
         except Exception as error:
             failure = error
+        finally:
+            ticket.settle(used)  # also when the caller left mid-stream
         if failure is not None:
             await abort(context, failure, record)

@@ -28,10 +28,13 @@ from hapaxd.core.errors import (
     DeadlineExceeded,
     GatewayError,
     InvalidRequest,
+    LimitsUnavailable,
     MalformedRequest,
     ModelNotFound,
     NoProviderAvailable,
+    Overloaded,
     PermissionDenied,
+    RateLimited,
     StreamInterrupted,
     Unauthenticated,
     UpstreamError,
@@ -129,6 +132,15 @@ def _map(error: GatewayError) -> tuple[grpc.StatusCode, dict[str, str], list[Det
             return grpc.StatusCode.UNAUTHENTICATED, {}, []
         case PermissionDenied():
             return grpc.StatusCode.PERMISSION_DENIED, {"client": error.client, **error.subject}, []
+        case RateLimited():
+            quota = error_details_pb2.QuotaFailure()
+            quota.violations.add(
+                subject=cut(f"api_key:{error.client}", MAX_TEXT_BYTES), description=error.limit
+            )
+            meta = {"client": error.client, "limit": error.limit}
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, meta, [_retry_info(error.retry_after), quota]
+        case Overloaded() | LimitsUnavailable():
+            return grpc.StatusCode.UNAVAILABLE, {}, [_retry_info(error.retry_after)]
         case UpstreamError():
             return grpc.StatusCode.UNAVAILABLE, {"provider": error.provider}, [_retry_info(None)]
         case _:
@@ -166,3 +178,18 @@ def _status(code: grpc.StatusCode, message: str, details: list[Detail]) -> statu
         packed.Pack(detail)
         status.details.append(packed)
     return status
+
+
+RETRY_AFTER_KEY = "retry-after"
+
+
+def retry_after(status: status_pb2.Status) -> tuple[tuple[str, str], ...]:
+    """A `retry-after` trailer (whole seconds, rounded up, as HTTP's header) for a status that
+    carries RetryInfo, for clients that read the wait without decoding the details."""
+    for packed in status.details:
+        if packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            packed.Unpack(info)
+            wait = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            return ((RETRY_AFTER_KEY, str(max(1, math.ceil(wait)))),)
+    return ()

@@ -274,6 +274,9 @@ class ServerSettings(_Frozen):
     max_connection_age: Seconds | None = 1800.0  # then GOAWAY, so clients rebalance
     max_connection_age_grace: Seconds = 300.0  # calls in flight get this long to finish after
     handshake_timeout: Seconds = 10.0  # a connection that sends no HTTP/2 preface is dropped
+    # hapax.v1 calls in flight in the whole gateway; past it new ones are shed (UNAVAILABLE
+    # OVERLOADED with RetryInfo) before any work. None: no cap.
+    max_in_flight: int | None = Field(20_000, ge=1)
     keepalive: KeepaliveSettings = KeepaliveSettings()
 
     @field_validator("address")
@@ -368,6 +371,39 @@ class AuthSettings(_Frozen):
         return self
 
 
+class RateLimitSettings(_Frozen):
+    """Where the per-key buckets live: this process ("local"), or a Redis shared by every
+    replica, asked once per admission through a server-side script."""
+
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = ""  # redis://host:6379/0 or rediss://; no password here
+    redis_password_env: str = ""  # the NAME of the environment variable holding it
+    redis_password: SecretStr = SecretStr("")  # filled from redis_password_env at load
+    redis_timeout: Seconds = 0.1  # per round trip; slower counts as unreachable
+    key_prefix: Text = "hapax:rl:"
+    # When Redis cannot be asked: "open" admits the call unchecked, "closed" refuses it
+    # (UNAVAILABLE RATE_LIMITER_UNAVAILABLE); either way it is counted and logged.
+    on_store_error: Literal["open", "closed"] = "open"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+            raise ValueError("not a Redis URL (redis://host:6379/0, rediss://..., unix://path)")
+        if parts.password:
+            raise ValueError("no password in the URL; name its variable in redis_password_env")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_needs_its_url(self) -> RateLimitSettings:
+        if self.backend == "redis" and not self.redis_url:
+            raise key_problem("redis_url", "required for backend redis")
+        return self
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -381,6 +417,7 @@ class Settings(_Frozen):
     health_check: HealthCheckSettings = HealthCheckSettings()
     dedup: DedupSettings = DedupSettings()
     auth: AuthSettings = AuthSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -414,6 +451,8 @@ class Settings(_Frozen):
             found.append(("metrics.bearer_token_env", self.metrics.bearer_token_env))
         if self.metrics.basic_auth_password_env:
             found.append(("metrics.basic_auth_password_env", self.metrics.basic_auth_password_env))
+        if self.rate_limit.redis_password_env:
+            found.append(("rate_limit.redis_password_env", self.rate_limit.redis_password_env))
         found += [
             (f"auth.keys[{i}].key_env", k.key_env)
             for i, k in enumerate(self.auth.keys)

@@ -10,8 +10,11 @@
     ├── DeadlineExceeded      the deadline budget ran out (carries the attempts)
     ├── StreamInterrupted     a stream broke after chunks reached the caller
     ├── Unauthenticated       no valid API key (ApiKeyMissing, ApiKeyInvalid)
-    └── PermissionDenied      the key may not do this (ModelNotAllowed, MetadataKeyNotAllowed,
-                              AdminKeyRequired)
+    ├── PermissionDenied      the key may not do this (ModelNotAllowed, MetadataKeyNotAllowed,
+    │                         AdminKeyRequired)
+    ├── RateLimited           a key is over one of its limits (carries which, and the wait)
+    ├── LimitsUnavailable     the shared limit store cannot be asked and the mode is fail closed
+    └── Overloaded            the gateway sheds the call: too many calls in flight
 
 Anything else that escapes is our own bug, and the caller sees INTERNAL. Why an attempt failed is
 a FailureClass (core/failures.py). Plain Python: imports nothing from grpc or the HTTP client;
@@ -247,3 +250,42 @@ class AdminKeyRequired(PermissionDenied):
     def __init__(self, service: str, client: str) -> None:
         super().__init__(f"{service} needs a key with admin: true; {client!r} is not one", client)
         self.subject = {"service": service}
+
+
+class RateLimited(GatewayError):
+    """A key went over one of its limits: `limit` is "requests_per_minute", "tokens_per_minute"
+    or "concurrent_streams"; `retry_after` is how long until it would be admitted (seconds)."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, client: str, limit: str, retry_after: float, why: str = "") -> None:
+        super().__init__(
+            f"API key {client!r} is over its {limit.replace('_', ' ')} limit"
+            + (f" ({why})" if why else "")
+            + f"; retry in {retry_after:.2f}s"
+        )
+        self.client = client
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class Overloaded(GatewayError):
+    """The gateway has as many calls in flight as `server.max_in_flight` allows."""
+
+    reason = "OVERLOADED"
+
+    def __init__(self, in_flight: int, retry_after: float) -> None:
+        super().__init__(f"the gateway is at its limit of {in_flight} calls in flight; retry soon")
+        self.retry_after = retry_after
+
+
+class LimitsUnavailable(GatewayError):
+    """The store of the rate limits (Redis) could not be asked, and rate_limit.on_store_error
+    is "closed": the call is refused rather than admitted unchecked."""
+
+    reason = "RATE_LIMITER_UNAVAILABLE"
+    retry_after = 1.0
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(f"the rate limiter ({backend}) cannot be reached; retry soon")
+        self.backend = backend

@@ -90,6 +90,24 @@ class Deduplicated:
     method: str  # "Complete" or "StreamComplete"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateLimitHit:
+    """A call was refused because its key is over `limit` (see errors.RateLimited)."""
+
+    client: str
+    limit: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LimiterUnavailable:
+    """The shared limit store (Redis) could not be asked; the call was admitted anyway
+    (`admitted`, fail open) or refused (fail closed)."""
+
+    backend: str
+    admitted: bool
+    why: str
+
+
 Event = (
     AttemptFinished
     | FirstChunk
@@ -100,6 +118,8 @@ Event = (
     | HealthChecked
     | HealthChanged
     | Deduplicated
+    | RateLimitHit
+    | LimiterUnavailable
 )
 Listener = Callable[[Event], None]
 Listeners = Sequence[Listener]

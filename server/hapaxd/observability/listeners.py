@@ -4,7 +4,8 @@ events and log lines. Each is one `match` over the events it cares about; the re
 `PrometheusListener` increments every domain metric (provider attempts and latency, time to first
 chunk, tokens, retries, failovers, breaker state and transitions, health probes, deduplicated
 calls); `span_events` puts failovers, retries, breaker changes and joins on the current RPC span;
-`log_events` writes a line when a breaker or a provider's health changes.
+`log_events` writes a line when a breaker or a provider's health changes, or the rate-limit store
+cannot be asked.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from hapaxd.core.events import (
     FirstChunk,
     HealthChanged,
     HealthChecked,
+    LimiterUnavailable,
+    RateLimitHit,
     Retried,
     TokensUsed,
 )
@@ -71,6 +74,10 @@ class PrometheusListener:
                 m.set_provider_health(provider, healthy)
             case Deduplicated(method):
                 m.deduplicated.labels(bounded(method, m.method_names)).inc()
+            case RateLimitHit(client, limit):
+                m.rate_limit_hits.labels(m.client(client), limit).inc()
+            case LimiterUnavailable(backend, admitted):
+                m.limiter_errors.labels(backend, "admitted" if admitted else "refused").inc()
 
 
 def span_events(event: Event) -> None:
@@ -93,8 +100,11 @@ def span_events(event: Event) -> None:
 
 
 def log_events(event: Event) -> None:
-    """A log line when a breaker or a provider's health changes."""
+    """A log line when a breaker or a provider's health changes, or the limit store is down."""
     match event:
+        case LimiterUnavailable(backend, admitted, why):
+            done = "admitted unchecked (fail open)" if admitted else "refused (fail closed)"
+            log.warning("rate limiter %s cannot be asked (%s): call %s", backend, why, done)
         case BreakerChanged(provider, state):
             log.warning("circuit breaker for %s is now %s", provider, state)
         case HealthChanged(provider, True):

@@ -91,6 +91,20 @@ class Metrics:
         routes = RouteTable(settings)
         self.models = frozenset(routes.logical_models())
         self.method_names = frozenset(METHODS.values())
+        keys = settings.auth.keys if settings.auth.enabled else []
+        self.clients = frozenset(k.id for k in keys)
+        self.client_limits = {
+            k.id: [
+                name
+                for name, value in (
+                    ("requests_per_minute", k.requests_per_minute),
+                    ("tokens_per_minute", k.tokens_per_minute),
+                    ("concurrent_streams", k.max_concurrent_streams),
+                )
+                if value
+            ]
+            for k in keys
+        }
         r = self.registry
 
         self.grpc_requests = Counter(
@@ -200,8 +214,15 @@ class Metrics:
         )
         self.rate_limit_hits = Counter(
             "hapax_rate_limit_hits_total",
-            "Calls refused by rate limiting, by client key id.",
-            ["client"],
+            "Calls refused by a key's rate limit, by key id and limit.",
+            ["client", "limit"],
+            registry=r,
+        )
+        self.limiter_errors = Counter(
+            "hapax_rate_limiter_errors_total",
+            "Admissions for which the rate-limit store could not be asked, by backend and by "
+            "what was done (admitted: fail open; refused: fail closed).",
+            ["backend", "outcome"],
             registry=r,
         )
         self.overhead = Histogram(
@@ -220,8 +241,8 @@ class Metrics:
         so dashboards and alerts see zeros rather than no data, and rate() counts the first
         increase. Left out, to keep to a few series per provider and per (provider, model):
         failure outcomes of provider_requests and non-OK codes of grpc_requests (many values,
-        most never seen), failovers (provider pairs), rate-limit clients (not known at start),
-        and the overflow value "other"."""
+        most never seen), failovers (provider pairs), limiter errors, and the overflow value
+        "other". Rate-limit hits exist for each key and each limit it has."""
         for provider in sorted(self.providers):
             self.breaker_state.labels(provider).set(0)
             for state in BREAKER_STATES:
@@ -247,6 +268,9 @@ class Metrics:
             self.deduplicated.labels(bounded(method, self.method_names))
         for reason in sorted(REASONS):
             self.errors.labels(reason)
+        for client, limits in sorted(self.client_limits.items()):
+            for limit in limits:
+                self.rate_limit_hits.labels(client, limit)
 
     # Bounded label values.
     def provider(self, name: str) -> str:
@@ -254,6 +278,9 @@ class Metrics:
 
     def model(self, name: str) -> str:
         return bounded(name, self.models)
+
+    def client(self, name: str) -> str:
+        return bounded(name, self.clients)
 
     def set_provider_health(self, provider: str, healthy: bool) -> None:
         name = self.provider(provider)

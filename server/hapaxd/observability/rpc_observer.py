@@ -65,7 +65,8 @@ class ObservabilityInterceptor(WrappingInterceptor):
     `trace_id` (when tracing is on) adds the current trace id to the log line; `content` (when
     logging.log_content is on) adds prompt and completion text, passed through that filter;
     `tag_client` (when tracing is on) puts the caller's key id on the server span;
-    `door` (set when auth is on, before the server serves) checks each call's key first.
+    `door` (set before the server serves, when auth or the in-flight cap is on) sheds and checks
+    each call's key first.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
     def _unary(self, behavior: Behavior, method: _Method, path: str) -> Behavior:
         door = self.door
         access = door.access(path) if door is not None else "open"
+        counted = path in METHODS  # the door counts the gateway's own calls in flight
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             info = open_record(context, method.name)
@@ -127,8 +129,8 @@ class ObservabilityInterceptor(WrappingInterceptor):
             error: BaseException | None = None
             response = None
             try:
-                if door is not None and access != "open":
-                    await door.admit(context, info, access, path)
+                if door is not None:
+                    await door.admit(context, info, access, path, counted=counted)
                 if isinstance(request, Undecodable):
                     await reject(context, request)
                 response = await behavior(request, context)
@@ -137,6 +139,8 @@ class ObservabilityInterceptor(WrappingInterceptor):
                 error = exc
                 raise
             finally:
+                if door is not None:
+                    door.leave(info)
                 method.active.dec()
                 completion = getattr(response, "text", "") if self._content else ""
                 self._finish(method, info, error, started, request, completion)
@@ -146,6 +150,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
     def _stream(self, behavior: Behavior, method: _Method, path: str) -> Behavior:
         door = self.door
         access = door.access(path) if door is not None else "open"
+        counted = path in METHODS  # the door counts the gateway's own calls in flight
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             info = open_record(context, method.name)
@@ -154,8 +159,8 @@ class ObservabilityInterceptor(WrappingInterceptor):
             error: BaseException | None = None
             deltas: list[str] | None = [] if self._content else None
             try:
-                if door is not None and access != "open":
-                    await door.admit(context, info, access, path)
+                if door is not None:
+                    await door.admit(context, info, access, path, counted=counted)
                 if isinstance(request, Undecodable):
                     await reject(context, request)
                 async for response in behavior(request, context):
@@ -166,6 +171,8 @@ class ObservabilityInterceptor(WrappingInterceptor):
                 error = exc
                 raise
             finally:
+                if door is not None:
+                    door.leave(info)
                 method.active.dec()
                 completion = "".join(deltas) if deltas is not None else ""
                 self._finish(method, info, error, started, request, completion)

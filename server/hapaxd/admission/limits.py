@@ -1,0 +1,213 @@
+"""Rate limits per API key: token buckets for requests and tokens per minute, and a cap on the
+key's streams in flight.
+
+A key's requests-per-minute bucket holds up to its limit and refills at limit/60 a second; each
+call takes 1. Its tokens-per-minute bucket works alike; a call takes the tokens estimated from
+its text at admission (`estimate_tokens`), and once the upstream reports its usage the
+difference is charged or refunded (`Ticket.settle`), so the bucket may go into debt and later
+calls wait it out. A call is admitted only when every bucket it needs has room; a refused call
+takes nothing. Where the buckets live is the Store: `LocalStore` (this process, the default) or
+`admission/redis_store.py` (shared by every replica). Plain Python: no grpc.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from hapaxd.admission.keys import Caller
+from hapaxd.core.errors import LimitsUnavailable, RateLimited
+from hapaxd.core.events import LimiterUnavailable, Listeners, RateLimitHit, emit
+from hapaxd.core.types import CompletionRequest
+
+REQUESTS = "requests_per_minute"
+TOKENS = "tokens_per_minute"
+STREAMS = "concurrent_streams"
+STREAM_RETRY_AFTER = 1.0  # a stream slot has no refill rate; this is the hint to wait
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with GPT-style tokenizers
+TOKENS_PER_MESSAGE = 3  # role and framing per message
+
+
+def estimate_tokens(request: CompletionRequest) -> int:
+    """Prompt tokens a request will be charged at admission: its text at four characters a
+    token, plus a few per message. Usage reported after the call corrects it."""
+    chars = sum(len(m.content) for m in request.messages)
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(request.messages)
+
+
+@dataclasses.dataclass(slots=True)
+class Bucket:
+    """A token bucket: holds up to `capacity`, refills at `rate` a second."""
+
+    capacity: float
+    rate: float
+    level: float
+    stamp: float
+
+    @classmethod
+    def full(cls, per_minute: int, now: float) -> Bucket:
+        return cls(per_minute, per_minute / 60.0, per_minute, now)
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = max(self.stamp, now)
+
+    def wait(self, cost: float) -> float:
+        """Seconds until `cost` fits (0: now). A cost over the capacity fits a full bucket."""
+        need = min(cost, self.capacity) - self.level
+        return 0.0 if need <= 0 else need / self.rate
+
+
+class StoreUnavailable(Exception):
+    """The store could not be asked (Redis down, timed out); the Limiter applies the fail mode."""
+
+
+class Store(Protocol):
+    """Where the buckets live. `take` admits (returns None) or names the first limit that has no
+    room and the wait; `adjust` charges (+) or refunds (-) tokens after the call, without
+    waiting for the store."""
+
+    name: str
+
+    async def take(
+        self, client: str, rpm: int | None, tpm: int | None, tokens: int
+    ) -> tuple[str, float] | None: ...
+
+    def adjust(self, client: str, tpm: int, tokens: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalStore:
+    """Buckets in this process, by key id; a bucket is rebuilt when its key's limit changes."""
+
+    name = "local"
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+
+    def _bucket(self, client: str, limit: str, per_minute: int, now: float) -> Bucket:
+        bucket = self._buckets.get((client, limit))
+        if bucket is None or bucket.capacity != per_minute:
+            bucket = self._buckets[(client, limit)] = Bucket.full(per_minute, now)
+        else:
+            bucket.refill(now)
+        return bucket
+
+    async def take(
+        self, client: str, rpm: int | None, tpm: int | None, tokens: int
+    ) -> tuple[str, float] | None:
+        return self.take_now(client, rpm, tpm, tokens)
+
+    def take_now(
+        self, client: str, rpm: int | None, tpm: int | None, tokens: int
+    ) -> tuple[str, float] | None:
+        now = self._clock()
+        wanted = [(REQUESTS, rpm, 1), (TOKENS, tpm, tokens)]
+        buckets = [(n, self._bucket(client, n, pm, now), c) for n, pm, c in wanted if pm]
+        for name, bucket, cost in buckets:
+            wait = bucket.wait(cost)
+            if wait > 0:
+                return name, wait
+        for _, bucket, cost in buckets:
+            bucket.level -= cost
+        return None
+
+    def adjust(self, client: str, tpm: int, tokens: int) -> None:
+        bucket = self._bucket(client, TOKENS, tpm, self._clock())
+        bucket.level = min(bucket.capacity, bucket.level - tokens)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Ticket:
+    """One admitted call, settled once when it ends with the tokens the upstream reported:
+    `settle(n)` charges n instead of the estimate (0, an answer without usage, keeps the
+    estimate); `settle(None)`, no answer, refunds it. Also frees the call's stream slot.
+    Idempotent."""
+
+    __slots__ = ("_caller", "_estimate", "_limiter", "_stream")
+
+    def __init__(
+        self, limiter: Limiter | None, caller: Caller | None, estimate: int, stream: bool
+    ) -> None:
+        self._limiter, self._caller, self._estimate, self._stream = (
+            limiter,
+            caller,
+            estimate,
+            stream,
+        )
+
+    def settle(self, used: int | None) -> None:
+        limiter, caller = self._limiter, self._caller
+        if limiter is None or caller is None:
+            return
+        self._limiter = None
+        if self._stream:
+            limiter.streams_ended(caller.id)
+        tpm = caller.tokens_per_minute
+        charged = 0 if used is None else (used or self._estimate)
+        if tpm and charged != self._estimate:
+            limiter.store.adjust(caller.id, tpm, charged - self._estimate)
+
+
+NO_LIMITS = Ticket(None, None, 0, stream=False)  # for a call no limit applies to
+
+
+class Limiter:
+    """Admission by each key's limits. Streams in flight are counted in this process. When the
+    store cannot be asked, `fail_open` admits the call (it is counted and logged as
+    LimiterUnavailable either way); closed refuses it with LimitsUnavailable (UNAVAILABLE)."""
+
+    def __init__(self, store: Store, *, fail_open: bool = True, listeners: Listeners = ()) -> None:
+        self.store = store
+        self.fail_open = fail_open
+        self.listeners = listeners
+        self._streams: dict[str, int] = {}
+
+    def _refuse(self, caller: Caller, limit: str, wait: float, why: str = "") -> RateLimited:
+        emit(self.listeners, RateLimitHit(caller.id, limit))
+        return RateLimited(caller.id, limit, wait, why)
+
+    async def admit(self, caller: Caller, request: CompletionRequest, stream: bool) -> Ticket:
+        """A ticket to settle when the call ends (NO_LIMITS when the key has none); raises
+        RateLimited or LimitsUnavailable."""
+        rpm, tpm, streams = (
+            caller.requests_per_minute,
+            caller.tokens_per_minute,
+            caller.max_concurrent_streams if stream else None,
+        )
+        if not (rpm or tpm or streams):
+            return NO_LIMITS
+        if streams and self._streams.get(caller.id, 0) >= streams:
+            raise self._refuse(caller, STREAMS, STREAM_RETRY_AFTER, f"{streams} in flight")
+        tokens = estimate_tokens(request) if tpm else 0
+        if rpm or tpm:
+            try:
+                refused = await self.store.take(caller.id, rpm, tpm, tokens)
+            except StoreUnavailable as exc:
+                emit(self.listeners, LimiterUnavailable(self.store.name, self.fail_open, str(exc)))
+                if not self.fail_open:
+                    raise LimitsUnavailable(self.store.name) from None
+                refused, tokens = None, 0  # nothing was taken, so nothing is settled
+            if refused is not None:
+                raise self._refuse(caller, *refused)
+        if streams:  # counted after the buckets admitted it: a refused call holds no slot
+            self._streams[caller.id] = self._streams.get(caller.id, 0) + 1
+        return Ticket(self, caller, tokens, stream=bool(streams))
+
+    def streams_ended(self, client: str) -> None:
+        left = self._streams.get(client, 0) - 1
+        if left > 0:
+            self._streams[client] = left
+        else:
+            self._streams.pop(client, None)
+
+    def streams_in_flight(self, client: str) -> int:
+        return self._streams.get(client, 0)
