@@ -1,9 +1,13 @@
-"""What does admission cost? The same gateway with auth off and with auth on (a ring of 20 API
-keys, the caller's the last; every digest is compared on every call), each in its own process
-pinned to the server CPU, driven in alternating rounds like benchmarks/gateway.py, every call
-carrying the same `authorization: Bearer` key. A second auth-off process is the A/A control: the
-spread between the two identical servers is the noise this run can resolve. The figure is the
-server's CPU per call, on against off. benchmarks/README.md has the figures.
+"""What does admission cost? The same gateway with auth off; with auth on (a ring of 20 API
+keys, the caller's the last; every digest is compared on every call); with auth and rate limits
+(requests and tokens per minute, too high to refuse) in this process; and with the limits in a
+real redis-server (one script round trip per admission). Each runs in its own process pinned to
+the server CPU, driven in alternating rounds like benchmarks/gateway.py, every call carrying the
+same `authorization: Bearer` key. A second auth-off process is the A/A control: the spread
+between the two identical servers is the noise this run can resolve. The figure is the server's
+CPU per call against auth off. It also times, in-process, one key check by the number of keys
+and one Redis admission (client CPU per round trip, with redis-py's own parser and hiredis's
+when installed). benchmarks/README.md has the figures.
 
     python -m benchmarks.admission [--quick] [--json PATH]
 """
@@ -11,10 +15,17 @@ server's CPU per call, on against off. benchmarks/README.md has the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from benchmarks.harness import ServerProcess, cpu_plan, environment, pinned, run_loop, started
@@ -34,12 +45,30 @@ def _keys(count: int) -> list[dict[str, Any]]:
     return [*others, {"id": "bench", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}]
 
 
-# name -> config overrides of the benchmark gateway (benchmarks/harness.py gateway_settings)
-VARIANTS: dict[str, dict[str, Any]] = {
-    BASELINE: {},
-    "auth_off_again": {},
-    "auth_on": {"auth": {"enabled": True, "keys": _keys(KEY_COUNT)}},
-}
+def _limited(count: int) -> list[dict[str, Any]]:
+    """The keys with limits no benchmark reaches, so every call is admitted after the check."""
+    return [
+        {**key, "requests_per_minute": 10**9, "tokens_per_minute": 10**12} for key in _keys(count)
+    ]
+
+
+def variants(redis_url: str) -> dict[str, dict[str, Any]]:
+    """name -> config overrides of the benchmark gateway (benchmarks/harness.py)."""
+    auth = {"enabled": True, "keys": _keys(KEY_COUNT)}
+    limited = {"enabled": True, "keys": _limited(KEY_COUNT)}
+    return {
+        BASELINE: {},
+        "auth_off_again": {},
+        "auth_on": {"auth": auth},
+        "limits_local": {"auth": limited},
+        "limits_redis": {
+            "auth": limited,
+            "rate_limit": {"backend": "redis", "redis_url": redis_url, "redis_timeout": 1.0},
+        },
+    }
+
+
+VARIANTS = tuple(variants("redis://127.0.0.1:1/0"))
 
 
 @dataclasses.dataclass
@@ -90,9 +119,81 @@ def check_cost(key_counts: tuple[int, ...] = (1, 20, 200), calls: int = 20_000) 
     return found
 
 
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server on a free loopback port, nothing persisted; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (Debian package redis-server; make tools)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as directory:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", directory],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def redis_cost(url: str, calls: int = 3000) -> dict[str, float]:
+    """Client CPU (this process) per admission against Redis, sequential, by response parser."""
+    import asyncio
+
+    import redis.asyncio.connection as connection
+
+    from hapaxd import config as hapax_config
+    from hapaxd.admission.redis_store import RedisStore
+
+    parsers: dict[str, Any] = {"resp2": connection._AsyncRESP2Parser}
+    if connection.HIREDIS_AVAILABLE:
+        parsers["hiredis"] = connection._AsyncHiredisParser
+
+    async def measure(parser: Any) -> float:
+        settings = hapax_config.RateLimitSettings(backend="redis", redis_url=url, redis_timeout=1)
+        store = RedisStore(settings)
+        store._client.connection_pool.connection_kwargs["parser_class"] = parser
+        try:
+            for _ in range(200):
+                await store.take("warm", 10**9, 10**12, 10)
+            best = float("inf")
+            for _ in range(3):
+                cpu = time.process_time()
+                for _ in range(calls):
+                    await store.take("bench", 10**9, 10**12, 10)
+                best = min(best, (time.process_time() - cpu) / calls)
+            return best * 1e6
+        finally:
+            await store.aclose()
+
+    return {name: asyncio.run(measure(parser)) for name, parser in parsers.items()}
+
+
 def run(config: Config) -> dict[str, Any]:
-    env = environment()
     per_check = check_cost()
+    with redis_server() as url:
+        per_admission = redis_cost(url)
+        result = _run(config, url)
+    return {**result, "check_us_by_key_count": per_check, "redis_admission_us": per_admission}
+
+
+def _run(config: Config, redis_url: str) -> dict[str, Any]:
+    env = environment()
     server_cpu, client_cpu = cpu_plan(config.pin)
     with pinned(client_cpu):
         upstream = ServerProcess("upstream", "upstream", cpu=client_cpu, loop="uvloop")
@@ -106,7 +207,7 @@ def run(config: Config) -> dict[str, Any]:
                     upstream_port=upstream.port,
                     overrides=overrides,
                 )
-                for name, overrides in VARIANTS.items()
+                for name, overrides in variants(redis_url).items()
             ]
             with started(servers):
                 samples = run_loop(
@@ -138,7 +239,6 @@ def run(config: Config) -> dict[str, Any]:
     return {
         "config": dataclasses.asdict(config),
         "keys": KEY_COUNT,
-        "check_us_by_key_count": per_check,
         "environment": {**env, "loadavg_1m_at_end": round(os.getloadavg()[0], 2)},
         "placement": {"server_cpu": server_cpu, "client_cpu": client_cpu},
         "cells": cells,
@@ -147,7 +247,7 @@ def run(config: Config) -> dict[str, Any]:
 
 def format_table(result: dict[str, Any]) -> str:
     lines = [
-        f"Admission cost: auth on ({result['keys']} keys) vs off (gateway on CPU "
+        f"Admission cost: auth and limits ({result['keys']} keys) vs auth off (gateway on CPU "
         f"{result['placement']['server_cpu']}; median of {result['config']['rounds']} rounds)",
         "",
         f"{'call':<14}{'conc':>5}  {'variant':<16}{'rps':>8}{'p50 ms':>9}{'srv us/req':>12}"
@@ -165,6 +265,8 @@ def format_table(result: dict[str, Any]) -> str:
             )
     checks = ", ".join(f"{n} keys {us:.2f} us" for n, us in result["check_us_by_key_count"].items())
     lines += ["", f"One key check in-process (best of 5 x 20,000): {checks}"]
+    parsers = ", ".join(f"{name} {us:.0f} us" for name, us in result["redis_admission_us"].items())
+    lines.append(f"One Redis admission, client CPU (best of 3 x 3,000, sequential): {parsers}")
     return "\n".join(lines)
 
 

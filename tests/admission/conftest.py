@@ -8,6 +8,7 @@ from hapaxd import config
 from tests.conftest import make_settings
 from tests.fakes.upstream import FakeUpstream
 from tests.observability.conftest import observe  # noqa: F401  (a fixture, used by name)
+from tests.support.redis import redis_server  # noqa: F401  (a fixture, used by name)
 
 # id -> the key itself (only tests know it; the gateway sees digests)
 SEARCH_KEY = "hpx_search-0123456789abcdef"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from tests.admission.conftest import OPS_KEY, SEARCH_KEY, auth_settings
-from tests.conftest import StartGateway
+from tests.admission.conftest import OPS_KEY, SEARCH_KEY, auth_settings, keys
+from tests.conftest import StartGateway, make_settings
 from tests.e2e.test_grpcurl import grpcurl
 
 
@@ -39,3 +39,26 @@ async def test_the_readme_grpcurl_examples_with_keys(start_gateway: StartGateway
     code, out, err = await grpcurl("-plaintext", address, "list")
     assert code == 0, err
     assert "hapax.v1.CompletionService" in out.split()
+
+
+async def test_the_readme_grpcurl_example_of_a_rate_limited_call(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway(
+        make_settings(auth={"keys": keys(search={"requests_per_minute": 1})})
+    )
+    call = (
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {SEARCH_KEY}",
+        "-d",
+        '{"prompt":"hello"}',
+        gateway.address,
+        "hapax.v1.CompletionService/Complete",
+    )
+    code, _, err = await grpcurl(*call)
+    assert code == 0, err
+    code, _, err = await grpcurl(*call)
+    assert code != 0
+    assert "Code: ResourceExhausted" in err
+    assert "Message: API key 'search' is over its requests per minute limit; retry in" in err
