@@ -1,7 +1,7 @@
 """Command line: `hapaxd serve [--config FILE]`, `hapaxd check-config [--no-secrets] FILE`,
-`hapaxd healthcheck [ADDRESS]`, `hapaxd hash-key [--id ID] [--owner TEAM] [--stdin]`,
-`hapaxd --version`. Argument parsing, and turning start-up
-failures an operator can fix into one line and exit status 2."""
+`hapaxd healthcheck [ADDRESS] [--cacert CA [--cert C --key K]]`,
+`hapaxd hash-key [--id ID] [--owner TEAM] [--stdin]`, `hapaxd --version`. Argument parsing, and
+turning start-up failures an operator can fix into one line and exit status 2."""
 
 from __future__ import annotations
 
@@ -49,10 +49,13 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 async def _serve(settings: config.Settings) -> str | None:
     """Run the gateway until a signal stops it; the one line to print if a listener could not
     bind, which an operator fixes without a traceback (App.start stops what it had started)."""
+    from hapaxd.api.tls import TlsError
     from hapaxd.app import serve
 
     try:
         await serve(settings)
+    except TlsError as exc:
+        return str(exc)
     except (OSError, RuntimeError) as exc:
         line = _listen_failure(exc, settings)
         if line is None:
@@ -92,7 +95,25 @@ def _listen_failure(exc: Exception, settings: config.Settings) -> str | None:
     return None
 
 
+def _check_tls(settings: config.Settings) -> list[str]:
+    """Problems with the TLS files the config names (they are read when serving starts)."""
+    from hapaxd.api.tls import CertificateFiles, TlsError
+
+    problems = []
+    for where, tls in (("server.tls", settings.server.tls), ("metrics.tls", settings.metrics.tls)):
+        if tls is not None:
+            try:
+                CertificateFiles(tls, where).read()
+            except TlsError as exc:
+                problems.append(str(exc))
+    return problems
+
+
 def _check_config(settings: config.Settings, secrets: bool) -> int:
+    problems = _check_tls(settings)
+    if problems:
+        print("hapaxd: invalid config:\n" + "\n".join(problems), file=sys.stderr)
+        return 2
     names = ", ".join(f"{p.name} ({p.type})" for p in settings.providers)
     print(f"config OK: providers {names}; default model {settings.default_model}")
     auth = settings.auth
@@ -113,11 +134,25 @@ def _check_config(settings: config.Settings, secrets: bool) -> int:
     return 0
 
 
-async def _healthcheck(address: str, wait: float) -> int:
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+async def _healthcheck(
+    address: str, wait: float, cacert: str | None, cert: str | None, key: str | None
+) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    if cacert or cert:
+        credentials = grpc.ssl_channel_credentials(_read(cacert), _read(key), _read(cert))
+        opened = grpc.aio.secure_channel(address, credentials)
+    else:
+        opened = grpc.aio.insecure_channel(address)
+    async with opened as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=wait)
@@ -169,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     health = sub.add_parser("healthcheck", help="ask a running gateway's gRPC health service")
     health.add_argument("address", nargs="?", default="127.0.0.1:50051")
     health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--cacert", help="TLS: the CA that signed the gateway's certificate")
+    health.add_argument("--cert", help="mutual TLS: this client's certificate (PEM)")
+    health.add_argument("--key", help="mutual TLS: this client's private key (PEM)")
     hash_key = sub.add_parser(
         "hash-key", help="make an API key and print its auth.keys entry (the key goes to stderr)"
     )
@@ -183,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         return _hash_key(args.id, args.owner, args.stdin)
 
     if args.command == "healthcheck":
-        return asyncio.run(_healthcheck(args.address, args.timeout))
+        return asyncio.run(
+            _healthcheck(args.address, args.timeout, args.cacert, args.cert, args.key)
+        )
     try:
         if args.command == "check-config":
             settings = config.load(args.file, secrets=not args.no_secrets)

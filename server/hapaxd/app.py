@@ -30,6 +30,7 @@ from hapaxd.api.admin import AdminServicer
 from hapaxd.api.admission import AdmissionInterceptor, Door
 from hapaxd.api.completion import CompletionServicer
 from hapaxd.api.decoding import MalformedRequestGuard
+from hapaxd.api.tls import server_credentials
 from hapaxd.config import ServerSettings, Settings
 from hapaxd.core.breaker import CircuitBreaker
 from hapaxd.core.dedup import Deduplicator
@@ -158,7 +159,13 @@ class App:
         )
         self.health = health_aio.HealthServicer()
         self.server = self._grpc_server(interceptors)
-        self.port = self.server.add_insecure_port(address or settings.server.address)
+        where = address or settings.server.address
+        tls = settings.server.tls
+        self.port = (
+            self.server.add_secure_port(where, server_credentials(tls))
+            if tls is not None
+            else self.server.add_insecure_port(where)
+        )
         if self.port == 0:
             raise OSError(f"cannot listen on {address or settings.server.address}")
 

@@ -216,7 +216,8 @@ def test_every_bad_key_is_named(tmp_path: pathlib.Path) -> None:
         "auth.keys[3].key_env: give one of sha256, key_env, key_file; "
         "this key has ['sha256', 'key_env']",
         "auth.keys[0].sha256: not a SHA-256 hex digest (64 hex digits; hapaxd hash-key makes one)",
-        "auth.keys[4].sha256: required (or key_env, or key_file)",
+        "auth.keys[4].sha256: required (or key_env, key_file, client_cert_subject, "
+        "client_cert_san)",
         "auth.keys[5].id: String should match pattern '^[A-Za-z0-9_.:@-]{1,64}$'",
         "auth.keys[6].requests_per_minute: Input should be greater than or equal to 1",
         "auth.reflection: Input should be 'open', 'any_key' or 'admin'",

@@ -75,6 +75,27 @@ class KeyRing:
     def __init__(self, keys: Sequence[KeySettings]) -> None:
         # A key whose digest is empty (its secret was not checked at load) matches nothing.
         self._keys = [(bytes.fromhex(k.sha256), Caller.of(k)) for k in keys if k.sha256]
+        # Mutual-TLS identities: a client certificate's subject or SAN -> the key it stands for.
+        self._subjects = {
+            k.client_cert_subject: Caller.of(k) for k in keys if k.client_cert_subject
+        }
+        self._sans = {k.client_cert_san: Caller.of(k) for k in keys if k.client_cert_san}
+
+    @property
+    def knows_certificates(self) -> bool:
+        return bool(self._subjects or self._sans)
+
+    def by_certificate(self, subject: str, sans: Iterable[str]) -> Caller | None:
+        """The key a verified client certificate stands for: by its subject, else its first SAN
+        that names one. (The TLS layer has checked the certificate against the client CA.)"""
+        found = self._subjects.get(subject) if subject else None
+        if found is not None:
+            return found
+        for name in sans:
+            found = self._sans.get(name)
+            if found is not None:
+                return found
+        return None
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -3,7 +3,9 @@ check every such call passes before any other work (decoding errors, validation,
 deduplication, routing).
 
     health (grpc.health.v1)      always open: meshes and load balancers probe it
-    CompletionService            any valid key; the key's policy (models, metadata keys) is then
+    CompletionService            any valid key (a bearer / x-api-key, or a mutual-TLS client
+                                 certificate mapped to a key); the key's policy (models,
+                                 metadata keys, limits) is then
                                  applied to the request by the servicer (Caller.authorize)
     AdminService                 auth.admin_service: open | any_key | admin (default admin)
     reflection                   auth.reflection: open | any_key | admin (default open)
@@ -79,13 +81,25 @@ class Door:
         metadata, so it runs before the call's first await."""
         presented, why = metadata.credential(context.invocation_metadata())
         if not presented:
-            raise ApiKeyMissing(why)
-        caller = self.keys.verify(presented) if self.keys is not None else None
+            caller = self._certificate(context)
+            if caller is None:
+                raise ApiKeyMissing(why)
+        else:
+            caller = self.keys.verify(presented) if self.keys is not None else None
         if caller is None:
             raise ApiKeyInvalid()
         if access == "admin" and not caller.admin:
             raise AdminKeyRequired(service_of(path), caller.id)
         return caller
+
+    def _certificate(self, context: grpc.aio.ServicerContext) -> Caller | None:
+        """The key a mutual-TLS client certificate stands for (auth.keys[].client_cert_*)."""
+        if self.keys is None or not self.keys.knows_certificates:
+            return None
+        peer = context.auth_context()
+        subject = b"".join(peer.get("x509_subject", ())).decode("utf-8", "replace")
+        sans = [v.decode("utf-8", "replace") for v in peer.get("x509_subject_alternative_name", ())]
+        return self.keys.by_certificate(subject, sans)
 
     async def admit(
         self,

@@ -47,6 +47,7 @@ from hapaxd.config.schema import (
     ServerSettings,
     Settings,
     TimeoutSettings,
+    TlsSettings,
 )
 from hapaxd.config.sources import digest
 
@@ -71,6 +72,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "TimeoutSettings",
+    "TlsSettings",
     "default_settings",
     "digest",
     "load",

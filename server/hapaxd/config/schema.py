@@ -256,6 +256,16 @@ class KeepaliveSettings(_Frozen):
     max_pings_without_data: int = Field(0, ge=0)  # server pings with no data between; 0: any
 
 
+class TlsSettings(_Frozen):
+    """A listener's certificate and key (PEM files), re-read when they change, and for mutual
+    TLS the CA that client certificates must chain to."""
+
+    cert_file: Text
+    key_file: Text
+    client_ca_file: str = ""  # set: clients present certificates signed by this CA
+    require_client_cert: bool = True  # with client_ca_file: a client without one is refused
+
+
 class ServerSettings(_Frozen):
     """The gRPC listener and the limits every caller is held to (README "Limits")."""
 
@@ -278,6 +288,7 @@ class ServerSettings(_Frozen):
     # OVERLOADED with RetryInfo) before any work. None: no cap.
     max_in_flight: int | None = Field(20_000, ge=1)
     keepalive: KeepaliveSettings = KeepaliveSettings()
+    tls: TlsSettings | None = None  # None: plaintext (h2c)
 
     @field_validator("address")
     @classmethod
@@ -293,6 +304,7 @@ class MetricsSettings(_Frozen):
     basic_auth_user: str = ""
     basic_auth_password_env: str = ""
     basic_auth_password: SecretStr = SecretStr("")
+    tls: TlsSettings | None = None  # None: plain HTTP
 
     @field_validator("address")
     @classmethod
@@ -327,6 +339,11 @@ class KeySettings(_Frozen):
     sha256: str = ""  # hex digest of the key
     key_env: str = ""
     key_file: str = ""
+    # A mutual-TLS caller whose client certificate has this subject (as grpc reports it, e.g.
+    # "CN=billing,O=acme") or this subject alternative name (a DNS name, or a SPIFFE ID such as
+    # spiffe://cluster.local/ns/billing/sa/api) is this key, with no bearer key needed.
+    client_cert_subject: str = ""
+    client_cert_san: str = ""
     admin: bool = False  # may call AdminService (and reflection) where those ask for admin
     models: list[Text] = Field(["*"], min_length=1)  # logical models it may use, glob patterns
     metadata_keys: list[Text] | None = None  # request `metadata` keys it may send; None: any
@@ -346,8 +363,16 @@ class KeySettings(_Frozen):
     def _one_source(self) -> KeySettings:
         # sources.fill_secrets has hashed a key_env or key_file key into sha256 (and refused a
         # key with two sources); with secrets unchecked, such a key's digest stays empty.
-        if not (self.sha256 or self.key_env or self.key_file):
-            raise key_problem("sha256", "required (or key_env, or key_file)")
+        if not (
+            self.sha256
+            or self.key_env
+            or self.key_file
+            or self.client_cert_subject
+            or self.client_cert_san
+        ):
+            raise key_problem(
+                "sha256", "required (or key_env, key_file, client_cert_subject, client_cert_san)"
+            )
         return self
 
 

@@ -1,6 +1,7 @@
 """The side-port HTTP listener (aiohttp.web, in the gateway's event loop): `/metrics` in the
 Prometheus text format or OpenMetrics, optionally behind a bearer token or basic auth, plus
-unauthenticated `/healthz` (liveness) and `/readyz` (readiness) for probes that do not speak gRPC.
+unauthenticated `/healthz` (liveness) and `/readyz` (readiness) for probes that do not speak gRPC;
+over HTTPS when `metrics.tls` is set (certificate re-read on change, api/tls.py).
 
 `/readyz` answers 200 while `ready()` is true and the gateway is not draining; app.py passes the
 health monitor's `any_usable` (core/health.py: some provider's breaker admits calls and its last
@@ -20,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from hapaxd.api.tls import ReloadingContext
 from hapaxd.config import MetricsSettings
 
 log = logging.getLogger("hapaxd.observability.metrics")
@@ -119,12 +121,15 @@ class MetricsServer:
         self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
         await self._runner.setup()
         try:
-            await web.SockSite(self._runner, sock).start()
+            tls = self._settings.tls
+            context = ReloadingContext(tls).context if tls is not None else None
+            await web.SockSite(self._runner, sock, ssl_context=context).start()
         except BaseException:
             await self._runner.cleanup()
             sock.close()
             raise
-        log.info("metrics on %s:%d (/metrics, /healthz, /readyz)", host, self.port)
+        scheme = "https" if self._settings.tls is not None else "http"
+        log.info("metrics on %s://%s:%d (/metrics, /healthz, /readyz)", scheme, host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:
