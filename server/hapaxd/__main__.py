@@ -33,8 +33,12 @@ def _version() -> str:
         return hapaxd.__version__
 
 
+def _path(given: str | None) -> str:
+    return given or os.environ.get("HAPAX_CONFIG") or ""
+
+
 def _settings(path: str | None) -> config.Settings:
-    path = path or os.environ.get("HAPAX_CONFIG")
+    path = _path(path)
     return config.load(path) if path else config.default_settings()
 
 
@@ -46,14 +50,14 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-async def _serve(settings: config.Settings) -> str | None:
+async def _serve(settings: config.Settings, path: str) -> str | None:
     """Run the gateway until a signal stops it; the one line to print if a listener could not
     bind, which an operator fixes without a traceback (App.start stops what it had started)."""
     from hapaxd.api.tls import TlsError
     from hapaxd.app import serve
 
     try:
-        await serve(settings)
+        await serve(settings, lambda: _settings(path), path)
     except TlsError as exc:
         return str(exc)
     except (OSError, RuntimeError) as exc:
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     from hapaxd.observability.log_format import configure_logging
 
     configure_logging(settings.logging)
-    failure = _run(_serve(settings))
+    failure = _run(_serve(settings, _path(args.config)))
     if failure is not None:
         print(f"hapaxd: {failure}", file=sys.stderr)
         return 2

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,10 +33,12 @@ from hapaxd.api.admission import AdmissionInterceptor, Door
 from hapaxd.api.completion import CompletionServicer
 from hapaxd.api.decoding import MalformedRequestGuard
 from hapaxd.api.tls import server_credentials
-from hapaxd.config import ServerSettings, Settings
+from hapaxd.config import ConfigError, ProviderSettings, ServerSettings, Settings
+from hapaxd.config.watch import FileWatch
 from hapaxd.core.breaker import CircuitBreaker
 from hapaxd.core.dedup import Deduplicator
 from hapaxd.core.events import Listener, Listeners
+from hapaxd.core.generation import Generation, Generations
 from hapaxd.core.health import HealthMonitor
 from hapaxd.core.router import Router
 from hapaxd.core.routes import RouteTable
@@ -53,12 +57,29 @@ ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].fu
 HEALTH_SERVICES = ("", COMPLETION_SERVICE)
 
 
+def _upstream_shape(settings: Settings, provider: ProviderSettings) -> tuple[object, ...]:
+    """What an upstream is built from: a reload keeps the Upstream (its breaker state, health
+    and connection pool) of a provider whose shape did not change."""
+    return (
+        provider.model_dump_json(),  # the key itself shows as "**********" here, so:
+        hashlib.sha256(provider.api_key.get_secret_value().encode()).hexdigest(),
+        (provider.circuit_breaker or settings.circuit_breaker).model_dump_json(),
+        (provider.health_check or settings.health_check).model_dump_json(),
+    )
+
+
 def build_upstreams(
-    settings: Settings, listeners: Listeners, clock: Callable[[], float] = time.monotonic
+    settings: Settings,
+    listeners: Listeners,
+    clock: Callable[[], float] = time.monotonic,
+    keep: Mapping[tuple[object, ...], Upstream] | None = None,
 ) -> list[Upstream]:
-    """One Upstream per configured provider: its adapter and its circuit breaker."""
+    """One Upstream per configured provider: its adapter and its circuit breaker; `keep` (by
+    shape) are reused as they are."""
+    keep = keep or {}
     return [
-        Upstream(
+        keep.get(_upstream_shape(settings, provider))
+        or Upstream(
             provider=build_provider(spec_of(provider)),
             breaker=CircuitBreaker(
                 provider.circuit_breaker or settings.circuit_breaker,
@@ -125,38 +146,22 @@ class App:
     ) -> None:
         self.settings = settings
         self.observability = observability or Observability(settings)
+        self._clock = clock
         # Who hears what the domain reports, in order; the health monitor joins below.
         self.listeners: list[Listener] = [*self.observability.listeners, *listeners]
-        self.routes = RouteTable(settings)
-        self.upstreams = build_upstreams(settings, self.listeners, clock)
-        self.observability.instrument(self.upstreams)
-        self.router = Router(settings.router, self.routes, self.upstreams, listeners=self.listeners)
-        health_settings = {
-            p.name: p.health_check or settings.health_check for p in settings.providers
-        }
-        self.monitor = HealthMonitor(
-            self.upstreams,
-            lambda upstream: health_settings[upstream.name],
-            on_change=self.set_serving,
-            listeners=self.listeners,
-        )
+        self.generations = Generations(self._generation(settings))
+        self.monitor = self._monitor(self.generations.current)
         self.listeners.append(self.monitor)  # a breaker change may change gRPC health
-        self.dedup = Deduplicator(settings, self.router, listeners=self.listeners)
         # Who may come in (start() warns when auth is off), and how much each key may spend.
-        auth = settings.auth
-        keys = KeyRing(auth.keys) if auth.enabled else None
-        self.door = (
-            Door(auth, keys, settings.server.max_in_flight)
-            if keys is not None or settings.server.max_in_flight is not None
-            else None
-        )
-        if self.door is not None:
-            self.observability.admit_with(self.door)
+        self.door = Door(settings.auth, _keys(settings), settings.server.max_in_flight)
+        self.observability.admit_with(self.door)
         self.limiter = Limiter(
             build_store(settings.rate_limit),
             fail_open=settings.rate_limit.on_store_error == "open",
             listeners=self.listeners,
         )
+        self._reloading = asyncio.Lock()
+        self._closing: set[asyncio.Task[object]] = set()
         self.health = health_aio.HealthServicer()
         self.server = self._grpc_server(interceptors)
         where = address or settings.server.address
@@ -172,20 +177,13 @@ class App:
     def _grpc_server(self, interceptors: tuple[grpc.aio.ServerInterceptor, ...]) -> grpc.aio.Server:
         """The grpc.aio server with every service: completion, admin, health and reflection."""
         settings = self.settings
-        # hapax.v1 calls meet the door in the observability interceptor; reflection needs its own
-        # when it is not open (health always is).
-        door = (
-            (AdmissionInterceptor(self.door, HAPAX_PREFIX),)
-            if self.door is not None
-            and self.door.keys is not None
-            and settings.auth.reflection != "open"
-            else ()
-        )
         server = grpc.aio.server(
             # Innermost last: the guard gives non-hapax methods safe request deserializers.
+            # hapax.v1 calls meet the door in the observability interceptor, the other services
+            # (reflection; health is always open) in the admission interceptor.
             interceptors=(
                 *self.observability.interceptors,
-                *door,
+                AdmissionInterceptor(self.door, HAPAX_PREFIX),
                 *interceptors,
                 MalformedRequestGuard(HAPAX_PREFIX),
             ),
@@ -193,15 +191,14 @@ class App:
         )
         completion_service_pb2_grpc.add_CompletionServiceServicer_to_server(
             CompletionServicer(
-                self.routes,
-                self.dedup,
+                self.generations,
                 Limits(settings.server.max_content_chars, settings.server.max_messages),
                 self.limiter,
             ),
             server,
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.upstreams), server
+            AdminServicer(lambda: self.upstreams), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -215,6 +212,111 @@ class App:
         )
         return server
 
+    # The current generation's parts (core/generation.py), for operators and tests.
+    @property
+    def routes(self) -> RouteTable:
+        return self.generations.current.routes
+
+    @property
+    def upstreams(self) -> list[Upstream]:
+        return self.generations.current.upstreams
+
+    @property
+    def router(self) -> Router:
+        return self.generations.current.router
+
+    @property
+    def dedup(self) -> Deduplicator:
+        return self.generations.current.dedup
+
+    def _generation(self, settings: Settings, keep: Sequence[Upstream] = ()) -> Generation:
+        shapes = {_upstream_shape(self.settings, p): p.name for p in self.settings.providers}
+        kept = {shape: u for u in keep for shape, name in shapes.items() if name == u.name}
+        routes = RouteTable(settings)
+        upstreams = build_upstreams(settings, self.listeners, self._clock, kept)
+        self.observability.instrument(upstreams)
+        router = Router(settings.router, routes, upstreams, listeners=self.listeners)
+        dedup = Deduplicator(settings, router, listeners=self.listeners)
+        return Generation(settings, routes, upstreams, router, dedup)
+
+    def _monitor(self, generation: Generation) -> HealthMonitor:
+        settings = generation.settings
+        health = {p.name: p.health_check or settings.health_check for p in settings.providers}
+        return HealthMonitor(
+            generation.upstreams,
+            lambda upstream: health[upstream.name],
+            on_change=self.set_serving,
+            listeners=self.listeners,
+        )
+
+    async def reload(self, settings: Settings) -> list[str]:
+        """Swap in new settings without restarting the listener: providers, models and routing,
+        router, breaker, health-check and dedup settings, keys and access, rate limits and the
+        in-flight cap. Calls in flight finish on the generation they began on; providers whose
+        shape did not change keep their Upstream (breaker state, health, connections). Returns
+        the sections that changed but take a restart (server listener, metrics, logging)."""
+        async with self._reloading:
+            old = self.settings
+            generation = self._generation(settings, keep=self.upstreams)
+            kept = {id(u) for u in generation.upstreams}
+            retired = [u for u in self.upstreams if id(u) not in kept]
+            monitor = self._monitor(generation)
+            self.observability.reconfigure(settings, generation.routes)
+            self.door.reconfigure(settings.auth, _keys(settings), settings.server.max_in_flight)
+            if settings.rate_limit != old.rate_limit:
+                store, self.limiter.store = self.limiter.store, build_store(settings.rate_limit)
+                self.limiter.fail_open = settings.rate_limit.on_store_error == "open"
+                self._later(store.aclose())
+            self.settings = settings
+            self.generations.swap(generation, lambda: self._close(retired))
+            await self.monitor.stop()
+            self.listeners[self.listeners.index(self.monitor)] = monitor
+            self.monitor = monitor
+            await monitor.publish()
+            monitor.start()
+            return _restart_only(old, settings)
+
+    async def reload_from(self, load: Callable[[], Settings], why: str) -> bool:
+        """Read the config again and swap it in; an invalid one is refused with a line per bad
+        key and the running settings stay. Counted in hapax_config_reloads_total."""
+        metrics = self.observability.metrics
+        try:
+            settings = load()
+        except ConfigError as exc:
+            metrics.reloads.labels("failure").inc()
+            log.error("config reload (%s) refused, keeping the running settings:\n%s", why, exc)
+            return False
+        except Exception as exc:  # a file that cannot be read, say
+            metrics.reloads.labels("failure").inc()
+            log.error("config reload (%s) failed, keeping the running settings: %s", why, exc)
+            return False
+        needs_restart = await self.reload(settings)
+        metrics.reloads.labels("success").inc()
+        metrics.last_reload.set_to_current_time()
+        log.info(
+            "config reloaded (%s): providers %s; %d API keys",
+            why,
+            ", ".join(u.name for u in self.upstreams),
+            len(settings.auth.keys) if settings.auth.enabled else 0,
+        )
+        if needs_restart:
+            log.warning("config reload: these changes take a restart: %s", ", ".join(needs_restart))
+        return True
+
+    def reload_soon(self, load: Callable[[], Settings], why: str) -> None:
+        """reload_from() from a signal handler."""
+        self._later(self.reload_from(load, why))
+
+    def _close(self, upstreams: list[Upstream]) -> None:
+        for upstream in upstreams:
+            self._later(upstream.provider.aclose())
+
+    def _later(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run `work` in the background; stop() waits for it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def start(self) -> None:
         """Serve; if a later part cannot start (the metrics port is taken), what did start is
         stopped again before the error leaves, so nothing is left running."""
@@ -222,7 +324,7 @@ class App:
         try:
             await self.monitor.publish()
             self.monitor.start()
-            await self.observability.start(ready=self.monitor.any_usable)
+            await self.observability.start(ready=lambda: self.monitor.any_usable())
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -231,7 +333,7 @@ class App:
             self.port,
             ", ".join(f"{u.name} ({u.provider.type})" for u in self.upstreams),
         )
-        if self.door is None or self.door.keys is None:
+        if self.door.keys is None:
             log.warning(
                 "authentication is off (auth.enabled: false): every caller that reaches port %d "
                 "uses the providers; configure auth.keys before sharing this gateway",
@@ -258,7 +360,30 @@ class App:
                 await upstream.provider.aclose()
         with contextlib.suppress(Exception):
             await self.limiter.store.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self.observability.stop()
+
+
+def _keys(settings: Settings) -> KeyRing | None:
+    return KeyRing(settings.auth.keys) if settings.auth.enabled else None
+
+
+# Sections a reload does not apply: the listener and the side port are bound once.
+RESTART_ONLY = ("server", "metrics", "logging")
+LIVE_SERVER_KEYS = {"max_in_flight"}
+
+
+def _restart_only(old: Settings, new: Settings) -> list[str]:
+    changed = []
+    for section in RESTART_ONLY:
+        before, after = getattr(old, section), getattr(new, section)
+        for key in type(before).model_fields:
+            if section == "server" and key in LIVE_SERVER_KEYS:
+                continue
+            if getattr(before, key) != getattr(after, key):
+                changed.append(f"{section}.{key}")
+    return changed
 
 
 def tune_garbage_collector() -> None:
@@ -273,7 +398,11 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(700, 10, 1000)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(
+    settings: Settings, load: Callable[[], Settings] | None = None, path: str = ""
+) -> None:
+    """Run until SIGINT or SIGTERM. With `load` (how to read the config again), SIGHUP reloads
+    it, and so does a change of the file at `path` while `reload.watch` is on."""
     app = App(settings)
     await app.start()
     tune_garbage_collector()
@@ -281,6 +410,21 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    watching: asyncio.Task[None] | None = None
+    if load is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: app.reload_soon(load, "SIGHUP"))
+        if path:
+            watching = loop.create_task(_watch(app, load, path))
     await stopping.wait()
-    log.info("shutting down: draining for up to %gs", settings.server.grace_period)
+    if watching is not None:
+        watching.cancel()
+    log.info("shutting down: draining for up to %gs", app.settings.server.grace_period)
     await app.stop()
+
+
+async def _watch(app: App, load: Callable[[], Settings], path: str) -> None:
+    watch = FileWatch(path)
+    while True:
+        await asyncio.sleep(app.settings.reload.watch_interval)
+        if app.settings.reload.watch and watch.changed():
+            await app.reload_from(load, f"{path} changed")

@@ -3,7 +3,7 @@ load, for operators with grpcurl. Transport only: it reads Upstream objects."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -20,8 +20,8 @@ BREAKER = {
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, upstreams: Sequence[Upstream]) -> None:
-        self._upstreams = upstreams
+    def __init__(self, upstreams: Callable[[], Sequence[Upstream]]) -> None:
+        self._upstreams = upstreams  # the current ones (a reload swaps them)
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext
@@ -38,6 +38,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                     in_flight=u.in_flight,
                     base_url=u.base_url,
                 )
-                for u in self._upstreams
+                for u in self._upstreams()
             ]
         )

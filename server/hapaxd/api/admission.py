@@ -61,20 +61,29 @@ class Door:
     def __init__(
         self, auth: AuthSettings, keys: KeyRing | None, max_in_flight: int | None = None
     ) -> None:
-        self.keys = keys
-        self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self._access: dict[str, Access] = {
-            HEALTH_SERVICE: "open",
-            ADMIN_SERVICE: auth.admin_service,
-        }
-        self._access.update(dict.fromkeys(REFLECTION_SERVICES, auth.reflection))
+        self.reconfigure(auth, keys, max_in_flight)
+
+    def reconfigure(
+        self, auth: AuthSettings, keys: KeyRing | None, max_in_flight: int | None
+    ) -> None:
+        """New keys, access and cap (a reload), for calls from now on."""
+        services: dict[str, Access] = {HEALTH_SERVICE: "open", ADMIN_SERVICE: auth.admin_service}
+        services.update(dict.fromkeys(REFLECTION_SERVICES, auth.reflection))
+        self._services = services
+        self._by_path: dict[str, Access] = {}
+        self.keys, self.max_in_flight = keys, max_in_flight
 
     def access(self, path: str) -> Access:
         """What a call to this method needs: "open", "any_key" or "admin"."""
         if self.keys is None:
             return "open"
-        return self._access.get(service_of(path), "any_key")
+        found = self._by_path.get(path)
+        if found is None:
+            found = self._services.get(service_of(path), "any_key")
+            if len(self._by_path) < 1024:  # paths of registered methods only, but be sure
+                self._by_path[path] = found
+        return found
 
     def check(self, context: grpc.aio.ServicerContext, access: Access, path: str) -> Caller:
         """The caller's verified key; raises Unauthenticated or PermissionDenied. Reads the

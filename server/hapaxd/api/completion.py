@@ -14,7 +14,7 @@ from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 from hapaxd.admission.limits import NO_LIMITS, Limiter, Ticket
 from hapaxd.api.call import CallRecord, abort, record_of
 from hapaxd.api.metadata import REQUEST_ID_KEY
-from hapaxd.core.dedup import Deduplicator
+from hapaxd.core.generation import Generations
 from hapaxd.core.routes import RouteTable
 from hapaxd.core.types import Completion, CompletionRequest, FinishReason, Role, Route, Usage
 from hapaxd.core.validation import Limits, build_request
@@ -80,24 +80,25 @@ def to_response(
 
 
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
-    """Each RPC: the call's record (api/call.py; its key already checked at the door), the request
-    validated, its model resolved by the route table and allowed by the key's policy, then the
-    deduplicator (and through it the router); what the router returned goes into the response
-    and the record."""
+    """Each RPC: the call's record (api/call.py; its key already checked at the door), the
+    generation of settings it runs on to its end (core/generation.py), the request validated, its
+    model resolved by the route table and allowed by the key's policy, the key's rate limits,
+    then the deduplicator (and through it the router); what the router returned goes into the
+    response and the record."""
 
-    def __init__(
-        self, routes: RouteTable, dedup: Deduplicator, limits: Limits, limiter: Limiter
-    ) -> None:
-        self._routes = routes
-        self._dedup = dedup
+    def __init__(self, generations: Generations, limits: Limits, limiter: Limiter) -> None:
+        self._generations = generations
         self._limits = limits
         self._limiter = limiter
 
     def _request(
-        self, request: pb.CompleteRequest | pb.StreamCompleteRequest, record: CallRecord
+        self,
+        request: pb.CompleteRequest | pb.StreamCompleteRequest,
+        record: CallRecord,
+        routes: RouteTable,
     ) -> CompletionRequest:
         domain = to_domain(request, record.request_id, self._limits)
-        model = self._routes.resolve(domain.model)
+        model = routes.resolve(domain.model)
         record.model = model
         domain = domain if model == domain.model else domain.with_model(model)
         if record.key is not None:
@@ -116,10 +117,13 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         record = record_of(context)
         await context.send_initial_metadata(((REQUEST_ID_KEY, record.request_id),))
         ticket, used = NO_LIMITS, None
+        generation = self._generations.enter()  # the settings this call runs on, to its end
         try:
-            domain = self._request(request, record)
+            domain = self._request(request, record, generation.routes)
             ticket = await self._admit(record, domain, stream=False)
-            completion, route = await self._dedup.complete(domain, record.deadline, record.caller)
+            completion, route = await generation.dedup.complete(
+                domain, record.deadline, record.caller
+            )
             used = completion.usage.total_tokens
             record.answered(route, completion.usage)
             return to_response(completion, route, domain)
@@ -127,6 +131,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
             failure = error
         finally:
             ticket.settle(used)
+            generation.leave()
         await abort(context, failure, record)
         raise AssertionError("unreachable: abort raises")
 
@@ -138,11 +143,12 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         failure: Exception | None = None
         ticket, used = NO_LIMITS, None
+        generation = self._generations.enter()
         try:
-            domain = self._request(request, record)
+            domain = self._request(request, record, generation.routes)
             model = domain.model
             ticket = await self._admit(record, domain, stream=True)
-            async with self._dedup.stream(domain, record.deadline, record.caller) as items:
+            async with generation.dedup.stream(domain, record.deadline, record.caller) as items:
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
                 async for item in items:
                     if isinstance(item, Route):
@@ -170,5 +176,6 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
             failure = error
         finally:
             ticket.settle(used)  # also when the caller left mid-stream
+            generation.leave()
         if failure is not None:
             await abort(context, failure, record)

@@ -13,6 +13,7 @@ The three ways in are here, each giving Settings or one ConfigError:
     sources.py   reading the file, ${VAR} expansion, *_env secret lookup, API key digests
                  (from sha256, key_env or key_file), the built-in default
     messages.py  ConfigError, pydantic errors -> one line per key, the cross-field checks
+    watch.py     whether the config file changed (for reload without a restart)
 
 Imports nothing else of hapaxd: core, providers and the rest read settings, never the reverse.
 """
@@ -42,6 +43,7 @@ from hapaxd.config.schema import (
     ProviderSettings,
     ProviderType,
     RateLimitSettings,
+    ReloadSettings,
     RetrySettings,
     RouterSettings,
     ServerSettings,
@@ -67,6 +69,7 @@ __all__ = [
     "ProviderSettings",
     "ProviderType",
     "RateLimitSettings",
+    "ReloadSettings",
     "RetrySettings",
     "RouterSettings",
     "ServerSettings",

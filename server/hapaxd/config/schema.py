@@ -429,6 +429,14 @@ class RateLimitSettings(_Frozen):
         return self
 
 
+class ReloadSettings(_Frozen):
+    """Reloading the config file without a restart: on SIGHUP always, and when the file changes
+    if `watch` is on (its identity polled every `watch_interval`)."""
+
+    watch: bool = True
+    watch_interval: Seconds = 1.0
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -443,6 +451,7 @@ class Settings(_Frozen):
     dedup: DedupSettings = DedupSettings()
     auth: AuthSettings = AuthSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    reload: ReloadSettings = ReloadSettings()
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

@@ -16,6 +16,7 @@ import grpc
 from hapaxd.api.admission import Door
 from hapaxd.config import Settings
 from hapaxd.core.events import Listener
+from hapaxd.core.routes import RouteTable
 from hapaxd.core.upstream import Upstream
 from hapaxd.observability import redaction
 from hapaxd.observability import tracing as telemetry
@@ -77,6 +78,12 @@ class Observability:
             else None
         )
         self._serving = False
+
+    def reconfigure(self, settings: Settings, routes: RouteTable) -> None:
+        """A reload: the new config's label values, and its secrets masked too (the old ones
+        stay masked: they may still be in flight)."""
+        self.metrics.reconfigure(settings, routes)
+        self.redactor.add(_secrets(settings), settings.logging.redact_patterns)
 
     def admit_with(self, door: Door) -> None:
         """Have every hapax.v1 call's key checked by `door` first (before the server serves)."""

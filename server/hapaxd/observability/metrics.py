@@ -87,24 +87,13 @@ class Metrics:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.exposed = exposed(self.registry)
-        self.providers = frozenset(p.name for p in settings.providers)
-        routes = RouteTable(settings)
-        self.models = frozenset(routes.logical_models())
+        # The label values this config knows (a reload adds to them): others count as "other".
+        self.providers: frozenset[str] = frozenset()
+        self.models: frozenset[str] = frozenset()
+        self.clients: frozenset[str] = frozenset()
+        self._served: set[tuple[str, str]] = set()
+        self._limited: set[tuple[str, str]] = set()
         self.method_names = frozenset(METHODS.values())
-        keys = settings.auth.keys if settings.auth.enabled else []
-        self.clients = frozenset(k.id for k in keys)
-        self.client_limits = {
-            k.id: [
-                name
-                for name, value in (
-                    ("requests_per_minute", k.requests_per_minute),
-                    ("tokens_per_minute", k.tokens_per_minute),
-                    ("concurrent_streams", k.max_concurrent_streams),
-                )
-                if value
-            ]
-            for k in keys
-        }
         r = self.registry
 
         self.grpc_requests = Counter(
@@ -218,6 +207,18 @@ class Metrics:
             ["client", "limit"],
             registry=r,
         )
+        self.reloads = Counter(
+            "hapax_config_reloads_total",
+            "Config reloads (SIGHUP or the file changed), by outcome: success, or failure (the "
+            "new file was invalid and the running settings were kept).",
+            ["outcome"],
+            registry=r,
+        )
+        self.last_reload = Gauge(
+            "hapax_config_last_reload_success_timestamp_seconds",
+            "When the running settings were loaded (start or the last successful reload).",
+            registry=r,
+        )
         self.limiter_errors = Counter(
             "hapax_rate_limiter_errors_total",
             "Admissions for which the rate-limit store could not be asked, by backend and by "
@@ -234,31 +235,16 @@ class Metrics:
         )
 
         self._healthy: dict[str, bool] = {}
-        self._initialise(routes.served())
+        self._initialise_methods()
+        self.reconfigure(settings, RouteTable(settings))
 
-    def _initialise(self, served: list[tuple[str, str]]) -> None:
+    def _initialise_methods(self) -> None:
         """Every series whose label values are all known at start exists from the start, at zero,
         so dashboards and alerts see zeros rather than no data, and rate() counts the first
         increase. Left out, to keep to a few series per provider and per (provider, model):
         failure outcomes of provider_requests and non-OK codes of grpc_requests (many values,
         most never seen), failovers (provider pairs), limiter errors, and the overflow value
         "other". Rate-limit hits exist for each key and each limit it has."""
-        for provider in sorted(self.providers):
-            self.breaker_state.labels(provider).set(0)
-            for state in BREAKER_STATES:
-                self.breaker_transitions.labels(provider, state)
-            self.provider_healthy.labels(provider).set(1)
-            self._healthy[provider] = True
-            self.health_duration.labels(provider)
-            self.health_errors.labels(provider)
-            self.retries.labels(provider)
-            self.request_latency.labels(provider)
-        self.healthy_providers.set(len(self._healthy))
-        for provider, model in served:
-            self.provider_requests.labels(provider, model, "success")
-            self.ttft.labels(provider, model)
-            for kind in TOKEN_KINDS:
-                self.tokens.labels(provider, model, kind)
         for method in sorted(self.method_names):
             self.grpc_active.labels(method)
             self.grpc_duration.labels(method)
@@ -268,9 +254,48 @@ class Metrics:
             self.deduplicated.labels(bounded(method, self.method_names))
         for reason in sorted(REASONS):
             self.errors.labels(reason)
-        for client, limits in sorted(self.client_limits.items()):
-            for limit in limits:
-                self.rate_limit_hits.labels(client, limit)
+        for outcome in ("success", "failure"):
+            self.reloads.labels(outcome)
+        self.last_reload.set_to_current_time()
+
+    def reconfigure(self, settings: Settings, routes: RouteTable) -> None:
+        """The label values of a config (at start, and after a reload): the series of providers,
+        models and keys it adds start at zero; those it drops keep their last values until a
+        restart, and new events for them count as "other"."""
+        providers = frozenset(p.name for p in settings.providers)
+        for provider in sorted(providers - self.providers):
+            self.breaker_state.labels(provider).set(0)
+            for state in BREAKER_STATES:
+                self.breaker_transitions.labels(provider, state)
+            self.provider_healthy.labels(provider).set(1)
+            self._healthy[provider] = True
+            self.health_duration.labels(provider)
+            self.health_errors.labels(provider)
+            self.retries.labels(provider)
+            self.request_latency.labels(provider)
+        for gone in self.providers - providers:
+            self._healthy.pop(gone, None)
+        self.providers = providers
+        self.healthy_providers.set(sum(1 for ok in self._healthy.values() if ok))
+        self.models = frozenset(routes.logical_models())
+        for provider, model in routes.served():
+            if (provider, model) not in self._served:
+                self._served.add((provider, model))
+                self.provider_requests.labels(provider, model, "success")
+                self.ttft.labels(provider, model)
+                for kind in TOKEN_KINDS:
+                    self.tokens.labels(provider, model, kind)
+        keys = settings.auth.keys if settings.auth.enabled else []
+        self.clients = frozenset(k.id for k in keys)
+        for key in keys:
+            for limit, value in (
+                ("requests_per_minute", key.requests_per_minute),
+                ("tokens_per_minute", key.tokens_per_minute),
+                ("concurrent_streams", key.max_concurrent_streams),
+            ):
+                if value and (key.id, limit) not in self._limited:
+                    self._limited.add((key.id, limit))
+                    self.rate_limit_hits.labels(key.id, limit)
 
     # Bounded label values.
     def provider(self, name: str) -> str:

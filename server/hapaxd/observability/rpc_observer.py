@@ -119,7 +119,6 @@ class ObservabilityInterceptor(WrappingInterceptor):
 
     def _unary(self, behavior: Behavior, method: _Method, path: str) -> Behavior:
         door = self.door
-        access = door.access(path) if door is not None else "open"
         counted = path in METHODS  # the door counts the gateway's own calls in flight
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -130,7 +129,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
             response = None
             try:
                 if door is not None:
-                    await door.admit(context, info, access, path, counted=counted)
+                    await door.admit(context, info, door.access(path), path, counted=counted)
                 if isinstance(request, Undecodable):
                     await reject(context, request)
                 response = await behavior(request, context)
@@ -149,7 +148,6 @@ class ObservabilityInterceptor(WrappingInterceptor):
 
     def _stream(self, behavior: Behavior, method: _Method, path: str) -> Behavior:
         door = self.door
-        access = door.access(path) if door is not None else "open"
         counted = path in METHODS  # the door counts the gateway's own calls in flight
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -160,7 +158,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
             deltas: list[str] | None = [] if self._content else None
             try:
                 if door is not None:
-                    await door.admit(context, info, access, path, counted=counted)
+                    await door.admit(context, info, door.access(path), path, counted=counted)
                 if isinstance(request, Undecodable):
                     await reject(context, request)
                 async for response in behavior(request, context):

@@ -1,0 +1,67 @@
+"""One generation of the settings-derived parts a call uses: the route table, the upstreams, the
+router and the deduplicator. A reload builds a new generation and swaps it in whole; a call takes
+the generation current when it begins (`enter`) and uses it to the end (`leave`), so calls in
+flight finish on the settings they started with. A retired generation runs its `on_idle` once
+its last call has left: closing the adapters of providers the new one no longer has.
+
+Plain Python: no grpc, no HTTP client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from hapaxd.config import Settings
+from hapaxd.core.dedup import Deduplicator
+from hapaxd.core.router import Router
+from hapaxd.core.routes import RouteTable
+from hapaxd.core.upstream import Upstream
+
+
+@dataclasses.dataclass(eq=False)
+class Generation:
+    settings: Settings
+    routes: RouteTable
+    upstreams: list[Upstream]
+    router: Router
+    dedup: Deduplicator
+    number: int = 1
+    calls: int = 0  # calls in flight that began on this generation
+    retired: bool = False
+    on_idle: Callable[[], None] | None = None
+
+    def leave(self) -> None:
+        self.calls -= 1
+        if self.retired and self.calls == 0:
+            self._idle()
+
+    def retire(self, on_idle: Callable[[], None]) -> None:
+        """No new call will begin here; `on_idle` runs once the last one in flight has left."""
+        self.retired, self.on_idle = True, on_idle
+        if self.calls == 0:
+            self._idle()
+
+    def _idle(self) -> None:
+        on_idle, self.on_idle = self.on_idle, None
+        if on_idle is not None:
+            on_idle()
+
+
+class Generations:
+    """The current generation, swapped whole by a reload."""
+
+    def __init__(self, first: Generation) -> None:
+        self.current = first
+
+    def enter(self) -> Generation:
+        """The generation a call begins on; the call must `leave()` it when it ends."""
+        generation = self.current
+        generation.calls += 1
+        return generation
+
+    def swap(self, new: Generation, on_old_idle: Callable[[], None]) -> Generation:
+        old, self.current = self.current, new
+        new.number = old.number + 1
+        old.retire(on_old_idle)
+        return old
