@@ -33,6 +33,7 @@ from hapaxd.api.admission import AdmissionInterceptor, Door
 from hapaxd.api.completion import CompletionServicer
 from hapaxd.api.decoding import MalformedRequestGuard
 from hapaxd.api.tls import server_credentials
+from hapaxd.api.wrapping import Combined
 from hapaxd.config import ConfigError, ProviderSettings, ServerSettings, Settings
 from hapaxd.config.watch import FileWatch
 from hapaxd.core.breaker import CircuitBreaker
@@ -183,9 +184,11 @@ class App:
             # (reflection; health is always open) in the admission interceptor.
             interceptors=(
                 *self.observability.interceptors,
-                AdmissionInterceptor(self.door, HAPAX_PREFIX),
                 *interceptors,
-                MalformedRequestGuard(HAPAX_PREFIX),
+                Combined(
+                    AdmissionInterceptor(self.door, HAPAX_PREFIX),
+                    MalformedRequestGuard(HAPAX_PREFIX),
+                ),
             ),
             options=server_options(settings.server),
         )

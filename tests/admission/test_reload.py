@@ -20,7 +20,7 @@ from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 from hapaxd import config
 from hapaxd.core.breaker import State
 from tests.admission.conftest import NARROW_KEY, OPS_KEY, SEARCH_KEY, bearer, keys
-from tests.admission.test_auth import refused
+from tests.admission.test_auth import list_services, refused
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
 from tests.observability.conftest import Observe, openai_provider, settings_with
 from tests.support.processes import gateway_process
@@ -172,6 +172,24 @@ async def test_a_reload_under_steady_load_fails_no_call_and_revokes_at_once(
     assert before > 20 and set(providers[:before]) == {"a"}
     assert "added" in providers[before:], "calls after the reload reach the added provider"
     assert len(providers) - before > 20
+
+
+async def test_access_and_auth_itself_change_with_a_reload(
+    observe: Observe, fake_upstream: FakeUpstream
+) -> None:
+    observed = await observe(settings_with(**two_providers(fake_upstream)))
+    app, gateway = observed.app, observed.gateway
+    assert "hapax.v1.CompletionService" in await list_services(gateway)  # open by default
+    closed = two_providers(fake_upstream)
+    closed["auth"] = {"keys": keys(), "reflection": "any_key"}
+    await app.reload(settings_with(**closed))
+    assert (await refused(list_services(gateway))).code() is grpc.StatusCode.UNAUTHENTICATED
+    assert await list_services(gateway, bearer(SEARCH_KEY))
+    off = two_providers(fake_upstream)
+    off["auth"] = {"enabled": False}
+    await app.reload(settings_with(**off))
+    assert (await observed.stub.Complete(pb.CompleteRequest(prompt="anyone"))).text
+    assert await list_services(gateway)
 
 
 async def test_an_invalid_new_config_is_refused_and_the_old_one_stays(

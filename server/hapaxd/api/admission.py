@@ -143,8 +143,9 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
 class AdmissionInterceptor(WrappingInterceptor):
-    """The door for services other than hapax.v1 (the observability interceptor checks those):
-    reflection, when auth.reflection is not open, and any service added later."""
+    """The door for services other than hapax.v1 (the observability interceptor checks those)
+    and health (always open): reflection, as auth.reflection says when each call begins, and
+    any service added later."""
 
     def __init__(self, door: Door, prefix: str) -> None:
         super().__init__()
@@ -152,12 +153,12 @@ class AdmissionInterceptor(WrappingInterceptor):
         self._prefix = prefix  # methods under it are checked by the observability interceptor
 
     def wrapper(self, path: str, handler: grpc.RpcMethodHandler) -> tuple[Wrap, bool] | None:
-        access = self._door.access(path)
-        if access == "open" or path.startswith(self._prefix):
+        if path.startswith(self._prefix) or service_of(path) == HEALTH_SERVICE:
             return None
-        return (lambda h: self._wrap(h, access, path)), True
+        return (lambda h: self._wrap(h, path)), True
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, access: Access, path: str) -> Any:
+    def _wrap(self, handler: grpc.RpcMethodHandler, path: str) -> Any:
+        """Each call asks the door what it needs then (a reload may change it)."""
         kinds = {
             (False, False): (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
             (False, True): (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
@@ -170,7 +171,9 @@ class AdmissionInterceptor(WrappingInterceptor):
         if inspect.isasyncgenfunction(behavior):
 
             async def checked_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await door.admit(context, record_of(context), access, path)
+                access = door.access(path)
+                if access != "open":
+                    await door.admit(context, record_of(context), access, path)
                 async for response in behavior(request, context):
                     yield response
 
@@ -178,7 +181,9 @@ class AdmissionInterceptor(WrappingInterceptor):
         else:
 
             async def checked_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await door.admit(context, record_of(context), access, path)
+                access = door.access(path)
+                if access != "open":
+                    await door.admit(context, record_of(context), access, path)
                 result = behavior(request, context)
                 return (await result) if inspect.isawaitable(result) else result
 
