@@ -5,12 +5,15 @@ UNAVAILABLE with RetryInfo), that a refused call reaches no provider, and the me
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from typing import Any
 
 import grpc
 import pytest
 
 from hapax.v1 import completion_service_pb2 as pb
+from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 from tests.admission.conftest import SEARCH_KEY, bearer, keys
 from tests.admission.test_auth import refused
 from tests.conftest import StartGateway, make_settings
@@ -171,12 +174,52 @@ async def test_over_max_in_flight_calls_are_shed_unavailable_before_any_work(
         assert got.info is not None and got.info.reason == "OVERLOADED"
         assert got.retry is not None and got.retry.retry_delay.seconds == 1
         assert retry_after_trailer(error) == "1"
+        assert dict(error.trailing_metadata() or ())["grpc-retry-pushback-ms"] == "1000"  # type: ignore[arg-type]
     assert fake_upstream.count(CHAT) == 2
     fake_upstream.release()
     assert all(r.text for r in await asyncio.gather(*held))
     assert gateway.app.door is not None and gateway.app.door.in_flight == 0
     reply = await gateway.stub.Complete(pb.CompleteRequest(prompt="after"))
     assert reply.text
+
+
+async def test_a_shed_call_is_retried_by_grpcs_own_retry_policy_after_the_pushback(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream
+) -> None:
+    settings = make_settings(
+        providers=[openai_provider(fake_upstream, "up")], server={"max_in_flight": 1}
+    )
+    gateway = await start_gateway(settings)
+    service_config = json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": "hapax.v1.CompletionService"}],
+                    "retryPolicy": {
+                        "maxAttempts": 3,
+                        "initialBackoff": "0.01s",
+                        "maxBackoff": "0.01s",
+                        "backoffMultiplier": 1,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+    options = [("grpc.service_config", service_config), ("grpc.enable_retries", 1)]
+    async with grpc.aio.insecure_channel(gateway.address, options=options) as channel:
+        stub = pb_grpc.CompletionServiceStub(channel)
+        fake_upstream.hold()
+        held = asyncio.ensure_future(stub.Complete(pb.CompleteRequest(prompt="held")))
+        await fake_upstream.wait_for_requests(1)
+        started = time.monotonic()
+        retried = asyncio.ensure_future(stub.Complete(pb.CompleteRequest(prompt="retried")))
+        await asyncio.sleep(0.3)  # shed once; the client waits the 1 s pushback, not 10 ms
+        fake_upstream.release()
+        assert (await held).text
+        reply = await retried
+        assert reply.text and time.monotonic() - started >= 0.9
+    assert fake_upstream.count(CHAT) == 2
 
 
 @pytest.mark.parametrize("shed", [False, True])

@@ -74,6 +74,21 @@ async def test_a_reload_keeps_unchanged_providers_with_their_breaker_and_health(
     assert samples.value("hapax_provider_requests_total", **requests) == 1
 
 
+async def test_retry_and_breaker_settings_apply_from_the_reload_on(
+    observe: Observe, fake_upstream: FakeUpstream
+) -> None:
+    observed = await observe(settings_with(**two_providers(fake_upstream)))
+    app, stub = observed.app, observed.stub
+    patient = two_providers(fake_upstream)
+    patient["router"] = {"retry": {"max_attempts": 3, "initial_backoff": "1ms"}}
+    patient["circuit_breaker"] = {"failure_threshold": 5, "timeout": "1m"}
+    await app.reload(settings_with(**patient))
+    fake_upstream.script(CHAT, Fail(503), Fail(503))  # a fails twice, then answers
+    reply = await stub.Complete(pb.CompleteRequest(prompt="hi"), metadata=bearer(SEARCH_KEY))
+    assert (reply.route.provider, reply.route.attempts) == ("a", 3), "3 attempts, on a"
+    assert app.upstreams[0].breaker.state is State.CLOSED, "5 failures open it now, not 1"
+
+
 async def test_calls_in_flight_finish_on_the_generation_they_began_on(
     observe: Observe, fake_upstream: FakeUpstream
 ) -> None:

@@ -181,15 +181,21 @@ def _status(code: grpc.StatusCode, message: str, details: list[Detail]) -> statu
 
 
 RETRY_AFTER_KEY = "retry-after"
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
 def retry_after(status: status_pb2.Status) -> tuple[tuple[str, str], ...]:
-    """A `retry-after` trailer (whole seconds, rounded up, as HTTP's header) for a status that
-    carries RetryInfo, for clients that read the wait without decoding the details."""
+    """For a status that carries RetryInfo, the same wait as trailers clients read without
+    decoding the details: `retry-after` (whole seconds, rounded up, as HTTP's header) and
+    `grpc-retry-pushback-ms`, which gRPC's own retry policies (service config `retryPolicy`)
+    obey: the client waits that long before its next attempt."""
     for packed in status.details:
         if packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             info = error_details_pb2.RetryInfo()
             packed.Unpack(info)
             wait = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-            return ((RETRY_AFTER_KEY, str(max(1, math.ceil(wait)))),)
+            return (
+                (RETRY_AFTER_KEY, str(max(1, math.ceil(wait)))),
+                (PUSHBACK_KEY, str(max(0, round(wait * 1000)))),
+            )
     return ()
