@@ -158,6 +158,7 @@ def redis_cost(url: str, calls: int = 3000) -> dict[str, float]:
     import redis.asyncio.connection as connection
 
     from hapaxd import config as hapax_config
+    from hapaxd.admission.limits import Ask
     from hapaxd.admission.redis_store import RedisStore
 
     parsers: dict[str, Any] = {"resp2": connection._AsyncRESP2Parser}
@@ -170,12 +171,12 @@ def redis_cost(url: str, calls: int = 3000) -> dict[str, float]:
         store._client.connection_pool.connection_kwargs["parser_class"] = parser
         try:
             for _ in range(200):
-                await store.take("warm", 10**9, 10**12, 10)
+                await store.take(Ask("warm", 10**9, 10**12, 10))
             best = float("inf")
             for _ in range(3):
                 cpu = time.process_time()
                 for _ in range(calls):
-                    await store.take("bench", 10**9, 10**12, 10)
+                    await store.take(Ask("bench", 10**9, 10**12, 10))
                 best = min(best, (time.process_time() - cpu) / calls)
             return best * 1e6
         finally:

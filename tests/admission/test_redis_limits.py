@@ -16,7 +16,8 @@ import pytest
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 from hapaxd import config
-from hapaxd.admission.limits import REQUESTS, TOKENS
+from hapaxd.admission import redis_store
+from hapaxd.admission.limits import REQUESTS, STREAMS, TOKENS, Ask
 from hapaxd.admission.redis_store import FLUSH_AFTER, RedisStore
 from tests.admission.conftest import SEARCH_KEY, bearer, keys
 from tests.admission.test_auth import refused
@@ -36,12 +37,12 @@ async def test_the_script_admits_a_burst_then_refuses_and_takes_nothing_when_it_
     store = RedisStore(store_settings(redis_server.url))
     try:
         for _ in range(3):
-            assert await store.take("team", 3, 1000, 10) is None
-        limit, wait = await store.take("team", 3, 1000, 10) or ("", 0.0)
+            assert await store.take(Ask("team", 3, 1000, 10)) is None
+        limit, wait = await store.take(Ask("team", 3, 1000, 10)) or ("", 0.0)
         assert limit == REQUESTS and 19.0 < wait <= 20.0
-        assert await store.take("big", None, 100, 100) is None
-        assert await store.take("big", None, 100, 100) is not None, "the first took all 100"
-        assert (await store.take("big", None, 100, 1) or ("",))[0] == TOKENS
+        assert await store.take(Ask("big", None, 100, 100)) is None
+        assert await store.take(Ask("big", None, 100, 100)) is not None, "the first took all 100"
+        assert (await store.take(Ask("big", None, 100, 1)) or ("",))[0] == TOKENS
         client = redis_server.client()
         level = float(await client.hget("hapax:rl:{team}:rpm", "level") or "nan")
         assert level < 0.1, "three of three taken; refusals took nothing"
@@ -58,11 +59,11 @@ async def test_corrections_ride_with_the_next_admission_or_are_flushed_alone(
     store = RedisStore(store_settings(redis_server.url))
     client = redis_server.client()
     try:
-        assert await store.take("team", None, 600, 100) is None  # 500 left
+        assert await store.take(Ask("team", None, 600, 100)) is None  # 500 left
         store.adjust("team", 600, 900)  # the answer cost 900 more: owed, not sent yet
         level = float(await client.hget("hapax:rl:{team}:tpm", "level") or "nan")
         assert 499 < level < 502
-        limit, wait = await store.take("team", None, 600, 10) or ("", 0.0)  # carries the 900
+        limit, wait = await store.take(Ask("team", None, 600, 10)) or ("", 0.0)  # carries the 900
         assert limit == TOKENS and 40.0 < wait <= 41.0, "410 tokens short at 10 a second"
         level = float(await client.hget("hapax:rl:{team}:tpm", "level") or "nan")
         assert -401 < level < -398, "the correction was kept though the call was refused"
@@ -70,7 +71,7 @@ async def test_corrections_ride_with_the_next_admission_or_are_flushed_alone(
         await asyncio.sleep(FLUSH_AFTER + 0.5)  # so it is sent on its own
         level = float(await client.hget("hapax:rl:{team}:tpm", "level") or "nan")
         assert 199 < level < 215
-        assert await store.take("team", None, 600, 10) is None
+        assert await store.take(Ask("team", None, 600, 10)) is None
     finally:
         await store.aclose()
         await client.aclose()
@@ -80,16 +81,47 @@ async def test_a_busy_key_costs_one_round_trip_per_admission(redis_server: Redis
     store = RedisStore(store_settings(redis_server.url))
     client = redis_server.client()
     try:
-        assert await store.take("warm", 100, 10_000, 5) is None  # loads the script once
+        assert await store.take(Ask("warm", 100, 10_000, 5)) is None  # loads the script once
         await client.config_resetstat()
         for _ in range(20):
-            assert await store.take("team", 100, 10_000, 5) is None
+            assert await store.take(Ask("team", 100, 10_000, 5)) is None
             store.adjust("team", 10_000, 30)  # each call's correction rides with the next
         stats = await client.info("commandstats")
         assert stats["cmdstat_evalsha"]["calls"] == 20
         assert "cmdstat_eval" not in stats and "cmdstat_script|load" not in stats
     finally:
         await store.aclose()
+        await client.aclose()
+
+
+async def test_stream_slots_are_leases_shared_through_redis(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store, "LEASE", 1.0)
+    monkeypatch.setattr(redis_store, "RENEW_EVERY", 0.2)
+    one = RedisStore(store_settings(redis_server.url))
+    two = RedisStore(store_settings(redis_server.url))  # another replica
+    client = redis_server.client()
+    try:
+        assert await one.take(Ask("team", streams=2, lease="l1")) is None
+        assert await two.take(Ask("team", streams=2, lease="l2")) is None
+        assert await one.take(Ask("team", streams=2, lease="l3")) == (STREAMS, 1.0)
+        await asyncio.sleep(1.5)  # past the lease: still held, because renewed
+        assert await client.zcard("hapax:rl:{team}:streams") == 2
+        assert await two.take(Ask("team", streams=2, lease="l3")) == (STREAMS, 1.0)
+        one.release("team", "l1")
+        await asyncio.sleep(0.1)
+        assert await two.take(Ask("team", streams=2, lease="l3")) is None
+        # A replica that dies stops renewing: its slots free themselves within the lease.
+        for task in two._loops.values():
+            task.cancel()
+        await asyncio.sleep(1.3)
+        assert await one.take(Ask("team", streams=2, lease="l4")) is None
+        assert await one.take(Ask("team", streams=2, lease="l5")) is None
+        assert await client.zcard("hapax:rl:{team}:streams") == 2, "l2 and l3 were dropped"
+    finally:
+        await one.aclose()
+        await two.aclose()
         await client.aclose()
 
 
@@ -140,6 +172,45 @@ async def test_two_gateway_processes_admit_together_what_one_limit_allows(
     assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}
     assert rpm <= admitted <= rpm + refills + 1, (admitted, elapsed)
     assert codes.count("RESOURCE_EXHAUSTED") == 150 - admitted
+
+
+async def test_two_gateway_processes_share_one_keys_stream_cap(
+    redis_server: RedisServer, tmp_path: pathlib.Path
+) -> None:
+    text = GATEWAY.format(digest=config.digest(SEARCH_KEY), rpm=1000, url=redis_server.url)
+    text = text.replace("requests_per_minute: 1000", "max_concurrent_streams: 2")
+    slow = 'models: {"*": local}, options: {chunk_delay: 100ms}}'
+    text = text.replace('models: {"*": local}}', slow)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with (
+        gateway_process(text, tmp_path / "a") as one,
+        gateway_process(text, tmp_path / "b") as two,
+        grpc.aio.insecure_channel(one.address) as to_one,
+        grpc.aio.insecure_channel(two.address) as to_two,
+    ):
+        stubs = [pb_grpc.CompletionServiceStub(c) for c in (to_one, to_two)]
+        long = pb.StreamCompleteRequest(prompt=" ".join(["word"] * 30))  # about 3 s of words
+        held = [stubs[0].StreamComplete(long, metadata=bearer(SEARCH_KEY), timeout=20)]
+        held.append(stubs[1].StreamComplete(long, metadata=bearer(SEARCH_KEY), timeout=20))
+        for call in held:
+            assert (await call.read()).delta
+        for stub in stubs:
+            error = await refused(
+                stub.StreamComplete(long, metadata=bearer(SEARCH_KEY), timeout=20)
+            )
+            assert details_of(error).info.metadata["limit"] == "concurrent_streams"  # type: ignore[union-attr]
+        held[0].cancel()
+        async with asyncio.timeout(10):
+            while True:  # the slot comes free once replica one has released its lease
+                try:
+                    third = stubs[1].StreamComplete(long, metadata=bearer(SEARCH_KEY), timeout=20)
+                    assert (await third.read()).delta
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.05)
+        third.cancel()
+        held[1].cancel()
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -66,18 +67,33 @@ class StoreUnavailable(Exception):
     """The store could not be asked (Redis down, timed out); the Limiter applies the fail mode."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ask:
+    """What one admission asks of a key's limits: a request (rpm), `tokens` (tpm) and, for a
+    stream, a slot among `streams` (its `lease` names it until released)."""
+
+    client: str
+    rpm: int | None = None
+    tpm: int | None = None
+    tokens: int = 0
+    streams: int | None = None
+    lease: str = ""
+
+
 class Store(Protocol):
-    """Where the buckets live. `take` admits (returns None) or names the first limit that has no
-    room and the wait; `adjust` charges (+) or refunds (-) tokens after the call, without
-    waiting for the store."""
+    """Where the buckets and stream slots live. `take` admits (None) or names the first limit
+    that has no room and the wait, taking nothing then; `adjust` charges (+) or refunds (-)
+    tokens after the call and `release` frees a stream slot, neither waiting for the store."""
 
     name: str
 
-    async def take(
-        self, client: str, rpm: int | None, tpm: int | None, tokens: int
-    ) -> tuple[str, float] | None: ...
+    async def take(self, ask: Ask) -> tuple[str, float] | None: ...
 
     def adjust(self, client: str, tpm: int, tokens: int) -> None: ...
+
+    def release(self, client: str, lease: str) -> None: ...
+
+    def streams_in_flight(self, client: str) -> int: ...
 
     async def aclose(self) -> None: ...
 
@@ -90,6 +106,7 @@ class LocalStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[tuple[str, str], Bucket] = {}
+        self._streams: dict[str, int] = {}  # key id -> its streams in flight
 
     def _bucket(self, client: str, limit: str, per_minute: int, now: float) -> Bucket:
         bucket = self._buckets.get((client, limit))
@@ -99,16 +116,15 @@ class LocalStore:
             bucket.refill(now)
         return bucket
 
-    async def take(
-        self, client: str, rpm: int | None, tpm: int | None, tokens: int
-    ) -> tuple[str, float] | None:
-        return self.take_now(client, rpm, tpm, tokens)
+    async def take(self, ask: Ask) -> tuple[str, float] | None:
+        return self.take_now(ask)
 
-    def take_now(
-        self, client: str, rpm: int | None, tpm: int | None, tokens: int
-    ) -> tuple[str, float] | None:
+    def take_now(self, ask: Ask) -> tuple[str, float] | None:
+        client = ask.client
+        if ask.streams and self._streams.get(client, 0) >= ask.streams:
+            return STREAMS, STREAM_RETRY_AFTER
         now = self._clock()
-        wanted = [(REQUESTS, rpm, 1), (TOKENS, tpm, tokens)]
+        wanted = [(REQUESTS, ask.rpm, 1), (TOKENS, ask.tpm, ask.tokens)]
         buckets = [(n, self._bucket(client, n, pm, now), c) for n, pm, c in wanted if pm]
         for name, bucket, cost in buckets:
             wait = bucket.wait(cost)
@@ -116,11 +132,23 @@ class LocalStore:
                 return name, wait
         for _, bucket, cost in buckets:
             bucket.level -= cost
+        if ask.streams:
+            self._streams[client] = self._streams.get(client, 0) + 1
         return None
 
     def adjust(self, client: str, tpm: int, tokens: int) -> None:
         bucket = self._bucket(client, TOKENS, tpm, self._clock())
         bucket.level = min(bucket.capacity, bucket.level - tokens)
+
+    def release(self, client: str, lease: str) -> None:
+        left = self._streams.get(client, 0) - 1
+        if left > 0:
+            self._streams[client] = left
+        else:
+            self._streams.pop(client, None)
+
+    def streams_in_flight(self, client: str) -> int:
+        return self._streams.get(client, 0)
 
     async def aclose(self) -> None:
         return None
@@ -132,16 +160,16 @@ class Ticket:
     estimate); `settle(None)`, no answer, refunds it. Also frees the call's stream slot.
     Idempotent."""
 
-    __slots__ = ("_caller", "_estimate", "_limiter", "_stream")
+    __slots__ = ("_caller", "_estimate", "_lease", "_limiter")
 
     def __init__(
-        self, limiter: Limiter | None, caller: Caller | None, estimate: int, stream: bool
+        self, limiter: Limiter | None, caller: Caller | None, estimate: int, lease: str = ""
     ) -> None:
-        self._limiter, self._caller, self._estimate, self._stream = (
+        self._limiter, self._caller, self._estimate, self._lease = (
             limiter,
             caller,
             estimate,
-            stream,
+            lease,
         )
 
     def settle(self, used: int | None) -> None:
@@ -149,27 +177,27 @@ class Ticket:
         if limiter is None or caller is None:
             return
         self._limiter = None
-        if self._stream:
-            limiter.streams_ended(caller.id)
+        store = limiter.store
+        if self._lease:
+            store.release(caller.id, self._lease)
         tpm = caller.tokens_per_minute
         charged = 0 if used is None else (used or self._estimate)
         if tpm and charged != self._estimate:
-            limiter.store.adjust(caller.id, tpm, charged - self._estimate)
+            store.adjust(caller.id, tpm, charged - self._estimate)
 
 
-NO_LIMITS = Ticket(None, None, 0, stream=False)  # for a call no limit applies to
+NO_LIMITS = Ticket(None, None, 0)  # for a call no limit applies to
 
 
 class Limiter:
-    """Admission by each key's limits. Streams in flight are counted in this process. When the
-    store cannot be asked, `fail_open` admits the call (it is counted and logged as
-    LimiterUnavailable either way); closed refuses it with LimitsUnavailable (UNAVAILABLE)."""
+    """Admission by each key's limits, in one `take` of the store. When the store cannot be
+    asked, `fail_open` admits the call (it is counted and logged as LimiterUnavailable either
+    way); closed refuses it with LimitsUnavailable (UNAVAILABLE)."""
 
     def __init__(self, store: Store, *, fail_open: bool = True, listeners: Listeners = ()) -> None:
         self.store = store
         self.fail_open = fail_open
         self.listeners = listeners
-        self._streams: dict[str, int] = {}
 
     def _refuse(self, caller: Caller, limit: str, wait: float, why: str = "") -> RateLimited:
         emit(self.listeners, RateLimitHit(caller.id, limit))
@@ -185,29 +213,22 @@ class Limiter:
         )
         if not (rpm or tpm or streams):
             return NO_LIMITS
-        if streams and self._streams.get(caller.id, 0) >= streams:
-            raise self._refuse(caller, STREAMS, STREAM_RETRY_AFTER, f"{streams} in flight")
         tokens = estimate_tokens(request) if tpm else 0
-        if rpm or tpm:
-            try:
-                refused = await self.store.take(caller.id, rpm, tpm, tokens)
-            except StoreUnavailable as exc:
-                emit(self.listeners, LimiterUnavailable(self.store.name, self.fail_open, str(exc)))
-                if not self.fail_open:
-                    raise LimitsUnavailable(self.store.name) from None
-                refused, tokens = None, 0  # nothing was taken, so nothing is settled
-            if refused is not None:
-                raise self._refuse(caller, *refused)
-        if streams:  # counted after the buckets admitted it: a refused call holds no slot
-            self._streams[caller.id] = self._streams.get(caller.id, 0) + 1
-        return Ticket(self, caller, tokens, stream=bool(streams))
-
-    def streams_ended(self, client: str) -> None:
-        left = self._streams.get(client, 0) - 1
-        if left > 0:
-            self._streams[client] = left
-        else:
-            self._streams.pop(client, None)
+        lease = uuid.uuid4().hex if streams else ""
+        ask = Ask(caller.id, rpm, tpm, tokens, streams, lease)
+        try:
+            refused = await self.store.take(ask)
+        except StoreUnavailable as exc:
+            emit(self.listeners, LimiterUnavailable(self.store.name, self.fail_open, str(exc)))
+            if not self.fail_open:
+                raise LimitsUnavailable(self.store.name) from None
+            return Ticket(self, caller, 0)  # admitted unchecked: nothing was taken
+        if refused is not None:
+            limit, wait = refused
+            why = f"{streams} in flight" if limit == STREAMS else ""
+            raise self._refuse(caller, limit, wait, why)
+        return Ticket(self, caller, tokens, lease)
 
     def streams_in_flight(self, client: str) -> int:
-        return self._streams.get(client, 0)
+        """The key's streams in flight, as the store counts them."""
+        return self.store.streams_in_flight(client)

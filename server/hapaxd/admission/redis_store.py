@@ -12,6 +12,12 @@ with the key's next admission, so a busy key costs one round trip per call; what
 after FLUSH_AFTER seconds without a call is sent on its own. A correction lost with a failed
 round trip is dropped (the bucket errs toward admitting).
 
+A key's streams in flight are a sorted set `...:streams` of leases, shared by every replica:
+the admission script drops expired leases, refuses when the set is at the cap, and adds this
+stream's lease, expiring in LEASE seconds; the process renews its leases every RENEW_EVERY
+seconds while their streams run and removes each when its stream ends. A replica that dies
+stops renewing, so its slots free themselves within LEASE.
+
 Uses redis-py's asyncio client (`redis.asyncio`); no grpc.
 """
 
@@ -25,18 +31,21 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from hapaxd.admission.limits import REQUESTS, TOKENS, StoreUnavailable
+from hapaxd.admission.limits import REQUESTS, STREAMS, TOKENS, Ask, StoreUnavailable
 from hapaxd.config import RateLimitSettings
 
 log = logging.getLogger("hapaxd.admission")
 
 DOWN_FOR = 1.0  # seconds Redis is not asked after a failed round trip
+LEASE = 60.0  # a stream's slot expires unless renewed (a replica that died frees its slots)
+RENEW_EVERY = 20.0  # seconds between renewals of this process's leases
 FLUSH_AFTER = 1.0  # seconds a key's owed correction waits for its next call
 
-# KEYS: rpm bucket, tpm bucket. ARGV: rpm, tpm (0: no such limit), tokens, tokens owed from
-# earlier calls' corrections (charged to the tpm bucket first, whatever the outcome).
-# Returns nil when admitted, else {which limit (1 rpm, 2 tpm), seconds to wait}, as text (a Lua
-# number in a reply becomes an integer).
+# KEYS: rpm bucket, tpm bucket, streams set. ARGV: rpm, tpm (0: no such limit), tokens, tokens
+# owed from earlier calls' corrections (charged to the tpm bucket first, whatever the outcome),
+# the streams cap (0: not a stream, or no cap), this stream's lease id and how long it holds.
+# Returns nil when admitted, else {which limit (1 rpm, 2 tpm, 3 streams), seconds to wait}, as
+# text (a Lua number in a reply becomes an integer).
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -55,6 +64,11 @@ local function store(key, cap, b, level)
 end
 local rpm, tpm, tokens, owed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4])
+local streams, lease, hold = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+if streams > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= streams then return {'3', '1'} end
+end
 local r, k = load(KEYS[1], rpm), load(KEYS[2], tpm)
 if k and owed ~= 0 then
   k[1] = math.min(tpm, k[1] - owed)
@@ -70,9 +84,22 @@ if k then
 end
 if r then store(KEYS[1], rpm, r, r[1] - 1) end
 if k then store(KEYS[2], tpm, k, k[1] - tokens) end
+if streams > 0 then
+  redis.call('ZADD', KEYS[3], now + hold, lease)
+  redis.call('EXPIRE', KEYS[3], math.ceil(hold) + 1)
+end
 return false
 """
-_LIMITS = {"1": REQUESTS, "2": TOKENS}
+_LIMITS = {"1": REQUESTS, "2": TOKENS, "3": STREAMS}
+
+# KEYS: streams set. ARGV: lease seconds, then the leases to renew.
+_RENEW = """
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
+return false
+"""
 
 # KEYS: tpm bucket. ARGV: tpm, tokens to charge (negative: refund).
 _ADJUST = """
@@ -111,36 +138,85 @@ class RedisStore:
         self._clock = clock
         self._down_until = 0.0
         self._owed: dict[str, tuple[int, int]] = {}  # key id -> (its tpm, tokens owed)
-        self._flusher: asyncio.Task[None] | None = None
+        self._held: dict[str, set[str]] = {}  # key id -> leases of this process's streams
+        self._renew = self._client.register_script(_RENEW)
+        self._loops: dict[str, asyncio.Task[None]] = {}  # the flusher and the renewer
+        self._tasks: set[asyncio.Task[None]] = set()  # releases on their way
 
     def _keys(self, client: str) -> list[str]:
         base = f"{self._prefix}{{{client}}}"
-        return [f"{base}:rpm", f"{base}:tpm"]
+        return [f"{base}:rpm", f"{base}:tpm", f"{base}:streams"]
 
-    async def take(
-        self, client: str, rpm: int | None, tpm: int | None, tokens: int
-    ) -> tuple[str, float] | None:
+    async def take(self, ask: Ask) -> tuple[str, float] | None:
         if self._clock() < self._down_until:
             raise StoreUnavailable("not asked: unreachable moments ago")
-        owed = self._owed.pop(client, (0, 0))[1] if tpm else 0
+        client = ask.client
+        owed = self._owed.pop(client, (0, 0))[1] if ask.tpm else 0
+        args: list[int | float | str] = [
+            ask.rpm or 0,
+            ask.tpm or 0,
+            ask.tokens,
+            owed,
+            ask.streams or 0,
+            ask.lease,
+            LEASE,
+        ]
         try:
             async with asyncio.timeout(self._timeout):
-                found = await self._take(
-                    keys=self._keys(client), args=[rpm or 0, tpm or 0, tokens, owed]
-                )
+                found = await self._take(keys=self._keys(client), args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_until = self._clock() + DOWN_FOR
             raise StoreUnavailable(type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         if not found:
+            if ask.streams:
+                self._held.setdefault(client, set()).add(ask.lease)
+                self._background("renewer", self._renew_leases)
             return None
         which, wait = found
         return _LIMITS[str(which)], float(wait)
 
+    def release(self, client: str, lease: str) -> None:
+        held = self._held.get(client)
+        if held is None or lease not in held:
+            return  # admitted unchecked (fail open): no slot was taken
+        held.discard(lease)
+        if not held:
+            del self._held[client]
+        self._spawn(self._send(self._client.zrem(self._keys(client)[2], lease), "release"))
+
+    def streams_in_flight(self, client: str) -> int:
+        """This process's streams of the key (the shared count is the ZSET's size)."""
+        return len(self._held.get(client, ()))
+
+    async def _renew_leases(self) -> None:
+        while self._held:
+            await asyncio.sleep(RENEW_EVERY)
+            for client, leases in list(self._held.items()):
+                if leases:
+                    keys = self._keys(client)[2:]
+                    await self._send(self._renew(keys=keys, args=[LEASE, *leases]), "renewal")
+
+    async def _send(self, command: Any, what: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await command
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.debug("rate-limit %s dropped: %r", what, exc)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _background(self, name: str, loop: Any) -> None:
+        running = self._loops.get(name)
+        if running is None or running.done():
+            self._loops[name] = asyncio.get_running_loop().create_task(loop())
+
     def adjust(self, client: str, tpm: int, tokens: int) -> None:
         _, owed = self._owed.get(client, (tpm, 0))
         self._owed[client] = (tpm, owed + tokens)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+        self._background("flusher", self._flush_later)
 
     async def _flush_later(self) -> None:
         """Send what keys still owe after FLUSH_AFTER seconds (their next call did not)."""
@@ -152,14 +228,17 @@ class RedisStore:
         owed, self._owed = self._owed, {}
         for client, (tpm, tokens) in owed.items():
             if tokens and self._clock() >= self._down_until:
-                try:
-                    async with asyncio.timeout(self._timeout):
-                        await self._adjust(keys=self._keys(client)[1:], args=[tpm, tokens])
-                except (RedisError, OSError, TimeoutError) as exc:
-                    log.debug("rate-limit correction for %s dropped: %r", client, exc)
+                keys = self._keys(client)[1:2]
+                await self._send(self._adjust(keys=keys, args=[tpm, tokens]), "correction")
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
+        for loop in self._loops.values():
+            loop.cancel()
         await self.flush()
+        for client, leases in list(self._held.items()):
+            if leases:
+                await self._send(self._client.zrem(self._keys(client)[2], *leases), "release")
+        self._held.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
