@@ -28,8 +28,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from benchmarks.harness import ServerProcess, cpu_plan, environment, pinned, run_loop, started
-from benchmarks.load import Target, alternate, paired, summarize
+from benchmarks.harness import environment
+from benchmarks.load import Rounds, gateways_in_rounds, paired, summarize
 from benchmarks.report import figure as _f
 
 KEY = "hpx_benchmark-caller-key-0123456789"
@@ -195,40 +195,15 @@ def run(config: Config) -> dict[str, Any]:
 
 def _run(config: Config, redis_url: str) -> dict[str, Any]:
     env = environment()
-    server_cpu, client_cpu = cpu_plan(config.pin)
-    with pinned(client_cpu):
-        upstream = ServerProcess("upstream", "upstream", cpu=client_cpu, loop="uvloop")
-        upstream.wait_ready()
-        try:
-            servers = [
-                ServerProcess(
-                    name,
-                    "gateway",
-                    cpu=server_cpu,
-                    upstream_port=upstream.port,
-                    overrides=overrides,
-                )
-                for name, overrides in variants(redis_url).items()
-            ]
-            with started(servers):
-                samples = run_loop(
-                    "uvloop",
-                    alternate(
-                        [
-                            Target(s.name, s, metadata=(("authorization", f"Bearer {KEY}"),))
-                            for s in servers
-                        ],
-                        list(config.cells),
-                        rounds=config.rounds,
-                        duration=config.duration,
-                        warmup=config.warmup,
-                        initial_warmup=config.warmup,
-                        max_requests=config.max_requests,
-                        upstream=upstream,
-                    ),
-                )
-        finally:
-            upstream.stop()
+    samples, (server_cpu, client_cpu) = gateways_in_rounds(
+        {name: {"overrides": overrides} for name, overrides in variants(redis_url).items()},
+        Rounds(
+            config.cells, config.rounds, config.duration, config.warmup, config.warmup,
+            config.max_requests,
+        ),
+        pin=config.pin,
+        metadata=(("authorization", f"Bearer {KEY}"),),
+    )  # fmt: skip
     cells = []
     for (kind, concurrency), by in samples.items():
         cell: dict[str, Any] = {"kind": kind, "concurrency": concurrency}

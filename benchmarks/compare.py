@@ -20,8 +20,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.harness import ServerProcess, cpu_plan, pinned, run_loop, started
-from benchmarks.load import Target, alternate, paired, summarize
+from benchmarks.load import Rounds, gateways_in_rounds, paired, summarize
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
@@ -64,46 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cells = args.cell or [("unary", 1), ("unary", 16)]
 
-    server_cpu, client_cpu = cpu_plan(True)
-    with pinned(client_cpu):
-        upstream = ServerProcess("upstream", "upstream", cpu=client_cpu, loop=args.loop)
-        upstream.wait_ready()
-        try:
-            servers = [
-                ServerProcess(
-                    name,
-                    "gateway",
-                    cpu=server_cpu,
-                    loop=args.loop,
-                    upstream_port=upstream.port,
-                    source=source,
-                    overrides=overrides,
-                )
-                for name, source, overrides in args.variant
-            ]
-            if not args.no_floor:
-                servers.append(ServerProcess("floor", "floor", cpu=server_cpu, loop=args.loop))
-            with started(servers):
-                for server in servers:
-                    if server.role == "gateway":
-                        print(f"{server.name}: hapaxd from {server.hapaxd_path}")
-                targets = [Target(s.name, s) for s in servers]
-                samples = run_loop(
-                    args.loop,
-                    alternate(
-                        targets,
-                        cells,
-                        rounds=args.rounds,
-                        duration=args.duration,
-                        warmup=0.15,
-                        initial_warmup=0.5,
-                        upstream=upstream,
-                    ),
-                )
-        finally:
-            upstream.stop()
+    def announce(servers: Any) -> None:
+        for server in servers:
+            if server.role == "gateway":
+                print(f"{server.name}: hapaxd from {server.hapaxd_path}")
 
-    base = servers[0].name
+    samples, _ = gateways_in_rounds(
+        {
+            name: {"source": source, "overrides": overrides}
+            for name, source, overrides in args.variant
+        },
+        Rounds(cells, args.rounds, args.duration, warmup=0.15, initial_warmup=0.5),
+        loop=args.loop,
+        floor=not args.no_floor,
+        announce=announce,
+    )
+    base = args.variant[0][0]
     for (kind, concurrency), by_target in samples.items():
         print(f"\n{kind} at concurrency {concurrency} (median of {args.rounds} rounds)")
         print(f"  {'variant':<16}{'rps':>8}{'p50 ms':>9}{'us/req':>9}   against {base}")

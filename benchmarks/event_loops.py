@@ -14,8 +14,8 @@ import os
 import sys
 from typing import Any
 
-from benchmarks.harness import ServerProcess, cpu_plan, environment, pinned, run_loop, started
-from benchmarks.load import Target, alternate, paired, summarize
+from benchmarks.harness import environment
+from benchmarks.load import Rounds, gateways_in_rounds, paired, summarize
 from benchmarks.report import figure as _f
 
 LOOPS = ("uvloop", "asyncio")
@@ -37,37 +37,14 @@ class Config:
 
 def run(config: Config) -> dict[str, Any]:
     env = environment()
-    server_cpu, client_cpu = cpu_plan(config.pin)
-    with pinned(client_cpu):
-        upstream = ServerProcess("upstream", "upstream", cpu=client_cpu, loop="uvloop")
-        upstream.wait_ready()
-        try:
-            servers = [
-                ServerProcess(
-                    f"gateway-{loop}",
-                    "gateway",
-                    cpu=server_cpu,
-                    loop=loop,
-                    upstream_port=upstream.port,
-                )
-                for loop in LOOPS
-            ]
-            with started(servers):
-                samples = run_loop(
-                    "uvloop",
-                    alternate(
-                        [Target(s.loop, s) for s in servers],
-                        list(config.cells),
-                        rounds=config.rounds,
-                        duration=config.duration,
-                        warmup=config.warmup,
-                        initial_warmup=config.warmup,
-                        max_requests=config.max_requests,
-                        upstream=upstream,
-                    ),
-                )
-        finally:
-            upstream.stop()
+    samples, (server_cpu, client_cpu) = gateways_in_rounds(
+        {loop: {"loop": loop} for loop in LOOPS},
+        Rounds(
+            config.cells, config.rounds, config.duration, config.warmup, config.warmup,
+            config.max_requests,
+        ),
+        pin=config.pin,
+    )  # fmt: skip
     cells = [
         {
             "kind": kind,

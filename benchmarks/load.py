@@ -8,12 +8,21 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
 
-from benchmarks.harness import ServerProcess, cpu_busy_seconds, median, percentile
+from benchmarks.harness import (
+    ServerProcess,
+    cpu_busy_seconds,
+    cpu_plan,
+    median,
+    percentile,
+    pinned,
+    run_loop,
+    started,
+)
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 
@@ -298,3 +307,68 @@ def paired(a: Sequence[Sample], b: Sequence[Sample]) -> dict[str, float]:
             ]
         ),
     }
+
+
+@dataclasses.dataclass
+class Rounds:
+    """How the targets are driven: every cell, `rounds` times, each measurement `duration`
+    seconds (or `max_requests` calls) after a `warmup`; `initial_warmup` once at the start."""
+
+    cells: Sequence[Cell]
+    rounds: int
+    duration: float
+    warmup: float
+    initial_warmup: float
+    max_requests: int | None = None
+
+
+def gateways_in_rounds(
+    variants: Mapping[str, Mapping[str, Any]],
+    rounds: Rounds,
+    *,
+    pin: bool = True,
+    loop: str = "uvloop",
+    floor: bool = False,
+    metadata: tuple[tuple[str, str], ...] = (),
+    announce: Callable[[Sequence[ServerProcess]], None] | None = None,
+) -> tuple[dict[Cell, dict[str, list[Sample]]], tuple[int | None, int | None]]:
+    """What every A/B benchmark here does: the fake upstream and the load generator on the
+    client CPU, one gateway process per variant (name -> ServerProcess keyword arguments: loop,
+    source, overrides) and optionally the floor on the server CPU, driven in alternating rounds
+    with `metadata` on every call. Returns the samples and (server CPU, client CPU)."""
+    server_cpu, client_cpu = cpu_plan(pin)
+    with pinned(client_cpu):
+        upstream = ServerProcess("upstream", "upstream", cpu=client_cpu, loop=loop)
+        upstream.wait_ready()
+        try:
+            servers = [
+                ServerProcess(
+                    name,
+                    "gateway",
+                    cpu=server_cpu,
+                    upstream_port=upstream.port,
+                    **{"loop": loop, **kwargs},
+                )
+                for name, kwargs in variants.items()
+            ]
+            if floor:
+                servers.append(ServerProcess("floor", "floor", cpu=server_cpu, loop=loop))
+            with started(servers):
+                if announce is not None:
+                    announce(servers)
+                samples = run_loop(
+                    loop,
+                    alternate(
+                        [Target(s.name, s, metadata=metadata) for s in servers],
+                        list(rounds.cells),
+                        rounds=rounds.rounds,
+                        duration=rounds.duration,
+                        warmup=rounds.warmup,
+                        initial_warmup=rounds.initial_warmup,
+                        max_requests=rounds.max_requests,
+                        upstream=upstream,
+                    ),
+                )
+        finally:
+            upstream.stop()
+    return samples, (server_cpu, client_cpu)

@@ -93,6 +93,19 @@ async def test_tokens_per_minute_counts_the_reported_usage_after_each_call(
     assert fake_upstream.count(CHAT) == 1
 
 
+async def stream_to_its_end(gateway: Any, fake: FakeUpstream) -> None:
+    """A new stream of the key, with the upstream no longer pausing: it runs to its end."""
+    fake.set_default(Reply(text="a b c", chunks=3))
+    fake.release()
+    chunks = [
+        m
+        async for m in gateway.stub.StreamComplete(
+            pb.StreamCompleteRequest(prompt="next"), metadata=bearer(SEARCH_KEY)
+        )
+    ]
+    assert chunks[-1].finish_reason == pb.FINISH_REASON_STOP
+
+
 async def test_concurrent_streams_per_key_are_capped_until_one_ends(
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
@@ -116,13 +129,7 @@ async def test_concurrent_streams_per_key_are_capped_until_one_ends(
     while last is not grpc.aio.EOF and not last.route.provider:
         last = await first.read()
     assert last is not grpc.aio.EOF and last.route.provider == "up"
-    again = [
-        m
-        async for m in gateway.stub.StreamComplete(
-            pb.StreamCompleteRequest(prompt="three"), metadata=bearer(SEARCH_KEY)
-        )
-    ]
-    assert again[-1].finish_reason == pb.FINISH_REASON_STOP
+    await stream_to_its_end(gateway, fake_upstream)
 
 
 async def test_a_caller_leaving_mid_stream_frees_its_slot(
@@ -139,15 +146,7 @@ async def test_a_caller_leaving_mid_stream_frees_its_slot(
     async with asyncio.timeout(5):  # and settles the call's ticket as its handler unwinds
         while gateway.app.limiter.streams_in_flight("search"):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-    fake_upstream.set_default(Reply(text="a b c", chunks=3))
-    fake_upstream.release()
-    chunks = [
-        m
-        async for m in gateway.stub.StreamComplete(
-            pb.StreamCompleteRequest(prompt="two"), metadata=bearer(SEARCH_KEY)
-        )
-    ]
-    assert chunks[-1].finish_reason == pb.FINISH_REASON_STOP
+    await stream_to_its_end(gateway, fake_upstream)
 
 
 async def test_over_max_in_flight_calls_are_shed_unavailable_before_any_work(

@@ -5,9 +5,11 @@ processes holding one key to one limit together, and what happens when Redis can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pathlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -140,20 +142,26 @@ rate_limit: {{backend: redis, redis_url: "{url}"}}
 """
 
 
+@contextlib.asynccontextmanager
+async def two_replicas(text: str, directory: pathlib.Path) -> AsyncIterator[list[Any]]:
+    """Two `hapaxd serve` processes of one config, and a stub to each."""
+    (directory / "a").mkdir()
+    (directory / "b").mkdir()
+    async with (
+        gateway_process(text, directory / "a") as one,
+        gateway_process(text, directory / "b") as two,
+        grpc.aio.insecure_channel(one.address) as to_one,
+        grpc.aio.insecure_channel(two.address) as to_two,
+    ):
+        yield [pb_grpc.CompletionServiceStub(c) for c in (to_one, to_two)]
+
+
 async def test_two_gateway_processes_admit_together_what_one_limit_allows(
     redis_server: RedisServer, tmp_path: pathlib.Path
 ) -> None:
     rpm = 40
     text = GATEWAY.format(digest=config.digest(SEARCH_KEY), rpm=rpm, url=redis_server.url)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    async with (
-        gateway_process(text, tmp_path / "a") as one,
-        gateway_process(text, tmp_path / "b") as two,
-        grpc.aio.insecure_channel(one.address) as to_one,
-        grpc.aio.insecure_channel(two.address) as to_two,
-    ):
-        stubs = [pb_grpc.CompletionServiceStub(c) for c in (to_one, to_two)]
+    async with two_replicas(text, tmp_path) as stubs:
         began = time.monotonic()
 
         async def call(i: int) -> str:
@@ -181,15 +189,7 @@ async def test_two_gateway_processes_share_one_keys_stream_cap(
     text = text.replace("requests_per_minute: 1000", "max_concurrent_streams: 2")
     slow = 'models: {"*": local}, options: {chunk_delay: 100ms}}'
     text = text.replace('models: {"*": local}}', slow)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    async with (
-        gateway_process(text, tmp_path / "a") as one,
-        gateway_process(text, tmp_path / "b") as two,
-        grpc.aio.insecure_channel(one.address) as to_one,
-        grpc.aio.insecure_channel(two.address) as to_two,
-    ):
-        stubs = [pb_grpc.CompletionServiceStub(c) for c in (to_one, to_two)]
+    async with two_replicas(text, tmp_path) as stubs:
         long = pb.StreamCompleteRequest(prompt=" ".join(["word"] * 30))  # about 3 s of words
         held = [stubs[0].StreamComplete(long, metadata=bearer(SEARCH_KEY), timeout=20)]
         held.append(stubs[1].StreamComplete(long, metadata=bearer(SEARCH_KEY), timeout=20))

@@ -13,27 +13,19 @@ rename-on-save all take effect with no restart. Transport layer.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import threading
 
 import grpc
 
 from hapaxd.config import TlsSettings
+from hapaxd.config.watch import identity
 
 log = logging.getLogger("hapaxd.tls")
 
 
 class TlsError(Exception):
     """The files cannot serve: one line naming the key and why."""
-
-
-def _identity(path: str) -> tuple[int, int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 class CertificateFiles:
@@ -50,7 +42,7 @@ class CertificateFiles:
 
     def read(self) -> tuple[bytes, bytes, bytes | None]:
         """(certificate chain, private key, client CA or None); TlsError when they cannot serve."""
-        seen = [_identity(p) for p in self._paths]
+        seen = [identity(p) for p in self._paths]
         found: list[bytes] = []
         for key, path in zip(
             ("cert_file", "key_file", "client_ca_file"), self._paths, strict=False
@@ -83,7 +75,7 @@ class CertificateFiles:
             ) from None
 
     def changed(self) -> bool:
-        return [_identity(p) for p in self._paths] != self._seen
+        return [identity(p) for p in self._paths] != self._seen
 
     def reread(self) -> tuple[bytes, bytes, bytes | None] | None:
         """The files again when they changed and are a valid pair; None to keep the old ones."""
@@ -95,7 +87,7 @@ class CertificateFiles:
                 found = self.read()
             except TlsError as exc:
                 # Remember this state so a broken rotation is logged once, not per connection.
-                self._seen = [_identity(p) for p in self._paths]
+                self._seen = [identity(p) for p in self._paths]
                 if self._seen != before:
                     log.warning("TLS files changed but cannot serve, keeping the old ones: %s", exc)
                 return None
