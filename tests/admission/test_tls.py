@@ -254,6 +254,25 @@ async def test_the_metrics_side_port_speaks_https_and_follows_its_certificate(
     assert second.serial_number == renewed.cert.serial_number != first.serial_number
 
 
+async def test_the_metrics_side_port_can_ask_for_client_certificates(
+    start_gateway: StartGateway, pki: Pki
+) -> None:
+    tls = {"cert_file": pki.cert_file, "key_file": pki.key_file, "client_ca_file": pki.ca_file}
+    gateway = await start_gateway(make_settings(metrics={"address": "127.0.0.1:0", "tls": tls}))
+    url = f"https://localhost:{gateway.app.observability.metrics_port}/metrics"
+    scraper = pki.client("prometheus")
+    cert, key = scraper.write(pki.directory, "scraper")
+    with_cert = ssl.create_default_context(cafile=pki.ca_file)
+    with_cert.load_cert_chain(cert, key)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, ssl=with_cert) as response:
+            assert response.status == 200
+        with pytest.raises(aiohttp.ClientError):
+            without = ssl.create_default_context(cafile=pki.ca_file)
+            async with session.get(url, ssl=without) as response:
+                await response.read()
+
+
 async def test_check_config_and_serve_name_unreadable_tls_files(
     pki: Pki, tmp_path: pathlib.Path
 ) -> None:
