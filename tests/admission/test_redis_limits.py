@@ -96,6 +96,27 @@ async def test_a_busy_key_costs_one_round_trip_per_admission(redis_server: Redis
         await client.aclose()
 
 
+async def test_admissions_that_arrive_together_share_round_trips_and_keep_the_limit(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(store_settings(redis_server.url))
+    client = redis_server.client()
+    try:
+        assert await store.take(Ask("warm", 100, 10_000, 5)) is None
+        await client.config_resetstat()
+        answers = await asyncio.gather(*(store.take(Ask("team", 30, None, 0)) for _ in range(50)))
+        assert answers.count(None) == 30, "exactly the limit, however they were sent"
+        assert {a[0] for a in answers if a is not None} == {REQUESTS}
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 50, "each admission judged once"
+        # Fewer round trips than admissions: the second to the 50th waited for the first.
+        reads = (await client.info("stats"))["total_reads_processed"]  # requests read: round trips
+        assert reads < 10, f"{reads} round trips for 50 admissions"
+    finally:
+        await store.aclose()
+        await client.aclose()
+
+
 async def test_stream_slots_are_leases_shared_through_redis(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
