@@ -20,7 +20,6 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from hapax.v1 import (
-    admin_service_pb2,
     admin_service_pb2_grpc,
     completion_service_pb2,
     completion_service_pb2_grpc,
@@ -29,7 +28,13 @@ from hapaxd.admission.keys import KeyRing
 from hapaxd.admission.limits import Limiter
 from hapaxd.admission.stores import build_store
 from hapaxd.api.admin import AdminServicer
-from hapaxd.api.admission import AdmissionInterceptor, Door
+from hapaxd.api.admission import (
+    ADMIN_SERVICE,
+    HEALTH_SERVICE,
+    REFLECTION_SERVICE,
+    AdmissionInterceptor,
+    Door,
+)
 from hapaxd.api.completion import CompletionServicer
 from hapaxd.api.decoding import MalformedRequestGuard
 from hapaxd.api.tls import server_credentials
@@ -54,7 +59,6 @@ log = logging.getLogger("hapaxd")
 COMPLETION_SERVICE = completion_service_pb2.DESCRIPTOR.services_by_name[
     "CompletionService"
 ].full_name
-ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 HEALTH_SERVICES = ("", COMPLETION_SERVICE)
 
 
@@ -208,8 +212,8 @@ class App:
             (
                 COMPLETION_SERVICE,
                 ADMIN_SERVICE,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
+                HEALTH_SERVICE,
+                REFLECTION_SERVICE,
             ),
             server,
         )
@@ -233,8 +237,9 @@ class App:
         return self.generations.current.dedup
 
     def _generation(self, settings: Settings, keep: Sequence[Upstream] = ()) -> Generation:
-        shapes = {_upstream_shape(self.settings, p): p.name for p in self.settings.providers}
-        kept = {shape: u for u in keep for shape, name in shapes.items() if name == u.name}
+        # `keep` are the running upstreams, built in the running settings' provider order.
+        running = self.settings.providers if keep else []
+        kept = {_upstream_shape(self.settings, p): u for p, u in zip(running, keep, strict=True)}
         routes = RouteTable(settings)
         upstreams = build_upstreams(settings, self.listeners, self._clock, kept)
         self.observability.instrument(upstreams)

@@ -13,7 +13,7 @@ import fnmatch
 import hashlib
 import hmac
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from hapaxd.config import KeySettings
 from hapaxd.core.errors import MetadataKeyNotAllowed, ModelNotAllowed
@@ -22,12 +22,10 @@ from hapaxd.core.types import CompletionRequest
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Caller:
-    """A verified key: its id and owner, and its policy."""
+    """A verified key: its id and its policy."""
 
     id: str
-    owner: str = ""
     admin: bool = False
-    models: tuple[str, ...] = ("*",)
     metadata_keys: frozenset[str] | None = None  # None: any
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
@@ -40,9 +38,7 @@ class Caller:
     def of(cls, key: KeySettings) -> Caller:
         return cls(
             id=key.id,
-            owner=key.owner,
             admin=key.admin,
-            models=tuple(key.models),
             metadata_keys=None if key.metadata_keys is None else frozenset(key.metadata_keys),
             requests_per_minute=key.requests_per_minute,
             tokens_per_minute=key.tokens_per_minute,
@@ -109,6 +105,3 @@ class KeyRing:
             if hmac.compare_digest(stored, digest):
                 found = caller  # no break: every key is compared, whatever matched
         return found
-
-    def ids(self) -> Collection[str]:
-        return [caller.id for _, caller in self._keys]

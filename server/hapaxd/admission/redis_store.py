@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -102,27 +103,13 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
 return false
 """
 
-# KEYS: tpm bucket. ARGV: tpm, tokens to charge (negative: refund).
-_ADJUST = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local cap, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
-local v = redis.call('HMGET', KEYS[1], 'level', 'stamp', 'cap')
-local level, stamp = tonumber(v[1]), tonumber(v[2])
-if level == nil or tonumber(v[3]) ~= cap then level, stamp = cap, now end
-local rate = cap / 60
-if now > stamp then level = math.min(cap, level + (now - stamp) * rate) end
-level = math.min(cap, level - delta)
-redis.call('HSET', KEYS[1], 'level', tostring(level), 'stamp', tostring(now), 'cap', cap)
-redis.call('EXPIRE', KEYS[1], math.ceil((cap - level) / rate) + 1)
-return false
-"""
-
 
 class RedisStore:
     name = "redis"
 
-    def __init__(self, settings: RateLimitSettings, *, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         password = settings.redis_password.get_secret_value() or None
         self._timeout = settings.redis_timeout
         self._client = redis.Redis.from_url(
@@ -135,7 +122,6 @@ class RedisStore:
         )
         self._prefix = settings.key_prefix
         self._take = self._client.register_script(_TAKE)
-        self._adjust = self._client.register_script(_ADJUST)
         self._clock = clock
         self._down_until = 0.0
         self._owed: dict[str, tuple[int, int]] = {}  # key id -> (its tpm, tokens owed)
@@ -218,16 +204,19 @@ class RedisStore:
     async def _pipeline(
         self, batch: list[tuple[list[str], list[int | float | str], Any]]
     ) -> list[Any]:
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            for keys, args, _ in batch:
-                pipe.evalsha(self._take.sha, len(keys), *keys, *args)
-            answers = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(a, NoScriptError) for a in answers):
-                await self._client.script_load(_TAKE)  # Redis restarted or was flushed
-                continue
-            return list(answers)
-        return list(answers)
+        answers = await self._evalshas(batch)
+        if any(isinstance(a, NoScriptError) for a in answers):  # Redis restarted or was flushed
+            await self._client.script_load(_TAKE)
+            answers = await self._evalshas(batch)
+        return answers
+
+    async def _evalshas(
+        self, batch: list[tuple[list[str], list[int | float | str], Any]]
+    ) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.evalsha(self._take.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     def release(self, client: str, lease: str) -> None:
         held = self._held.get(client)
@@ -282,8 +271,9 @@ class RedisStore:
         owed, self._owed = self._owed, {}
         for client, (tpm, tokens) in owed.items():
             if tokens and self._clock() >= self._down_until:
-                keys = self._keys(client)[1:2]
-                await self._send(self._adjust(keys=keys, args=[tpm, tokens]), "correction")
+                # The admission script asked for nothing but the owed tokens: it charges them.
+                args: list[int | float | str] = [0, tpm, 0, tokens, 0, "", LEASE]
+                await self._send(self._take(keys=self._keys(client), args=args), "correction")
 
     async def aclose(self) -> None:
         for loop in self._loops.values():

@@ -23,7 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
 
+from hapax.v1 import admin_service_pb2
 from hapaxd.admission.keys import Caller, KeyRing
 from hapaxd.api import metadata
 from hapaxd.api.call import CallRecord, abort, record_of
@@ -37,12 +40,9 @@ from hapaxd.core.errors import (
     Overloaded,
 )
 
-HEALTH_SERVICE = "grpc.health.v1.Health"
-REFLECTION_SERVICES = (
-    "grpc.reflection.v1alpha.ServerReflection",
-    "grpc.reflection.v1.ServerReflection",
-)
-ADMIN_SERVICE = "hapax.v1.AdminService"
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+REFLECTION_SERVICE = reflection.SERVICE_NAME
+ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 def service_of(path: str) -> str:
@@ -68,22 +68,18 @@ class Door:
         self, auth: AuthSettings, keys: KeyRing | None, max_in_flight: int | None
     ) -> None:
         """New keys, access and cap (a reload), for calls from now on."""
-        services: dict[str, Access] = {HEALTH_SERVICE: "open", ADMIN_SERVICE: auth.admin_service}
-        services.update(dict.fromkeys(REFLECTION_SERVICES, auth.reflection))
-        self._services = services
-        self._by_path: dict[str, Access] = {}
+        self._services: dict[str, Access] = {
+            HEALTH_SERVICE: "open",
+            ADMIN_SERVICE: auth.admin_service,
+            REFLECTION_SERVICE: auth.reflection,
+        }
         self.keys, self.max_in_flight = keys, max_in_flight
 
     def access(self, path: str) -> Access:
         """What a call to this method needs: "open", "any_key" or "admin"."""
         if self.keys is None:
             return "open"
-        found = self._by_path.get(path)
-        if found is None:
-            found = self._services.get(service_of(path), "any_key")
-            if len(self._by_path) < 1024:  # paths of registered methods only, but be sure
-                self._by_path[path] = found
-        return found
+        return self._services.get(service_of(path), "any_key")
 
     def check(self, context: grpc.aio.ServicerContext, access: Access, path: str) -> Caller:
         """The caller's verified key; raises Unauthenticated or PermissionDenied. Reads the

@@ -39,19 +39,23 @@ def read(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str]:
 _BEARER = "bearer "
 
 
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
 def credential(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str]:
     """(the API key presented, or "", and when there is none, why): `authorization: Bearer <key>`
     (the scheme in any case) or `x-api-key: <key>`; the first of each counts."""
     bearer, api_key, other_scheme = "", "", False
     for key, value in metadata or ():
         if key == "authorization" and not (bearer or other_scheme):
-            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            text = _text(value)
             if text[: len(_BEARER)].lower() == _BEARER and text[len(_BEARER) :].strip():
                 bearer = text[len(_BEARER) :].strip()
             else:
                 other_scheme = True
         elif key == "x-api-key" and not api_key:
-            api_key = (value.decode("latin-1") if isinstance(value, bytes) else str(value)).strip()
+            api_key = _text(value).strip()
     if bearer or api_key:
         return bearer or api_key, ""
     if other_scheme:

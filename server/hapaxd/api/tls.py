@@ -130,9 +130,8 @@ class ReloadingContext:
     def __init__(self, settings: TlsSettings, where: str = "metrics.tls") -> None:
         self.files = CertificateFiles(settings, where)
         self.files.read()
-        self._current = self._build()
-        self.context = self._build()
-        self.context.sni_callback = self._pick
+        self.context = self._current = self._build()
+        self.context.sni_callback = self._pick  # on the first one only: it picks the current
 
     def _build(self) -> ssl.SSLContext:
         settings = self.files.settings

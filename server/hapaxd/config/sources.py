@@ -97,9 +97,9 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
         if isinstance(key, dict):
             problems += _hash_key(key, f"auth.keys[{i}]", secret, secrets=secrets)
     limits = data.get("rate_limit")
-    env = limits.get("redis_password_env") if isinstance(limits, dict) else None
-    if isinstance(limits, dict) and env and isinstance(env, str):
-        if value := secret("rate_limit.redis_password_env", env):
+    if isinstance(limits, dict):
+        env = limits.get("redis_password_env")
+        if env and isinstance(env, str) and (value := secret("rate_limit.redis_password_env", env)):
             limits["redis_password"] = value
     metrics = data.get("metrics")
     if isinstance(metrics, dict):

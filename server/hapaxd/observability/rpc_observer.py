@@ -65,8 +65,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
     `trace_id` (when tracing is on) adds the current trace id to the log line; `content` (when
     logging.log_content is on) adds prompt and completion text, passed through that filter;
     `tag_client` (when tracing is on) puts the caller's key id on the server span;
-    `door` (set before the server serves, when auth or the in-flight cap is on) sheds and checks
-    each call's key first.
+    `door` (set by the App before it serves) sheds the call and checks its key first.
     """
 
     def __init__(
