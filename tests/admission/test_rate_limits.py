@@ -93,6 +93,18 @@ async def test_tokens_per_minute_counts_the_reported_usage_after_each_call(
     assert fake_upstream.count(CHAT) == 1
 
 
+async def one_stream_open(start: StartGateway, fake: FakeUpstream) -> tuple[Any, Any]:
+    """A gateway whose `search` key may hold one stream, and that stream, open (it has had its
+    first chunk) and paused at the upstream until `fake.release()`."""
+    gateway = await start(limited(fake, max_concurrent_streams=1))
+    fake.set_default(Reply(text="a b c", chunks=3, pause_after=1))
+    first = gateway.stub.StreamComplete(
+        pb.StreamCompleteRequest(prompt="one"), metadata=bearer(SEARCH_KEY)
+    )
+    assert (await first.read()).delta
+    return gateway, first
+
+
 async def stream_to_its_end(gateway: Any, fake: FakeUpstream) -> None:
     """A new stream of the key, with the upstream no longer pausing: it runs to its end."""
     fake.set_default(Reply(text="a b c", chunks=3))
@@ -109,12 +121,7 @@ async def stream_to_its_end(gateway: Any, fake: FakeUpstream) -> None:
 async def test_concurrent_streams_per_key_are_capped_until_one_ends(
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
-    gateway = await start_gateway(limited(fake_upstream, max_concurrent_streams=1))
-    fake_upstream.set_default(Reply(text="a b c", chunks=3, pause_after=1))
-    first = gateway.stub.StreamComplete(
-        pb.StreamCompleteRequest(prompt="one"), metadata=bearer(SEARCH_KEY)
-    )
-    assert (await first.read()).delta  # the first stream is open and holds its slot
+    gateway, first = await one_stream_open(start_gateway, fake_upstream)
     error = await refused(
         gateway.stub.StreamComplete(
             pb.StreamCompleteRequest(prompt="two"), metadata=bearer(SEARCH_KEY)
@@ -135,12 +142,7 @@ async def test_concurrent_streams_per_key_are_capped_until_one_ends(
 async def test_a_caller_leaving_mid_stream_frees_its_slot(
     start_gateway: StartGateway, fake_upstream: FakeUpstream
 ) -> None:
-    gateway = await start_gateway(limited(fake_upstream, max_concurrent_streams=1))
-    fake_upstream.set_default(Reply(text="a b c", chunks=3, pause_after=1))
-    first = gateway.stub.StreamComplete(
-        pb.StreamCompleteRequest(prompt="one"), metadata=bearer(SEARCH_KEY)
-    )
-    await first.read()
+    gateway, first = await one_stream_open(start_gateway, fake_upstream)
     first.cancel()
     await fake_upstream.wait_for_disconnects(1)  # the gateway let the upstream stream go
     async with asyncio.timeout(5):  # and settles the call's ticket as its handler unwinds
