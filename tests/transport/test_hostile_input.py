@@ -75,8 +75,10 @@ async def test_an_undecodable_request_is_invalid_argument_with_error_info(
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     if path == HEALTH:
         return  # health calls are not in the access log or the request metrics
-    assert errors_counted(gateway, "MALFORMED_REQUEST") == before + 1
+    # The call's line and its metrics are written together once it has ended, which may be
+    # just after the caller has read the status: wait for the line, then read the counter.
     await access_log.wait_for(1)
+    assert errors_counted(gateway, "MALFORMED_REQUEST") == before + 1
     [line] = access_log.records
     assert line.levelno == logging.WARNING
     assert vars(line)["code"] == "INVALID_ARGUMENT"
