@@ -23,6 +23,10 @@ from hapax.v1 import (
     admin_service_pb2_grpc,
     completion_service_pb2,
     completion_service_pb2_grpc,
+    embedding_service_pb2,
+    embedding_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
 )
 from hapaxd.admission.keys import KeyRing
 from hapaxd.admission.limits import Limiter
@@ -37,6 +41,8 @@ from hapaxd.api.admission import (
 )
 from hapaxd.api.completion import CompletionServicer
 from hapaxd.api.decoding import MalformedRequestGuard
+from hapaxd.api.embedding import EmbeddingServicer
+from hapaxd.api.models import ModelServicer
 from hapaxd.api.tls import server_credentials
 from hapaxd.api.wrapping import Combined
 from hapaxd.config import ConfigError, ProviderSettings, ServerSettings, Settings
@@ -59,7 +65,21 @@ log = logging.getLogger("hapaxd")
 COMPLETION_SERVICE = completion_service_pb2.DESCRIPTOR.services_by_name[
     "CompletionService"
 ].full_name
+EMBEDDING_SERVICE = embedding_service_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
+MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 HEALTH_SERVICES = ("", COMPLETION_SERVICE)
+
+
+def limits_of(server: ServerSettings) -> Limits:
+    """The request size limits validation applies, from `server:`."""
+    return Limits(
+        max_content_chars=server.max_content_chars,
+        max_messages=server.max_messages,
+        max_tools=server.max_tools,
+        max_schema_bytes=server.max_schema_bytes,
+        max_image_bytes=server.max_image_bytes,
+        max_vendor_option_bytes=server.max_vendor_option_bytes,
+    )
 
 
 def _upstream_shape(settings: Settings, provider: ProviderSettings) -> tuple[object, ...]:
@@ -180,7 +200,8 @@ class App:
             raise OSError(f"cannot listen on {address or settings.server.address}")
 
     def _grpc_server(self, interceptors: tuple[grpc.aio.ServerInterceptor, ...]) -> grpc.aio.Server:
-        """The grpc.aio server with every service: completion, admin, health and reflection."""
+        """The grpc.aio server with every service: completion, embedding, models, admin, health
+        and reflection."""
         settings = self.settings
         server = grpc.aio.server(
             # Innermost last: the guard gives non-hapax methods safe request deserializers.
@@ -199,8 +220,17 @@ class App:
         completion_service_pb2_grpc.add_CompletionServiceServicer_to_server(
             CompletionServicer(
                 self.generations,
-                Limits(settings.server.max_content_chars, settings.server.max_messages),
+                limits_of(settings.server),
                 self.limiter,
+            ),
+            server,
+        )
+        embedding_service_pb2_grpc.add_EmbeddingServiceServicer_to_server(
+            EmbeddingServicer(self.generations, limits_of(settings.server), self.limiter), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(
+                self.generations, lambda: {u.name: u.provider.type for u in self.upstreams}
             ),
             server,
         )
@@ -211,6 +241,8 @@ class App:
         reflection.enable_server_reflection(
             (
                 COMPLETION_SERVICE,
+                EMBEDDING_SERVICE,
+                MODEL_SERVICE,
                 ADMIN_SERVICE,
                 HEALTH_SERVICE,
                 REFLECTION_SERVICE,

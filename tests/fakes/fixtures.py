@@ -12,6 +12,8 @@ from .upstream import FakeUpstream
 
 @pytest_asyncio.fixture
 async def fake_upstream() -> AsyncIterator[FakeUpstream]:
-    """A started fake upstream on 127.0.0.1 (a free port), stopped after the test."""
+    """A started fake upstream on 127.0.0.1 (a free port), stopped after the test. The test fails
+    if the fake was sent a chat body its vendor's SDK types refuse (tests/fakes/upstream/shapes)."""
     async with FakeUpstream() as fake:
         yield fake
+        assert not fake.shape_errors, "\n".join(fake.shape_errors)

@@ -241,7 +241,7 @@ def test_the_built_in_default_starts_a_bounded_set_of_series() -> None:
     samples = [s for family in metrics.registry.collect() for s in family.samples]
     assert {s.labels.get("provider") for s in samples} <= {None, "local"}
     assert {s.labels.get("model") for s in samples} <= {None, "default"}
-    assert len(samples) < 250  # about 2 per error reason and code, and the per-method series
+    assert len(samples) < 350  # about 2 per error reason and code, and the per-method series
 
 
 def _metrics(*providers: str) -> tuple[Metrics, PrometheusListener]:
@@ -402,7 +402,14 @@ async def test_interceptor_skips_health_and_bounds_unknown_hapax_methods() -> No
         if family.name == "hapax_grpc_requests"
         for s in family.samples
     }
-    assert methods == {"Complete", "StreamComplete", "ListProviders", "other"}
+    assert methods == {
+        "Complete",
+        "StreamComplete",
+        "Embed",
+        "ListModels",
+        "ListProviders",
+        "other",
+    }
 
 
 async def test_a_cancelled_stream_is_counted_and_leaves_no_active_request(

@@ -93,3 +93,14 @@ def test_streams_benchmark_holds_every_stream_and_answers_probe_calls() -> None:
         assert result["probes"][phase]["errors"] == {}, phase
     assert set(result["aims"]) == {"memory", "calls_meanwhile"}
     assert "StreamComplete" in streams.format_table(result)
+
+
+def test_call_count_counts_python_calls_per_call_for_a_tree() -> None:
+    from benchmarks import call_count
+
+    result = call_count.measure("server", calls=5, warmup=1)
+
+    assert result["hapaxd"].endswith("server/hapaxd")
+    for kind in ("unary", "stream"):
+        assert 100 < result[kind]["calls_per_call"] < 100_000
+        assert any("hapaxd/core/router.py" in key for key in result[kind]["functions"])

@@ -1,5 +1,10 @@
-"""The contract in protos/ passes `buf lint` and `buf build`, and `buf breaking` (configured in
-buf.yaml) catches a wire-breaking edit. Drives the real buf binary from tools/ (`make tools`)."""
+"""The contract in protos/ passes `buf lint` and `buf build`; `buf breaking` (configured in
+buf.yaml) passes against the contract of the landed main, and catches a wire-breaking edit.
+Drives the real buf binary from tools/ (`make tools`).
+
+The landed main is `origin/main` when the clone has one; otherwise the commit named in
+protos/LANDED, which each session sets to the main it starts from (so a session's changes are
+judged against what callers already build on, never against themselves)."""
 
 from __future__ import annotations
 
@@ -56,8 +61,37 @@ def test_buf_build_makes_an_image_with_both_services(tmp_path: pathlib.Path) -> 
     assert {"hapax.v1.CompletionService", "hapax.v1.AdminService"} <= services
 
 
-def test_buf_breaking_accepts_the_contract_against_itself(tmp_path: pathlib.Path) -> None:
-    baseline = copy_module(tmp_path / "baseline")
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def landed_main() -> str:
+    """The commit of the landed main's contract (module docstring)."""
+    origin = git("rev-parse", "--verify", "--quiet", "origin/main")
+    if origin.returncode == 0:
+        return git("merge-base", "HEAD", origin.stdout.strip()).stdout.strip()
+    return (ROOT / "protos" / "LANDED").read_text().split()[0]
+
+
+def test_buf_breaking_passes_against_the_landed_main(tmp_path: pathlib.Path) -> None:
+    base = landed_main()
+    if git("cat-file", "-e", f"{base}^{{commit}}").returncode != 0:
+        pytest.fail(f"the landed main {base} is not in this clone's history (a shallow clone?)")
+    assert git("merge-base", "--is-ancestor", base, "HEAD").returncode == 0, (
+        f"{base} (protos/LANDED) is not an ancestor of HEAD"
+    )
+    baseline = tmp_path / "landed"
+    baseline.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", base, "buf.yaml", "protos"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True, timeout=30)
     result = buf("breaking", str(ROOT), "--against", str(baseline))
     assert result.returncode == 0, result.stdout + result.stderr
 

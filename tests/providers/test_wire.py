@@ -247,7 +247,7 @@ def test_openai_error_message_names_the_code() -> None:
 ANTHROPIC_MESSAGE = load("anthropic", "message")
 
 
-def test_anthropic_to_wire_full() -> None:
+def test_anthropic_to_wire_full_leaves_out_the_sampling_settings_its_api_has_not() -> None:
     assert anthropic.to_wire(FULL) == {
         "model": "m",
         "max_tokens": 64,
@@ -257,8 +257,6 @@ def test_anthropic_to_wire_full() -> None:
             {"role": "assistant", "content": "Hello."},
             {"role": "user", "content": "How are you?"},
         ],
-        "temperature": 0.2,
-        "top_p": 0.9,
         "stop_sequences": ["\n\n", "END"],
         "metadata": {"user_id": "user-42"},
     }

@@ -8,12 +8,22 @@ from typing import Any
 import pytest
 
 from hapaxd.core.errors import InvalidRequest
-from hapaxd.core.types import Role
-from hapaxd.core.validation import Limits, build_request
+from hapaxd.core.types import (
+    FormatType,
+    Image,
+    Json,
+    ResponseFormat,
+    Role,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolMode,
+)
+from hapaxd.core.validation import Limits, RawMessage, build_request
 
 BASE: dict[str, Any] = dict(
     model="",
-    messages=[(Role.USER, "hi")],
+    messages=[RawMessage(Role.USER, "hi")],
     prompt="",
     max_tokens=None,
     temperature=None,
@@ -24,9 +34,22 @@ BASE: dict[str, Any] = dict(
 )
 
 
+SMALL = Limits(
+    max_content_chars=100,
+    max_messages=3,
+    max_tools=2,
+    max_schema_bytes=100,
+    max_image_bytes=10,
+    max_vendor_option_bytes=40,
+)
+OBJECT = Json({"type": "object", "properties": {"city": {"type": "string"}}})
+WEATHER = Tool("get_weather", "the weather in a city", OBJECT)
+PNG = Image(data=b"\x89PNG", mime_type="image/png")
+
+
 def fields(**change: Any) -> list[str]:
     with pytest.raises(InvalidRequest) as caught:
-        build_request(**{**BASE, **change}, limits=Limits(max_content_chars=100, max_messages=3))
+        build_request(**{**BASE, **change}, limits=SMALL)
     return [v.field for v in caught.value.violations]
 
 
@@ -34,17 +57,17 @@ def fields(**change: Any) -> list[str]:
     ("change", "expected"),
     [
         ({"messages": [], "prompt": ""}, ["messages"]),
-        ({"messages": [(None, "x")]}, ["messages[0].role"]),
-        ({"messages": [(Role.USER, "")]}, ["messages[0].content"]),
+        ({"messages": [RawMessage(None, "x")]}, ["messages[0].role"]),
+        ({"messages": [RawMessage(Role.USER, "")]}, ["messages[0].content"]),
         ({"max_tokens": -1}, ["max_tokens"]),
         ({"max_tokens": 0}, ["max_tokens"]),
         ({"temperature": 2.5}, ["temperature"]),
         ({"temperature": -0.1}, ["temperature"]),
         ({"temperature": math.nan}, ["temperature"]),
         ({"top_p": math.inf}, ["top_p"]),
-        ({"messages": [(Role.USER, "x" * 101)]}, ["messages"]),
+        ({"messages": [RawMessage(Role.USER, "x" * 101)]}, ["messages"]),
         ({"messages": [], "prompt": "x" * 101}, ["prompt"]),
-        ({"messages": [(Role.USER, "x")] * 4}, ["messages"]),
+        ({"messages": [RawMessage(Role.USER, "x")] * 4}, ["messages"]),
         ({"stop": [""]}, ["stop[0]"]),
         ({"model": "m" * 300}, ["model"]),
         ({"max_tokens": -5, "temperature": math.nan}, ["max_tokens", "temperature"]),
@@ -58,3 +81,134 @@ def test_zero_temperature_is_a_real_value_and_prompt_becomes_a_user_message() ->
     request = build_request(**{**BASE, "messages": [], "prompt": "p", "temperature": 0.0})
     assert request.temperature == 0.0
     assert [(m.role, m.content) for m in request.messages] == [(Role.USER, "p")]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"tools": [Tool("bad name")]}, ["tools[0].function.name"]),
+        ({"tools": [WEATHER, WEATHER]}, ["tools[1].function.name"]),
+        ({"tools": [Tool("a"), Tool("b"), Tool("c")]}, ["tools"]),
+        (
+            {"tools": [Tool("big", parameters=Json({"description": "x" * 100}))]},
+            ["tools[0].function.parameters"],
+        ),
+        (
+            {"tools": [WEATHER], "tool_choice": ToolChoice(ToolMode.FUNCTION, "other")},
+            ["tool_choice.function"],
+        ),
+        ({"tool_choice": ToolChoice(ToolMode.REQUIRED)}, ["tool_choice"]),
+        (
+            {"response_format": ResponseFormat(FormatType.JSON_SCHEMA, name="answer")},
+            ["response_format.json_schema.schema"],
+        ),
+        (
+            {"response_format": ResponseFormat(FormatType.JSON_SCHEMA, name="", schema=OBJECT)},
+            ["response_format.json_schema.name"],
+        ),
+        (
+            {"response_format": ResponseFormat(FormatType.JSON_OBJECT, schema=OBJECT)},
+            ["response_format.json_schema"],
+        ),
+        ({"presence_penalty": 2.5}, ["presence_penalty"]),
+        ({"frequency_penalty": -3.0}, ["frequency_penalty"]),
+        ({"messages": [RawMessage(Role.USER, "", parts=[PNG, PNG, PNG])]}, ["messages"]),
+        (
+            {"messages": [RawMessage(Role.USER, "", parts=[Image(url="http://x/a.png")])]},
+            ["messages[0].parts[0].image"],
+        ),
+        (
+            {"messages": [RawMessage(Role.USER, "", parts=[Image(data=b"x", mime_type="a/b")])]},
+            ["messages[0].parts[0].image"],
+        ),
+        (
+            {"messages": [RawMessage(Role.USER, "", parts=[Image()])]},
+            ["messages[0].parts[0].image"],
+        ),
+        ({"messages": [RawMessage(Role.USER, "hi", parts=["x"])]}, ["messages[0].parts"]),
+        ({"messages": [RawMessage(Role.ASSISTANT, "", parts=["x"])]}, ["messages[0].parts"]),
+        ({"messages": [RawMessage(Role.TOOL, "72F")]}, ["messages[0].tool_call_id"]),
+        (
+            {"messages": [RawMessage(Role.TOOL, "", tool_call_id="call_1")]},
+            ["messages[0].content"],
+        ),
+        (
+            {"messages": [RawMessage(Role.USER, "x", tool_calls=[ToolCall("c", "f", "{}")])]},
+            ["messages[0].tool_calls"],
+        ),
+        (
+            {"messages": [RawMessage(Role.ASSISTANT, "", tool_calls=[ToolCall("c", "f", "[1]")])]},
+            ["messages[0].tool_calls[0].arguments"],
+        ),
+        ({"vendor_options": {"gemini": Json({"a": 1})}}, ["vendor_options['gemini']"]),
+        ({"vendor_options": {"openai": Json({"model": "x"})}}, ["vendor_options['openai']"]),
+        ({"vendor_options": {"openai": Json({"reasoning": "x" * 50})}}, ["vendor_options"]),
+    ],
+)
+def test_bad_rich_fields_are_named(change: dict[str, Any], expected: list[str]) -> None:
+    assert fields(**change) == expected
+
+
+def test_a_tool_conversation_passes_and_keeps_every_field() -> None:
+    call = ToolCall("call_1", "get_weather", '{"city": "Oslo"}')
+    request = build_request(
+        **{
+            **BASE,
+            "messages": [
+                RawMessage(Role.USER, "", parts=["What is this? ", PNG]),
+                RawMessage(Role.ASSISTANT, "", tool_calls=[call]),
+                RawMessage(Role.TOOL, "-3C", tool_call_id="call_1"),
+            ],
+            "tools": [WEATHER],
+            "tool_choice": ToolChoice(ToolMode.FUNCTION, "get_weather"),
+            "vendor_options": {"openai": Json({"reasoning_effort": "low"})},
+        },
+        limits=SMALL,
+    )
+    first, second, third = request.messages
+    assert first.content == "What is this? " and first.images == (PNG,)
+    assert second.tool_calls == (call,) and third.tool_call_id == "call_1"
+    assert request.options_for("azure_openai") == {"reasoning_effort": "low"}
+    assert request.options_for("anthropic") == {}
+    assert {c.value for c in request.needs()} == {"tools", "images"}
+
+
+def test_two_requests_differing_only_in_their_tools_have_different_shapes() -> None:
+    one = build_request(**{**BASE, "tools": [WEATHER]})
+    other = build_request(**{**BASE, "tools": [Tool("get_time", "", OBJECT)]})
+    same = build_request(
+        **{
+            **BASE,
+            "tools": [
+                Tool(
+                    "get_weather",
+                    "the weather in a city",
+                    Json({"properties": {"city": {"type": "string"}}, "type": "object"}),
+                )
+            ],
+        }
+    )
+    assert one.shape_key() != other.shape_key()
+    assert one.shape_key() == same.shape_key()  # key order in a schema does not matter
+
+
+def test_a_plain_request_needs_nothing() -> None:
+    assert build_request(**BASE).needs() == frozenset()
+
+
+def test_with_model_keeps_every_other_field() -> None:
+    """CompletionRequest.with_model spells its fields out (it is on the hot path): a field added
+    to the dataclass and not to it fails here."""
+    import dataclasses
+
+    from hapaxd.core.types import CompletionRequest
+
+    values = {
+        f.name: f"value-{f.name}" for f in dataclasses.fields(CompletionRequest)
+    }  # any distinct value per field will do: the constructor does not check types
+    request = CompletionRequest(**values)  # type: ignore[arg-type]
+    moved = request.with_model("other")
+    assert moved.model == "other"
+    for field in dataclasses.fields(CompletionRequest):
+        if field.name != "model":
+            assert getattr(moved, field.name) == values[field.name], field.name

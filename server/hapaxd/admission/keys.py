@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 from hapaxd.config import KeySettings
 from hapaxd.core.errors import MetadataKeyNotAllowed, ModelNotAllowed
-from hapaxd.core.types import CompletionRequest
+from hapaxd.core.types import AnyRequest
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class Caller:
             return []
         return [k for k in keys if k not in self.metadata_keys]
 
-    def authorize(self, request: CompletionRequest) -> None:
+    def authorize(self, request: AnyRequest) -> None:
         """Raise PermissionDenied unless the key may send this request (its model resolved)."""
         if not self.may_use(request.model):
             raise ModelNotAllowed(request.model, self.id)

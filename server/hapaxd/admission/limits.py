@@ -22,7 +22,7 @@ from typing import Protocol
 from hapaxd.admission.keys import Caller
 from hapaxd.core.errors import LimitsUnavailable, RateLimited
 from hapaxd.core.events import LimiterUnavailable, Listeners, RateLimitHit, emit
-from hapaxd.core.types import CompletionRequest
+from hapaxd.core.types import AnyRequest, EmbeddingRequest
 
 REQUESTS = "requests_per_minute"
 TOKENS = "tokens_per_minute"
@@ -32,10 +32,17 @@ CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with GPT-style t
 TOKENS_PER_MESSAGE = 3  # role and framing per message
 
 
-def estimate_tokens(request: CompletionRequest) -> int:
+def estimate_tokens(request: AnyRequest) -> int:
     """Prompt tokens a request will be charged at admission: its text at four characters a
     token, plus a few per message. Usage reported after the call corrects it."""
+    if isinstance(request, EmbeddingRequest):
+        return math.ceil(sum(len(text) for text in request.inputs) / CHARS_PER_TOKEN)
     chars = sum(len(m.content) for m in request.messages)
+    if request.tools:
+        chars += sum(
+            len(t.description) + len(t.parameters.text if t.parameters else "")
+            for t in request.tools
+        )
     return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(request.messages)
 
 
@@ -203,7 +210,7 @@ class Limiter:
         emit(self.listeners, RateLimitHit(caller.id, limit))
         return RateLimited(caller.id, limit, wait, why)
 
-    async def admit(self, caller: Caller, request: CompletionRequest, stream: bool) -> Ticket:
+    async def admit(self, caller: Caller, request: AnyRequest, stream: bool) -> Ticket:
         """A ticket to settle when the call ends (NO_LIMITS when the key has none); raises
         RateLimited or LimitsUnavailable."""
         rpm, tpm, streams = (

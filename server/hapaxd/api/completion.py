@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
@@ -15,13 +17,47 @@ from hapaxd.admission.limits import NO_LIMITS, Limiter, Ticket
 from hapaxd.api.call import CallRecord, abort, record_of
 from hapaxd.api.metadata import REQUEST_ID_KEY
 from hapaxd.core.generation import Generations
+from hapaxd.core.router import STREAMING
 from hapaxd.core.routes import RouteTable
-from hapaxd.core.types import Completion, CompletionRequest, FinishReason, Role, Route, Usage
-from hapaxd.core.validation import Limits, build_request
+from hapaxd.core.types import (
+    Chunk,
+    Completion,
+    CompletionRequest,
+    FinishReason,
+    FormatType,
+    Image,
+    Json,
+    Part,
+    ResponseFormat,
+    Role,
+    Route,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolMode,
+    Usage,
+)
+from hapaxd.core.validation import Limits, RawMessage, build_request
 
 log = logging.getLogger("hapaxd.api.completion")
 
-ROLES = {pb.ROLE_SYSTEM: Role.SYSTEM, pb.ROLE_USER: Role.USER, pb.ROLE_ASSISTANT: Role.ASSISTANT}
+ROLES = {
+    pb.ROLE_SYSTEM: Role.SYSTEM,
+    pb.ROLE_USER: Role.USER,
+    pb.ROLE_ASSISTANT: Role.ASSISTANT,
+    pb.ROLE_TOOL: Role.TOOL,
+}
+TOOL_MODES = {
+    pb.TOOL_CHOICE_MODE_AUTO: ToolMode.AUTO,
+    pb.TOOL_CHOICE_MODE_NONE: ToolMode.NONE,
+    pb.TOOL_CHOICE_MODE_REQUIRED: ToolMode.REQUIRED,
+}
+FORMATS = {
+    pb.RESPONSE_FORMAT_TYPE_UNSPECIFIED: FormatType.TEXT,
+    pb.RESPONSE_FORMAT_TYPE_TEXT: FormatType.TEXT,
+    pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: FormatType.JSON_OBJECT,
+    pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: FormatType.JSON_SCHEMA,
+}
 FINISH = {
     FinishReason.UNSPECIFIED: pb.FINISH_REASON_UNSPECIFIED,
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -31,12 +67,31 @@ FINISH = {
 }
 
 
-def to_domain(
-    request: pb.CompleteRequest | pb.StreamCompleteRequest, request_id: str, limits: Limits
-) -> CompletionRequest:
+Request = pb.CompleteRequest | pb.StreamCompleteRequest
+
+
+def to_domain(request: Request, request_id: str, limits: Limits) -> CompletionRequest:
+    messages = [
+        _message(m)
+        if m.parts or m.tool_calls or m.tool_call_id
+        else RawMessage(ROLES.get(m.role), m.content)
+        for m in request.messages
+    ]
+    extra = (
+        _extra_fields(request)
+        if request.tools
+        or request.vendor_options
+        or request.HasField("tool_choice")
+        or request.HasField("response_format")
+        or request.HasField("seed")
+        or request.HasField("presence_penalty")
+        or request.HasField("frequency_penalty")
+        or request.HasField("parallel_tool_calls")
+        else {}  # the plain text call: nothing more to read
+    )
     return build_request(
         model=request.model,
-        messages=[(ROLES.get(m.role), m.content) for m in request.messages],
+        messages=messages,
         prompt=request.prompt,
         max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
         temperature=request.temperature if request.HasField("temperature") else None,
@@ -46,18 +101,101 @@ def to_domain(
         metadata=dict(request.metadata),
         request_id=request_id,
         limits=limits,
+        **extra,
     )
 
 
-def _usage(usage: Usage) -> pb.Usage:
+def _message(m: pb.Message) -> RawMessage:
+    """A turn with parts, tool calls or a tool call id (plain turns are made inline)."""
+    return RawMessage(
+        ROLES.get(m.role),
+        m.content,
+        parts=[_part(p) for p in m.parts],
+        tool_calls=[ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls],
+        tool_call_id=m.tool_call_id,
+    )
+
+
+def _part(part: pb.Part) -> Part:
+    if part.WhichOneof("kind") == "image":
+        image = part.image
+        return Image(url=image.url, data=image.data, mime_type=image.mime_type)
+    return part.text
+
+
+def _json(struct: struct_pb2.Struct) -> Json:
+    return Json(_plain(json_format.MessageToDict(struct)))
+
+
+def _plain(value: Any) -> Any:
+    """A Struct's numbers are all doubles: whole ones go back to integers (`"minItems": 1`).
+    Its map has no order: keys are sorted, so the same schema reads the same every time."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _extra_fields(request: Request) -> dict[str, Any]:
+    """Tools, tool choice, response format, vendor options and the settings beyond the plain
+    text call's, as domain values."""
+    tools = [
+        Tool(
+            name=t.function.name,
+            description=t.function.description,
+            parameters=_json(t.function.parameters) if t.function.HasField("parameters") else None,
+            strict=t.function.strict,
+        )
+        for t in request.tools
+    ]
+    fields: dict[str, Any] = {
+        "tools": tools,
+        "seed": request.seed if request.HasField("seed") else None,
+        "presence_penalty": (
+            request.presence_penalty if request.HasField("presence_penalty") else None
+        ),
+        "frequency_penalty": (
+            request.frequency_penalty if request.HasField("frequency_penalty") else None
+        ),
+        "parallel_tool_calls": (
+            request.parallel_tool_calls if request.HasField("parallel_tool_calls") else None
+        ),
+    }
+    if request.HasField("tool_choice"):
+        choice = request.tool_choice
+        if choice.WhichOneof("choice") == "function":
+            fields["tool_choice"] = ToolChoice(ToolMode.FUNCTION, choice.function)
+        elif choice.mode in TOOL_MODES:
+            fields["tool_choice"] = ToolChoice(TOOL_MODES[choice.mode])
+    if request.HasField("response_format"):
+        given = request.response_format
+        schema = given.json_schema
+        fields["response_format"] = ResponseFormat(
+            type=FORMATS.get(given.type, FormatType.TEXT),
+            name=schema.name,
+            description=schema.description,
+            schema=_json(schema.schema) if schema.HasField("schema") else None,
+            strict=schema.strict,
+        )
+    if request.vendor_options:
+        fields["vendor_options"] = {k: _json(v) for k, v in request.vendor_options.items()}
+    return fields
+
+
+def usage_message(usage: Usage) -> pb.Usage:
     return pb.Usage(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
     )
 
 
-def _route(route: Route) -> pb.Route:
+def route_message(route: Route) -> pb.Route:
     return pb.Route(
         provider=route.provider,
         upstream_model=route.upstream_model,
@@ -69,14 +207,34 @@ def _route(route: Route) -> pb.Route:
 def to_response(
     completion: Completion, route: Route, request: CompletionRequest
 ) -> pb.CompleteResponse:
-    return pb.CompleteResponse(
+    response = pb.CompleteResponse(
         id=request.request_id,
         text=completion.text,
         finish_reason=FINISH[completion.finish_reason],
-        usage=_usage(completion.usage),
-        route=_route(route),
+        usage=usage_message(completion.usage),
+        route=route_message(route),
         model=request.model,
     )
+    if completion.tool_calls:
+        response.tool_calls.extend(
+            pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in completion.tool_calls
+        )
+    if completion.reasoning:
+        response.reasoning = completion.reasoning
+    return response
+
+
+def to_stream_response(chunk: Chunk, request_id: str, model: str) -> pb.StreamCompleteResponse:
+    """A chunk's text, reasoning and tool-call pieces as one stream message."""
+    message = pb.StreamCompleteResponse(id=request_id, delta=chunk.delta, model=model)
+    if chunk.reasoning:
+        message.reasoning_delta = chunk.reasoning
+    if chunk.tool_calls:
+        message.tool_calls.extend(
+            pb.ToolCallDelta(index=d.index, id=d.id, name=d.name, arguments=d.arguments)
+            for d in chunk.tool_calls
+        )
+    return message
 
 
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
@@ -93,12 +251,14 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
 
     def _request(
         self,
-        request: pb.CompleteRequest | pb.StreamCompleteRequest,
+        request: Request,
         record: CallRecord,
         routes: RouteTable,
+        stream: bool,
     ) -> CompletionRequest:
         domain = to_domain(request, record.request_id, self._limits)
-        model = routes.resolve(domain.model)
+        needs = domain.needs() | STREAMING if stream else domain.needs()
+        model = routes.resolve(domain.model, needs)
         record.model = model
         domain = domain if model == domain.model else domain.with_model(model)
         if record.key is not None:
@@ -119,7 +279,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         ticket, used = NO_LIMITS, None
         generation = self._generations.enter()  # the settings this call runs on, to its end
         try:
-            domain = self._request(request, record, generation.routes)
+            domain = self._request(request, record, generation.routes, stream=False)
             ticket = await self._admit(record, domain, stream=False)
             completion, route = await generation.dedup.complete(
                 domain, record.deadline, record.caller
@@ -145,7 +305,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         ticket, used = NO_LIMITS, None
         generation = self._generations.enter()
         try:
-            domain = self._request(request, record, generation.routes)
+            domain = self._request(request, record, generation.routes, stream=True)
             model = domain.model
             ticket = await self._admit(record, domain, stream=True)
             async with generation.dedup.stream(domain, record.deadline, record.caller) as items:
@@ -154,10 +314,12 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                     if isinstance(item, Route):
                         route = item  # the last item: what served the stream
                         continue
-                    if item.delta:
+                    if item.delta and not (item.reasoning or item.tool_calls):
                         yield pb.StreamCompleteResponse(
                             id=request_id, delta=item.delta, model=model
                         )
+                    elif item.reasoning or item.tool_calls:
+                        yield to_stream_response(item, request_id, model)
                     if item.finish_reason is not None:
                         finish = item.finish_reason
                     if item.usage is not None:
@@ -168,8 +330,8 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                     yield pb.StreamCompleteResponse(
                         id=request_id,
                         finish_reason=FINISH[finish],
-                        usage=_usage(usage),
-                        route=_route(route),
+                        usage=usage_message(usage),
+                        route=route_message(route),
                         model=model,
                     )
         except Exception as error:

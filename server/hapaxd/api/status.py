@@ -25,6 +25,7 @@ from hapaxd.core.errors import (
     MAX_LISTED,
     Attempt,
     CallerRejected,
+    CapabilityMissing,
     DeadlineExceeded,
     GatewayError,
     InvalidRequest,
@@ -115,6 +116,9 @@ def _map(error: GatewayError) -> tuple[grpc.StatusCode, dict[str, str], list[Det
             return _bad_request(error)
         case ModelNotFound():
             return grpc.StatusCode.NOT_FOUND, {"model": error.model}, []
+        case CapabilityMissing():
+            meta = {"model": error.model, "capability": error.capability}
+            return grpc.StatusCode.FAILED_PRECONDITION, meta, []
         case CallerRejected():
             return grpc.StatusCode.INVALID_ARGUMENT, _attempts_metadata(error.attempts), []
         case NoProviderAvailable():

@@ -34,6 +34,18 @@ from hapaxd.config.messages import key_problem, reference_problems
 ProviderType = Literal["local", "openai", "azure_openai", "anthropic", "ollama"]
 PROVIDER_TYPES: tuple[ProviderType, ...] = typing.get_args(ProviderType)
 
+# What a provider's models can do (core.types.Capability), and what each type can by default.
+CapabilityName = Literal["streaming", "tools", "images", "json_schema", "embeddings"]
+CAPABILITIES: tuple[CapabilityName, ...] = typing.get_args(CapabilityName)
+DEFAULT_CAPABILITIES: Mapping[ProviderType, tuple[CapabilityName, ...]] = {
+    "local": CAPABILITIES,
+    "openai": CAPABILITIES,
+    "azure_openai": CAPABILITIES,
+    # Structured output through a forced tool (README "Structured output"); no embeddings API.
+    "anthropic": ("streaming", "tools", "images", "json_schema"),
+    "ollama": CAPABILITIES,
+}
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -186,6 +198,19 @@ class ProviderSettings(_Frozen):
     options: dict[str, str] = {}  # checked against the type's schema (OPTIONS above)
     circuit_breaker: BreakerSettings | None = None  # overrides the global one
     health_check: HealthCheckSettings | None = None
+    # What this provider's models can do; None: its type's DEFAULT_CAPABILITIES.
+    capabilities: list[CapabilityName] | None = None
+    # Per logical model (a key of `models`), overriding `capabilities` for that model.
+    model_capabilities: dict[str, list[CapabilityName]] = {}
+
+    def capabilities_of(self, logical: str) -> frozenset[str]:
+        """What this provider can do for a logical model it serves."""
+        names = self.model_capabilities.get(logical)
+        if names is None:
+            names = self.capabilities
+        if names is None:
+            return frozenset(DEFAULT_CAPABILITIES[self.type])
+        return frozenset(names)
 
     @field_validator("base_url")
     @classmethod
@@ -199,6 +224,17 @@ class ProviderSettings(_Frozen):
         if kind is None:
             return {}  # the type itself is reported; its options cannot be judged
         return vendor_options(kind, value)
+
+    @model_validator(mode="after")
+    def _capabilities_name_served_models(self) -> ProviderSettings:
+        if "*" in self.models:
+            return self
+        for logical in self.model_capabilities:
+            if logical not in self.models:
+                raise key_problem(
+                    "model_capabilities", f"{logical!r} is not one of this provider's models"
+                )
+        return self
 
     @model_validator(mode="after")
     def _azure_needs_its_resource(self) -> ProviderSettings:
@@ -274,6 +310,10 @@ class ServerSettings(_Frozen):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_content_chars: int = Field(1_000_000, ge=1)
     max_messages: int = Field(1024, ge=1)
+    max_tools: int = Field(128, ge=0)  # tools declared in one request
+    max_schema_bytes: int = Field(64 * 1024, ge=64)  # each tool's parameters, the answer schema
+    max_image_bytes: int = Field(8 * 1024 * 1024, ge=0)  # inline image bytes in one request
+    max_vendor_option_bytes: int = Field(16 * 1024, ge=0)  # a request's vendor_options as JSON
     max_metadata_bytes: int = Field(16 * 1024, ge=1024)  # request headers of one call
     max_concurrent_streams: int = Field(1000, ge=1)  # calls in flight on one connection
     # Calls accepted by the transport but not yet handed to Python (a burst of new calls waits
@@ -444,6 +484,8 @@ class Settings(_Frozen):
     providers: list[ProviderSettings] = Field(min_length=1)
     provider_preference: list[str | list[str]] | None = None
     default_model: str = Field(min_length=1)
+    # The model an embedding request gets when it names none; None: default_model.
+    default_embedding_model: str | None = Field(None, min_length=1)
     models: dict[str, ModelSettings] = {}
     router: RouterSettings = RouterSettings()
     circuit_breaker: BreakerSettings = BreakerSettings()
@@ -461,6 +503,9 @@ class Settings(_Frozen):
             {m: s.provider_preference for m, s in self.models.items()},
             self.default_model,
         )
+        embedding = self.default_embedding_model
+        if embedding and not any(embedding in p.models or "*" in p.models for p in self.providers):
+            problems.append(f"default_embedding_model: no provider serves {embedding!r}")
         if self.auth.enabled and not self.auth.keys:  # Settings' check: AuthSettings() is valid
             problems.append(
                 "auth.keys: no API keys while auth is enabled: add keys (hapaxd hash-key makes "

@@ -2,13 +2,16 @@
 HTTP client, prometheus or opentelemetry, and nothing from api/, providers/ or observability/
 (tests/unit/test_layering.py checks it).
 
-    types.py         CompletionRequest, Message, Completion, Chunk, Usage, Route
+    types.py         CompletionRequest (messages, parts, tools, formats), EmbeddingRequest,
+                     Completion, Chunk, Embeddings, Usage, Route, Capability
     errors.py        the GatewayError tree every failure leaves the domain as
     failures.py      FailureClass: why an attempt failed and what that means (retry, failover,
                      breaker, the caller's code); the HTTP status table adapters refine
     provider.py      the Provider protocol adapters implement; ProviderSpec, Timeouts
-    validation.py    raw fields -> CompletionRequest, or InvalidRequest naming each bad field
-    routes.py        RouteTable: logical model -> ranked (provider, upstream model)
+    validation.py    raw fields -> CompletionRequest or EmbeddingRequest, or InvalidRequest
+                     naming each bad field
+    routes.py        RouteTable: logical model -> ranked (provider, upstream model), and the
+                     providers able to do what a request needs (capabilities)
     retry.py         RetryPolicy: wait and try the same provider again, or fail over
     router.py        the failover loop: one deadline budget, stream first-chunk commit
     breaker.py       CircuitBreaker, on an injected clock

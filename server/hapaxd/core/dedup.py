@@ -13,10 +13,17 @@ from hapaxd.config import DedupSettings, Settings
 from hapaxd.core.events import Deduplicated, Listeners, emit
 from hapaxd.core.router import Router, StreamItem
 from hapaxd.core.singleflight import Group, StreamGroup
-from hapaxd.core.types import Completion, CompletionRequest, Route
+from hapaxd.core.types import (
+    AnyRequest,
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    Route,
+)
 
 
-def dedup_key(policy: DedupSettings, request: CompletionRequest, caller: str) -> Hashable | None:
+def dedup_key(policy: DedupSettings, request: AnyRequest, caller: str) -> Hashable | None:
     """The singleflight key under which `request` may share an upstream call, or None when it
     must have its own.
 
@@ -47,9 +54,10 @@ class Deduplicator:
         self.listeners = listeners
         self._off = {m for m, s in settings.models.items() if not s.dedup}
         self._unary: Group[tuple[Completion, Route]] = Group()
+        self._embeds: Group[tuple[Embeddings, Route]] = Group()
         self._streams: StreamGroup[StreamItem] = StreamGroup()
 
-    def _key(self, request: CompletionRequest, caller: str) -> Hashable | None:
+    def _key(self, request: AnyRequest, caller: str) -> Hashable | None:
         if not self.policy.enabled or request.model in self._off:
             return None
         return dedup_key(self.policy, request, caller)
@@ -69,6 +77,23 @@ class Deduplicator:
         if shared:
             route = dataclasses.replace(route, shared=True)
         return completion, route
+
+    async def embed(
+        self, request: EmbeddingRequest, deadline: float | None, caller: str = ""
+    ) -> tuple[Embeddings, Route]:
+        """Router.embed, shared with an identical batch in flight when the policy allows (texts
+        embed to the same vectors, so `sampled` does not matter)."""
+        key = self._key(request, caller)
+        if key is None:
+            return await self.router.embed(request, deadline)
+        if self._embeds.running(key):
+            emit(self.listeners, Deduplicated("Embed"))
+        (vectors, route), shared = await self._embeds.do(
+            key, lambda: self.router.embed(request, deadline)
+        )
+        if shared:
+            route = dataclasses.replace(route, shared=True)
+        return vectors, route
 
     @contextlib.asynccontextmanager
     async def stream(

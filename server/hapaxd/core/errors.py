@@ -4,6 +4,7 @@
     ├── MalformedRequest      the request bytes are not the method's protobuf message
     ├── InvalidRequest        caller sent a bad request (carries field violations)
     ├── ModelNotFound         no route for the logical model
+    ├── CapabilityMissing     no provider of the model can do what the request needs
     ├── UpstreamError         one upstream attempt failed (raised by provider adapters only)
     ├── NoProviderAvailable   every route was tried or skipped (carries the attempts)
     ├── CallerRejected        an upstream refused the request itself (carries the attempt)
@@ -105,6 +106,21 @@ class ModelNotFound(GatewayError):
             names += f" and {len(known) - MAX_LISTED} more"
         super().__init__(f"unknown model {model[:100]!r}; known models: {names}")
         self.model = model
+
+
+class CapabilityMissing(GatewayError):
+    """The model has routes, but none of its providers is declared able to do something the
+    request needs (tools, images, structured output, streaming)."""
+
+    reason = "CAPABILITY_MISSING"
+
+    def __init__(self, model: str, capability: str) -> None:
+        super().__init__(
+            f"no provider of model {model[:100]!r} supports {capability}; see ModelService"
+            " ListModels, or the provider's capabilities in the gateway's config"
+        )
+        self.model = model
+        self.capability = capability
 
 
 class UpstreamError(GatewayError):

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import AsyncGenerator, Mapping
 from typing import Protocol, runtime_checkable
 
-from hapaxd.core.types import Chunk, Completion, CompletionRequest
+from hapaxd.core.types import Chunk, Completion, CompletionRequest, EmbeddingRequest, Embeddings
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,6 +58,11 @@ class Provider(Protocol):
 
     def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         """Chunks as they arrive. Nothing is yielded before the upstream has answered."""
+        ...
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """One vector per input, or UpstreamError (MODEL_UNAVAILABLE where the vendor has no
+        embeddings API: capabilities keep such calls away)."""
         ...
 
     async def probe(self) -> None:

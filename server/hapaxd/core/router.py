@@ -37,13 +37,24 @@ from hapaxd.core.events import (
 )
 from hapaxd.core.failures import FailureClass
 from hapaxd.core.retry import RetryPolicy
-from hapaxd.core.routes import RouteTable
-from hapaxd.core.types import Chunk, Completion, CompletionRequest, Route, Usage
+from hapaxd.core.routes import Needs, RouteTable
+from hapaxd.core.types import (
+    AnyRequest,
+    Capability,
+    Chunk,
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    Route,
+    Usage,
+)
 from hapaxd.core.upstream import Upstream
 
 StreamItem = Chunk | Route  # a stream's chunks, then one Route saying what served it
 ChunkSource = AsyncGenerator[Chunk, None]
 T = TypeVar("T")
+STREAMING: Needs = frozenset({Capability.STREAMING})
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -51,7 +62,7 @@ class _Call:
     """The attempts of one routed call: its deadline budget, what each attempt cost, and the
     bookkeeping shared by unary and streaming."""
 
-    def __init__(self, router: Router, request: CompletionRequest, deadline: float | None) -> None:
+    def __init__(self, router: Router, request: AnyRequest, deadline: float | None) -> None:
         self.router = router
         self.request = request
         self.loop = asyncio.get_running_loop()
@@ -148,11 +159,11 @@ class Router:
         self.retry = RetryPolicy(settings.retry, self.rng)
         self.sleep = sleep
 
-    def ordered_targets(self, model: str) -> list[tuple[Upstream, str]]:
+    def ordered_targets(self, model: str, needs: Needs = frozenset()) -> list[tuple[Upstream, str]]:
         """(upstream, upstream model) in the order to try: ranks in preference order, each rank
-        shuffled by weight."""
+        shuffled by weight; only providers able to do what the call `needs`."""
         ordered: list[tuple[Upstream, str]] = []
-        for rank in self.routes.ranks(model):
+        for rank in self.routes.able_ranks(model, needs):
             pool = [(self.upstreams[name], up) for name, up in rank]
             if len(pool) == 1:
                 ordered.append(pool[0])
@@ -163,13 +174,13 @@ class Router:
         return ordered
 
     async def _first_success(
-        self, call: _Call, attempt: Callable[[Upstream, str], Awaitable[T]]
+        self, call: _Call, attempt: Callable[[Upstream, str], Awaitable[T]], needs: Needs
     ) -> tuple[Upstream, str, T, float]:
         """Run `attempt` on each target in order until one succeeds: (upstream, upstream model,
         result, start). After a failure its class decides (core/failures.py): the same provider
         again if retryable and the retry policy gives a wait that fits the budget, else the next
         provider if it fails over, else the call ends."""
-        for upstream, model in self.ordered_targets(call.request.model):
+        for upstream, model in self.ordered_targets(call.request.model, needs):
             failed = 0
             while True:
                 remaining = call.remaining()
@@ -215,10 +226,27 @@ class Router:
         async def attempt(upstream: Upstream, model: str) -> Completion:
             return await upstream.provider.complete(request.with_model(model))
 
-        upstream, model, completion, started = await self._first_success(call, attempt)
+        needs = request.needs()
+        upstream, model, completion, started = await self._first_success(call, attempt, needs)
         call.succeeded(upstream, started)
         call.tokens(upstream, completion.usage)
         return completion, call.route(upstream, model)
+
+    async def embed(
+        self, request: EmbeddingRequest, deadline: float | None = None
+    ) -> tuple[Embeddings, Route]:
+        """The vectors and what served them, by the same failover, retries and breakers."""
+        call = _Call(self, request, deadline)
+
+        async def attempt(upstream: Upstream, model: str) -> Embeddings:
+            return await upstream.provider.embed(request.with_model(model))
+
+        upstream, model, vectors, started = await self._first_success(
+            call, attempt, request.needs()
+        )
+        call.succeeded(upstream, started)
+        call.tokens(upstream, vectors.usage)
+        return vectors, call.route(upstream, model)
 
     async def stream(
         self, request: CompletionRequest, deadline: float | None = None
@@ -239,7 +267,8 @@ class Router:
                 raise stream_ended_early(upstream.name, 0)
             return first, source
 
-        upstream, model, (first, source), started = await self._first_success(call, attempt)
+        needs = request.needs() | STREAMING
+        upstream, model, (first, source), started = await self._first_success(call, attempt, needs)
         emit(
             self.listeners,
             FirstChunk(upstream.name, request.model, time.perf_counter() - started),

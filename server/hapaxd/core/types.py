@@ -1,4 +1,5 @@
-"""The gateway's own vocabulary: requests, messages, completions, chunks and usage.
+"""The gateway's own vocabulary: requests, messages (text, images, tool calls), tools, response
+formats, completions, chunks and usage, and the capabilities a request needs of a provider.
 
 Plain dataclasses shared by every layer. Imports nothing from grpc, protobuf or the HTTP client.
 """
@@ -7,13 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from collections.abc import Mapping
+from typing import Any
 
 
 class Role(enum.Enum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class Capability(enum.Enum):
+    """What a provider's model can do; a request needs some of them (CompletionRequest.needs)."""
+
+    STREAMING = "streaming"
+    TOOLS = "tools"
+    IMAGES = "images"
+    JSON_SCHEMA = "json_schema"  # structured output: a JSON object or JSON matching a schema
+    EMBEDDINGS = "embeddings"
 
 
 class FinishReason(enum.Enum):
@@ -24,10 +38,109 @@ class FinishReason(enum.Enum):
     TOOL_CALLS = "tool_calls"
 
 
+class Json:
+    """A JSON value (a schema, vendor options) kept with its canonical text, so that requests
+    holding one stay hashable and two equal values compare equal whatever their key order."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Json) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"Json({self.text[:80]})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Image:
+    """An image by https URL, or inline bytes with their MIME type."""
+
+    url: str = ""
+    data: bytes = b""
+    mime_type: str = ""
+
+
+Part = str | Image  # a piece of message content: text or an image
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model made: `arguments` is a JSON object as text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Message:
+    """One turn. `content` is its text (the text parts joined, when it has parts); `parts` is set
+    only when the turn was given as parts (text and images, in order)."""
+
     role: Role
     content: str
+    parts: tuple[Part, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str = ""  # the call a tool turn answers
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Image))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call; `parameters` is its arguments' JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: Json | None = None
+    strict: bool = False
+
+
+class ToolMode(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    FUNCTION = "function"  # the one function named in ToolChoice.function
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolMode
+    function: str = ""
+
+
+class FormatType(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """Structured output: JSON_SCHEMA carries `name` and `schema`."""
+
+    type: FormatType
+    name: str = ""
+    description: str = ""
+    schema: Json | None = None
+    strict: bool = False
+
+
+# The wire formats vendor options are keyed by, and the provider types that read each.
+VENDOR_WIRES: Mapping[str, tuple[str, ...]] = {
+    "openai": ("openai", "azure_openai"),
+    "anthropic": ("anthropic",),
+    "ollama": ("ollama",),
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,9 +156,39 @@ class CompletionRequest:
     user: str = ""
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False, compare=False)
     request_id: str = dataclasses.field(default="", hash=False, compare=False)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    # Extra body fields per wire format (VENDOR_WIRES), sorted by wire: hashable, order-free.
+    vendor_options: tuple[tuple[str, Json], ...] = ()
 
     def with_model(self, model: str) -> CompletionRequest:
-        return dataclasses.replace(self, model=model)
+        """This request for another model name. Spelled out, field by field in order, because
+        it runs twice a call and dataclasses.replace costs twice as much; a test checks that
+        every field is kept."""
+        return CompletionRequest(
+            model,
+            self.messages,
+            self.max_tokens,
+            self.temperature,
+            self.top_p,
+            self.stop,
+            self.user,
+            self.metadata,
+            self.request_id,
+            self.tools,
+            self.tool_choice,
+            self.parallel_tool_calls,
+            self.response_format,
+            self.seed,
+            self.presence_penalty,
+            self.frequency_penalty,
+            self.vendor_options,
+        )
 
     def shape_key(self) -> tuple[object, ...]:
         """Everything that shapes the answer; request id and metadata do not."""
@@ -57,21 +200,58 @@ class CompletionRequest:
             self.top_p,
             self.stop,
             self.user,
+            self.tools,
+            self.tool_choice,
+            self.parallel_tool_calls,
+            self.response_format,
+            self.seed,
+            self.presence_penalty,
+            self.frequency_penalty,
+            self.vendor_options,
         )
 
     def is_deterministic(self) -> bool:
         """Whether two identical requests ask for the same answer rather than two samples.
 
-        Only greedy decoding (temperature explicitly 0) qualifies: an unset temperature means the
-        vendor's default sampling. A sampling seed, once the contract has one, belongs here too.
+        Greedy decoding (temperature explicitly 0) or a sampling seed qualifies: an unset
+        temperature means the vendor's default sampling.
         """
-        return self.temperature == 0.0
+        return self.temperature == 0.0 or self.seed is not None
+
+    def needs(self) -> frozenset[Capability]:
+        """The capabilities a provider's model must have to serve this request (streaming is
+        the call's, not the request's: the router adds it)."""
+        if not (self.tools or self.response_format is not None or self._rich_messages()):
+            return _NOTHING  # the plain text call: nothing more to look at
+        needs: set[Capability] = set()
+        if self.tools or any(m.tool_calls or m.role is Role.TOOL for m in self.messages):
+            needs.add(Capability.TOOLS)
+        if any(m.images for m in self.messages):
+            needs.add(Capability.IMAGES)
+        if self.response_format is not None and self.response_format.type is not FormatType.TEXT:
+            needs.add(Capability.JSON_SCHEMA)
+        return frozenset(needs)
+
+    def _rich_messages(self) -> bool:
+        return any(m.parts or m.tool_calls or m.role is Role.TOOL for m in self.messages)
+
+    def options_for(self, provider_type: str) -> Mapping[str, Any]:
+        """The vendor options an upstream of `provider_type` gets (empty for most requests)."""
+        for wire, value in self.vendor_options:
+            if provider_type in VENDOR_WIRES.get(wire, ()):
+                return value.value  # type: ignore[no-any-return]
+        return {}
+
+
+_NOTHING: frozenset[Capability] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # part of prompt_tokens, where the upstream reports it
+    reasoning_tokens: int = 0  # part of completion_tokens, where the upstream reports it
 
     @property
     def total_tokens(self) -> int:
@@ -86,6 +266,19 @@ class Completion:
     finish_reason: FinishReason = FinishReason.STOP
     usage: Usage = Usage()
     upstream_model: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call `index` has its id and name,
+    later ones more of its arguments."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,6 +289,8 @@ class Chunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     upstream_model: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    reasoning: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,3 +302,42 @@ class Route:
     attempts: int  # upstream attempts made, the successful one included
     shared: bool = False  # this caller joined an identical call in flight (core/dedup.py)
     upstream_seconds: float = 0.0  # time spent waiting on upstreams, every attempt included
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """A validated batch of texts to embed; `model` is the logical name until resolved."""
+
+    model: str
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+    user: str = ""
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False, compare=False)
+    request_id: str = dataclasses.field(default="", hash=False, compare=False)
+
+    def with_model(self, model: str) -> EmbeddingRequest:
+        return dataclasses.replace(self, model=model)
+
+    def shape_key(self) -> tuple[object, ...]:
+        return ("embed", self.model, self.inputs, self.dimensions, self.user)
+
+    def is_deterministic(self) -> bool:
+        return True  # the same texts embed to the same vectors
+
+    def needs(self) -> frozenset[Capability]:
+        return _EMBEDDINGS
+
+
+_EMBEDDINGS = frozenset({Capability.EMBEDDINGS})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Embeddings:
+    """One vector per input, in input order."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage = Usage()
+    upstream_model: str = ""
+
+
+AnyRequest = CompletionRequest | EmbeddingRequest  # what the router, dedup and admission take

@@ -12,7 +12,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from hapax.v1 import admin_service_pb2, completion_service_pb2
+from hapax.v1 import (
+    admin_service_pb2,
+    completion_service_pb2,
+    embedding_service_pb2,
+    model_service_pb2,
+)
 from hapaxd.config import Settings
 from hapaxd.core.errors import GatewayError
 from hapaxd.core.failures import FailureClass
@@ -22,6 +27,8 @@ OTHER = "other"
 # gRPC methods this gateway serves, by full path; the label is the bare method name.
 SERVICES = (
     completion_service_pb2.DESCRIPTOR.services_by_name["CompletionService"],
+    embedding_service_pb2.DESCRIPTOR.services_by_name["EmbeddingService"],
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
 )
 METHODS: dict[str, str] = {
@@ -44,7 +51,7 @@ def _reasons(error: type[GatewayError]) -> set[str]:
 REASONS = frozenset(_reasons(GatewayError))
 # An RPC that failed without a gateway reason counts under its status code name.
 ERROR_TYPES = REASONS | CODES
-DEDUPLICATED_METHODS = ("Complete", "StreamComplete")  # the calls a singleflight can join
+DEDUPLICATED_METHODS = ("Complete", "StreamComplete", "Embed")  # the calls a singleflight can join
 TOKEN_KINDS = ("prompt", "completion")
 
 RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

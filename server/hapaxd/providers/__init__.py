@@ -5,12 +5,16 @@
     framing.py      incremental SSE and NDJSON decoders for streamed bodies
     relay.py        what every network adapter shares: JSON in a stream, an error inside a 200
                     body, a malformed answer, and the loop that relays a stream as Chunks
-    openai.py       OpenAI Chat Completions (and Azure OpenAI)
-    anthropic.py    Anthropic Messages
-    ollama.py       Ollama /api/chat
-    local.py        the built-in provider: no network, a deterministic answer
+    parts.py        what several mappings share: images as base64 or data URLs, tool-call
+                    arguments between JSON text and objects
+    openai.py       OpenAI Chat Completions and embeddings (and Azure OpenAI)
+    anthropic.py    Anthropic Messages (structured output through a forced tool)
+    ollama.py       Ollama /api/chat and /api/embed
+    local.py        the built-in provider: no network, deterministic answers, tool calls,
+                    structured output and embeddings
     registry.py     provider type -> adapter, one per config PROVIDER_TYPES entry; spec_of()
 
-Each vendor module reads in the same order: constants, pure `to_wire` / `from_wire`, `classify`
-(the vendor's error body refining the HTTP status), stream state, then the adapter class.
+Each vendor module reads in the same order: constants, pure `to_wire` / `from_wire` (and
+`embed_to_wire` / `embeddings_from_wire`), `classify` (the vendor's error body refining the HTTP
+status), stream state, then the adapter class with `complete`, `stream`, `embed`, `probe`.
 """

@@ -2,6 +2,14 @@
 
 Constants, pure wire functions, classify, stream state, then the adapter. Talks HTTP through
 providers/http_client.py; never imports grpc.
+
+Structured output goes through a forced tool: the answer schema becomes a tool the model must
+call (named after the schema), and that call's input comes back as the answer text, finish
+reason STOP.
+
+The Messages API (as its SDK's published types have it) takes no temperature, top_p, seed or
+presence and frequency penalties: those are not sent. A caller whose model still takes
+temperature can send it as a vendor option: `vendor_options {"anthropic": {"temperature": 0}}`.
 """
 
 from __future__ import annotations
@@ -13,9 +21,24 @@ from typing import Any
 from hapaxd.core.errors import UpstreamError
 from hapaxd.core.failures import FailureClass
 from hapaxd.core.provider import ProviderSpec
-from hapaxd.core.types import Chunk, Completion, CompletionRequest, FinishReason, Role, Usage
+from hapaxd.core.types import (
+    Chunk,
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    FinishReason,
+    FormatType,
+    Message,
+    Role,
+    ToolCall,
+    ToolCallDelta,
+    ToolMode,
+    Usage,
+)
 from hapaxd.providers.framing import Event, SSEDecoder
 from hapaxd.providers.http_client import HttpClient, default_classify
+from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -45,6 +68,19 @@ ERROR_STATUS: Mapping[str, int] = {
 }
 
 
+NO_ARGUMENTS: Mapping[str, Any] = {"type": "object", "properties": {}}
+
+
+def answer_tool(request: CompletionRequest) -> str | None:
+    """The name of the tool that carries a structured answer, or None for a plain one."""
+    answer = request.response_format
+    if answer is None or answer.type is FormatType.TEXT:
+        return None
+    name = answer.name if answer.type is FormatType.JSON_SCHEMA else "json_answer"
+    taken = {t.name for t in request.tools}
+    return name if name not in taken else f"{name}_answer"
+
+
 def to_wire(
     request: CompletionRequest,
     *,
@@ -53,28 +89,118 @@ def to_wire(
 ) -> dict[str, Any]:
     """The Messages request body: system prompts go top level, max_tokens is always sent."""
     system = [m.content for m in request.messages if m.role is Role.SYSTEM]
+    turns = [m for m in request.messages if m.role is not Role.SYSTEM]
+    plain = not (request.tools or request.response_format is not None) and all(
+        not (m.parts or m.tool_calls or m.role is Role.TOOL) for m in turns
+    )
     body: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens if request.max_tokens is not None else default_max_tokens,
-        "messages": [
-            {"role": m.role.value, "content": m.content}
-            for m in request.messages
-            if m.role is not Role.SYSTEM
-        ],
+        "messages": (
+            [{"role": m.role.value, "content": m.content} for m in turns]
+            if plain
+            else _messages(turns)
+        ),
     }
     if system:
         body["system"] = "\n\n".join(system)
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
     if request.stop:
         body["stop_sequences"] = list(request.stop)
     if request.user:
         body["metadata"] = {"user_id": request.user}
     if stream:
         body["stream"] = True
+    if not plain:
+        _tooling(request, body)
+    if request.vendor_options:
+        body.update(request.options_for("anthropic"))  # validation kept our own fields out
     return body
+
+
+def _messages(turns: list[Message]) -> list[dict[str, Any]]:
+    """Turns as content blocks; consecutive tool results go together in one user turn."""
+    out: list[dict[str, Any]] = []
+    for m in turns:
+        if m.role is Role.TOOL:
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "user" and last.get("_results"):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block], "_results": True})
+            continue
+        blocks: list[dict[str, Any]] = []
+        if m.parts:
+            blocks.extend(_part(p) for p in m.parts)
+        elif m.content:
+            blocks.append({"type": "text", "text": m.content})
+        for call in m.tool_calls:
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.name,
+                    "input": arguments_object(call.arguments),
+                }
+            )
+        out.append({"role": m.role.value, "content": blocks})
+    for turn in out:
+        turn.pop("_results", None)
+    return out
+
+
+def _part(part: Any) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    if part.url:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    source = {"type": "base64", "media_type": part.mime_type, "data": image_base64(part)}
+    return {"type": "image", "source": source}
+
+
+def _tooling(request: CompletionRequest, body: dict[str, Any]) -> None:
+    """tools and tool_choice, the answer tool for structured output included."""
+    tools: list[dict[str, Any]] = []
+    for tool in request.tools:
+        entry: dict[str, Any] = {
+            "name": tool.name,
+            "input_schema": tool.parameters.value if tool.parameters is not None else NO_ARGUMENTS,
+        }
+        if tool.description:
+            entry["description"] = tool.description
+        if tool.strict:
+            entry["strict"] = True
+        tools.append(entry)
+    choice: dict[str, Any] | None = None
+    if request.tool_choice is not None:
+        mode = request.tool_choice.mode
+        if mode is ToolMode.FUNCTION:
+            choice = {"type": "tool", "name": request.tool_choice.function}
+        else:
+            choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[mode.value]}
+    answer = request.response_format
+    name = answer_tool(request)
+    if answer is not None and name is not None:
+        schema = answer.schema.value if answer.schema is not None else {"type": "object"}
+        tools.append(
+            {
+                "name": name,
+                "description": answer.description
+                or "Give your answer by calling this tool; its input is the answer.",
+                "input_schema": schema,
+            }
+        )
+        # Only the answer tool, or (with tools of the caller's own) any tool: the model then
+        # either calls one of those or answers through this one.
+        choice = {"type": "tool", "name": name} if not request.tools else {"type": "any"}
+    if tools:
+        body["tools"] = tools
+    if request.parallel_tool_calls is False and tools:
+        choice = choice or {"type": "auto"}
+        if choice["type"] != "none":  # no calls at all has nothing to run in parallel
+            choice = {**choice, "disable_parallel_tool_use": True}
+    if choice is not None and tools:
+        body["tool_choice"] = choice
 
 
 def stop_reason(value: Any) -> FinishReason:
@@ -88,23 +214,57 @@ def _tokens(usage: Any, key: str) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def from_wire(body: Any) -> Completion:
-    """A `message` object as a Completion (text blocks joined); ValueError if it is not one."""
+def usage_from_wire(usage: Any) -> Usage:
+    """Anthropic counts cached prompt tokens apart from input_tokens: they are added in."""
+    read = _tokens(usage, "cache_read_input_tokens") or 0
+    written = _tokens(usage, "cache_creation_input_tokens") or 0
+    return Usage(
+        prompt_tokens=(_tokens(usage, "input_tokens") or 0) + read + written,
+        completion_tokens=_tokens(usage, "output_tokens") or 0,
+        cached_prompt_tokens=read,
+    )
+
+
+def from_wire(body: Any, answer: str | None = None) -> Completion:
+    """A `message` object as a Completion (text blocks joined, tool_use blocks as tool calls,
+    thinking as reasoning); `answer` names the structured-output tool, whose input is the
+    answer. ValueError if it is not a message object."""
     if not isinstance(body, dict) or not isinstance(body.get("content"), list):
         raise ValueError("response is not a message object")
-    text = "".join(
-        block["text"]
-        for block in body["content"]
-        if isinstance(block, dict)
-        and block.get("type") == "text"
-        and isinstance(block.get("text"), str)
-    )
-    usage = body.get("usage")
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[ToolCall] = []
+    answered = None
+    for block in body["content"]:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "thinking" and isinstance(block.get("thinking"), str):
+            thinking.append(block["thinking"])
+        elif kind == "tool_use":
+            if answer is not None and block.get("name") == answer:
+                answered = arguments_text(block.get("input"))
+                continue
+            calls.append(
+                ToolCall(
+                    id=str(block.get("id") or ""),
+                    name=str(block.get("name") or ""),
+                    arguments=arguments_text(block.get("input")),
+                )
+            )
+    finish = stop_reason(body.get("stop_reason"))
+    if answered is not None:
+        texts = [answered]
+        finish = FinishReason.STOP if not calls else finish
     return Completion(
-        text=text,
-        finish_reason=stop_reason(body.get("stop_reason")),
-        usage=Usage(_tokens(usage, "input_tokens") or 0, _tokens(usage, "output_tokens") or 0),
+        text="".join(texts),
+        finish_reason=finish,
+        usage=usage_from_wire(body.get("usage")),
         upstream_model=str(body.get("model") or ""),
+        tool_calls=tuple(calls),
+        reasoning="".join(thinking),
     )
 
 
@@ -137,11 +297,15 @@ def error_message(body: Any) -> str:
 @dataclasses.dataclass(slots=True)
 class _StreamState:
     provider: str
+    answer: str | None = None  # the structured-output tool's name, if the request has one
     model: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
+    usage: Any = None
     stop: FinishReason | None = None
     done: bool = False
+    # content block index -> tool call index (or -1 for the answer tool's block)
+    blocks: dict[int, int] = dataclasses.field(default_factory=dict)
+    calls: int = 0
+    answered: bool = False
 
     def on_item(self, event: Event) -> list[Chunk]:
         obj = stream_json(self.provider, event.data)
@@ -151,17 +315,15 @@ class _StreamState:
         if kind == "error":
             failure = classify(ERROR_STATUS.get(error_type(obj), 500), obj)
             raise error_in_body(self.provider, failure, error_message(obj), in_stream=True)
+        if kind == "content_block_delta":
+            return self._delta(obj)
+        if kind == "content_block_start":
+            return self._start(obj)
         if kind == "message_start":
             message = obj.get("message")
             if isinstance(message, dict):
                 self.model = str(message.get("model") or self.model)
                 self._count(message.get("usage"))
-        elif kind == "content_block_delta":
-            delta = obj.get("delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                text = delta.get("text")
-                if isinstance(text, str) and text:
-                    return [Chunk(delta=text, upstream_model=self.model)]
         elif kind == "message_delta":
             delta = obj.get("delta")
             if isinstance(delta, dict) and delta.get("stop_reason") is not None:
@@ -169,21 +331,69 @@ class _StreamState:
             self._count(obj.get("usage"))
         elif kind == "message_stop":
             self.done = True
+            stop = self.stop or FinishReason.UNSPECIFIED
+            if self.answered and not self.calls:
+                stop = FinishReason.STOP  # the answer came through the answer tool
             final = Chunk(
-                finish_reason=self.stop or FinishReason.UNSPECIFIED,
-                usage=Usage(self.input_tokens, self.output_tokens),
+                finish_reason=stop,
+                usage=usage_from_wire(self.usage),
                 upstream_model=self.model,
             )
             return [final]
-        return []  # ping, content_block_start/stop, and event types added later
+        return []  # ping, content_block_stop, and event types added later
+
+    def _start(self, obj: dict[str, Any]) -> list[Chunk]:
+        block = obj.get("content_block")
+        index = obj.get("index")
+        if not isinstance(block, dict) or block.get("type") != "tool_use":
+            return []
+        if not isinstance(index, int):
+            raise UpstreamError(FailureClass.TRANSIENT, self.provider, "tool_use without index")
+        if self.answer is not None and block.get("name") == self.answer:
+            self.blocks[index] = -1
+            self.answered = True
+            return []
+        self.blocks[index] = self.calls
+        self.calls += 1
+        start = ToolCallDelta(
+            index=self.blocks[index], id=str(block.get("id") or ""), name=str(block.get("name"))
+        )
+        return [Chunk(upstream_model=self.model, tool_calls=(start,))]
+
+    def _delta(self, obj: dict[str, Any]) -> list[Chunk]:
+        delta = obj.get("delta")
+        if not isinstance(delta, dict):
+            return []
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            if isinstance(text, str) and text:
+                return [Chunk(delta=text, upstream_model=self.model)]
+        elif kind == "input_json_delta":
+            fragment = delta.get("partial_json")
+            call = self.blocks.get(obj.get("index"))  # type: ignore[arg-type]
+            if not isinstance(fragment, str) or not fragment or call is None:
+                return []
+            if call < 0:  # the answer tool: its input is the answer text
+                return [Chunk(delta=fragment, upstream_model=self.model)]
+            piece = ToolCallDelta(index=call, arguments=fragment)
+            return [Chunk(upstream_model=self.model, tool_calls=(piece,))]
+        elif kind == "thinking_delta":
+            thinking = delta.get("thinking")
+            if isinstance(thinking, str) and thinking:
+                return [Chunk(upstream_model=self.model, reasoning=thinking)]
+        return []  # signature_delta and kinds added later
 
     def at_end(self) -> Chunk | None:
         return None  # a body that ends before message_stop is cut off
 
     def _count(self, usage: Any) -> None:
         """Usage counts in message_start and message_delta are cumulative: keep the latest."""
-        self.input_tokens = _tokens(usage, "input_tokens") or self.input_tokens
-        self.output_tokens = _tokens(usage, "output_tokens") or self.output_tokens
+        if not isinstance(usage, dict):
+            return
+        merged = dict(self.usage or {})
+        merged.update({k: v for k, v in usage.items() if isinstance(v, int | float) and v})
+        self.usage = merged
 
 
 class AnthropicProvider:
@@ -218,12 +428,19 @@ class AnthropicProvider:
         if isinstance(answer, dict) and answer.get("type") == "error":
             failure = classify(ERROR_STATUS.get(error_type(answer), 500), answer)
             raise error_in_body(self.name, failure, error_message(answer))
-        return decode_answer(self.name, answer, from_wire)
+        tool = answer_tool(request) if request.response_format is not None else None
+        return decode_answer(self.name, answer, lambda body: from_wire(body, tool))
 
     def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
         body = to_wire(request, stream=True, default_max_tokens=self._max_tokens)
         upstream = self._http.post_stream(self._messages, body, request_id=request.request_id)
-        return relay(self.name, upstream, SSEDecoder(), _StreamState(self.name))
+        tool = answer_tool(request) if request.response_format is not None else None
+        return relay(self.name, upstream, SSEDecoder(), _StreamState(self.name, tool))
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        raise UpstreamError(
+            FailureClass.MODEL_UNAVAILABLE, self.name, "Anthropic has no embeddings API"
+        )
 
     async def probe(self) -> None:
         await self._http.get_json(self._http.url("/v1/models"))

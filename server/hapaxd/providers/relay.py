@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from hapaxd.core.errors import UpstreamError, stream_ended_early
 from hapaxd.core.failures import FailureClass
-from hapaxd.core.types import Chunk, Completion
+from hapaxd.core.types import Chunk
 from hapaxd.providers.framing import Decoder, decode_stream
 from hapaxd.providers.http_client import StreamBody
 
@@ -42,7 +42,7 @@ def error_in_body(
     return UpstreamError(failure, provider, f"error in stream: {message}" if in_stream else message)
 
 
-def decode_answer(provider: str, answer: Any, from_wire: Callable[[Any], Completion]) -> Completion:
+def decode_answer(provider: str, answer: Any, from_wire: Callable[[Any], T]) -> T:
     """A whole 200 answer read by the vendor's `from_wire`; TRANSIENT if it is not one."""
     try:
         return from_wire(answer)

@@ -2,6 +2,7 @@
 
 from .behaviours import (
     Behaviour,
+    Call,
     Fail,
     Hang,
     Malformed,
@@ -17,6 +18,7 @@ __all__ = [
     "CHAT_ROUTES",
     "ROUTES",
     "Behaviour",
+    "Call",
     "Fail",
     "FakeUpstream",
     "Hang",

@@ -22,6 +22,16 @@ class Fail:
 
 
 @dataclasses.dataclass(frozen=True)
+class Call:
+    """A tool call in a reply: `arguments` is the JSON text (Anthropic and Ollama send it as an
+    object; streams send it in two fragments where the vendor streams arguments)."""
+
+    id: str = "call_fake_1"
+    name: str = "get_weather"
+    arguments: str = '{"city": "Oslo"}'
+
+
+@dataclasses.dataclass(frozen=True)
 class Reply:
     """A normal answer. Streams send `text` as `chunks` content events between the vendor's
     opening and closing events; the options below break that stream in realistic ways."""
@@ -48,9 +58,15 @@ class Reply:
     awkward: bool = False  # write the body in awkward pieces (see awkward_pieces)
     piece_delay: float = 0.002  # seconds between awkward pieces, so they arrive apart
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tool_calls: tuple[Call, ...] = ()  # after the text (an empty text sends no text at all)
+    reasoning: str = ""  # reasoning text before the answer (OpenAI: a compatible server's)
+    cached_tokens: int = 0  # of the prompt, served from the vendor's prompt cache
+    reasoning_tokens: int = 0  # of the completion, spent on reasoning
 
     @property
     def pieces(self) -> list[str]:
+        if not self.text and (self.tool_calls or self.reasoning):
+            return []
         return split_text(self.text, self.chunks)
 
     @property

@@ -15,20 +15,27 @@ from typing import Any, Self
 from aiohttp import web
 
 from .behaviours import Behaviour, Fail, Hang, Malformed, Raw, Reply, awkward_pieces
+from .shapes import ShapeError, check_embed_request, check_request
 from .wire import WIRES, OllamaWire, Wire
 
 # route name -> (method, path regex, vendor wire)
 ROUTES: dict[str, tuple[str, str, str]] = {
     "openai.chat": ("POST", r"/v1/chat/completions", "openai"),
     "openai.models": ("GET", r"/v1/models", "openai"),
+    "openai.embeddings": ("POST", r"/v1/embeddings", "openai"),
     "azure.chat": ("POST", r"/openai/deployments/[^/]+/chat/completions", "azure"),
     "azure.models": ("GET", r"/openai/models", "azure"),
+    "azure.embeddings": ("POST", r"/openai/deployments/[^/]+/embeddings", "azure"),
     "anthropic.messages": ("POST", r"/v1/messages", "anthropic"),
     "anthropic.models": ("GET", r"/v1/models", "anthropic"),  # told apart by anthropic-version
     "ollama.chat": ("POST", r"/api/chat", "ollama"),
     "ollama.tags": ("GET", r"/api/tags", "ollama"),
+    "ollama.embed": ("POST", r"/api/embed", "ollama"),
 }
-CHAT_ROUTES = frozenset(r for r in ROUTES if not r.endswith(("models", "tags")))
+EMBED_ROUTES = frozenset(r for r in ROUTES if r.endswith(("embeddings", "embed")))
+CHAT_ROUTES = frozenset(
+    r for r in ROUTES if not r.endswith(("models", "tags")) and r not in EMBED_ROUTES
+)
 
 
 @dataclasses.dataclass
@@ -43,6 +50,7 @@ class RecordedRequest:
     disconnected: bool = False  # the client went away before the response was finished
     connection: int = 0  # which TCP connection it came on: 1 for the first the fake saw, and so on
     finished: bool = False  # the fake played it to the end (a stream: its body's end was written)
+    shape_error: str = ""  # why the vendor's SDK types refuse the body (answered with a 400)
 
 
 class FakeUpstream:
@@ -55,6 +63,8 @@ class FakeUpstream:
         self.counts: collections.Counter[str] = collections.Counter()  # per path
         self.disconnects = 0
         self.disconnected = asyncio.Event()  # set at the first client disconnect
+        # Chat bodies the vendor's SDK types refuse; the fixture fails a test that leaves any.
+        self.shape_errors: list[str] = []
         # The transport of each TCP connection that carried a request, in order of arrival; held
         # so that none is freed and a later connection's transport mistaken for it.
         self._transports: list[asyncio.BaseTransport] = []
@@ -154,6 +164,7 @@ class FakeUpstream:
         self.disconnects = 0
         self.disconnected.clear()
         self._transports.clear()
+        self.shape_errors.clear()
         self._down = False
 
     def _check(self, route: str | None) -> None:
@@ -252,6 +263,20 @@ class FakeUpstream:
         if route == "unknown":
             record.finished = True
             return self._json(404, wire.error_body(Fail(404, message=f"no route {request.path}")))
+        if route in CHAT_ROUTES | EMBED_ROUTES and isinstance(parsed, dict):
+            vendor = ROUTES[route][2]
+            streaming = parsed.get("stream", vendor == "ollama") is True
+            try:
+                if route in EMBED_ROUTES:
+                    check_embed_request(vendor, parsed)
+                else:
+                    check_request(vendor, parsed, stream=streaming)
+            except ShapeError as exc:
+                record.shape_error = f"{route}: {exc}"
+                self.shape_errors.append(record.shape_error)
+                record.finished = True
+                why = f"fake upstream: the body does not match {vendor}'s published types: {exc}"
+                return self._json(400, wire.error_body(Fail(400, message=why[:2000])))
         behaviour = Fail(503) if self._down else self._next(route)
         fake_aborted: list[bool] = []
         try:
@@ -275,7 +300,7 @@ class FakeUpstream:
         behaviour: Behaviour,
         fake_aborted: list[bool],
     ) -> web.StreamResponse:
-        if record.route in CHAT_ROUTES:
+        if record.route in CHAT_ROUTES or record.route in EMBED_ROUTES:
             await self._gate.wait()
         if isinstance(behaviour, Hang):
             if behaviour.seconds is None:
@@ -296,6 +321,14 @@ class FakeUpstream:
         # Azure names the deployment in the path, not the model in the body.
         deployment = request.path.split("/")[3] if record.route == "azure.chat" else "unknown"
         model = str(body.get("model") or deployment)
+        if record.route in EMBED_ROUTES:
+            if isinstance(behaviour, Malformed):
+                return web.Response(body=wire.malformed_body(), content_type="application/json")
+            inputs = body.get("input")
+            texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+            dims = int(body.get("dimensions") or 3)
+            answer = wire.embeddings(behaviour, behaviour.model or model, texts, dims)  # type: ignore[union-attr]
+            return self._json(200, answer, behaviour.headers)
         if record.route not in CHAT_ROUTES:
             if isinstance(behaviour, Malformed):
                 return web.Response(body=wire.malformed_body(), content_type="application/json")

@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.fakes.payloads import load
 
-from .behaviours import Fail, Reply
+from .behaviours import Call, Fail, Reply
 
 _ids = itertools.count(1)
 
@@ -26,6 +26,17 @@ def _id(prefix: str) -> str:
 
 def _dump(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
+
+
+def fake_vector(text: str, index: int, dims: int) -> list[float]:
+    """The fake's embedding of one input: its length, its index, then 0.25s."""
+    return [float(len(text)), float(index), *([0.25] * max(0, dims - 2))][:dims]
+
+
+def _halves(text: str) -> list[str]:
+    """Arguments as streamed: two fragments (one if too short to cut)."""
+    middle = len(text) // 2
+    return [text[:middle], text[middle:]] if middle else [text]
 
 
 class Frames:
@@ -80,10 +91,20 @@ class OpenAIWire:
         body: dict[str, Any] = load("openai", "completion")
         body.update(self._identity(model))
         choice = body["choices"][0]
-        choice["message"]["content"] = reply.text
+        message = choice["message"]
+        message["content"] = reply.text or (None if reply.tool_calls else "")
+        if reply.tool_calls:
+            message["tool_calls"] = [self._call(c) for c in reply.tool_calls]
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning  # a compatible server's field
         choice["finish_reason"] = self.finish[reply.finish]
         body["usage"] = self._usage(reply)
         return body
+
+    @staticmethod
+    def _call(call: Call) -> dict[str, Any]:
+        function = {"name": call.name, "arguments": call.arguments}
+        return {"id": call.id, "type": "function", "function": function}
 
     @staticmethod
     def _identity(model: str) -> dict[str, Any]:
@@ -101,6 +122,8 @@ class OpenAIWire:
             completion_tokens=reply.output_tokens,
             total_tokens=reply.prompt_tokens + reply.output_tokens,
         )
+        usage["prompt_tokens_details"]["cached_tokens"] = reply.cached_tokens
+        usage["completion_tokens_details"]["reasoning_tokens"] = reply.reasoning_tokens
         return usage
 
     def frames(self, reply: Reply, model: str) -> Frames:
@@ -115,14 +138,43 @@ class OpenAIWire:
 
         usage = {**load("openai", "usage_chunk"), **identity, "usage": self._usage(reply)}
         opening = [*self.preamble(), chunk({"role": "assistant", "content": "", "refusal": None})]
-        content = [chunk({"content": piece}) for piece in reply.pieces]
-        closing = [chunk({}, self.finish[reply.finish]), self.event(usage)]
+        content = [
+            *(
+                chunk({"reasoning_content": piece})
+                for piece in _halves(reply.reasoning)[:2]
+                if reply.reasoning
+            ),
+            *(chunk({"content": piece}) for piece in reply.pieces),
+        ]
+        calls = []
+        for index, call in enumerate(reply.tool_calls):
+            first = {**self._call(call), "index": index}
+            first["function"] = {"name": call.name, "arguments": ""}
+            calls.append(chunk({"tool_calls": [first]}))
+            calls.extend(
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                for piece in _halves(call.arguments)
+            )
+        closing = [*calls, chunk({}, self.finish[reply.finish]), self.event(usage)]
         if reply.done_marker:
             closing.append("data: [DONE]\n\n")
         return Frames(opening, content, closing)
 
     def preamble(self) -> list[str]:
         return []
+
+    def embeddings(self, reply: Reply, model: str, inputs: list[str], dims: int) -> dict[str, Any]:
+        body: dict[str, Any] = load("openai", "embeddings")
+        row = body["data"][0]
+        body["data"] = [
+            {**row, "index": i, "embedding": fake_vector(text, i, dims)}
+            for i, text in enumerate(inputs)
+        ]
+        body.update(
+            model=model,
+            usage={"prompt_tokens": reply.prompt_tokens, "total_tokens": reply.prompt_tokens},
+        )
+        return body
 
     def event(self, obj: Any) -> str:
         return f"data: {_dump(obj)}\n\n"
@@ -217,17 +269,27 @@ class AnthropicWire:
     ) -> dict[str, Any]:
         body: dict[str, Any] = load("anthropic", "message")
         body.update(id=_id("msg_"), model=model, content=content, stop_reason=stop)
-        body["usage"].update(input_tokens=reply.prompt_tokens, output_tokens=output_tokens)
+        body["usage"].update(
+            input_tokens=reply.prompt_tokens - reply.cached_tokens,
+            output_tokens=output_tokens,
+            cache_read_input_tokens=reply.cached_tokens,
+        )
         return body
 
     def completion(self, reply: Reply, model: str) -> dict[str, Any]:
-        return self._message(
-            reply,
-            model,
-            [{"type": "text", "text": reply.text}],
-            self.finish[reply.finish],
-            reply.output_tokens,
-        )
+        blocks: list[dict[str, Any]] = []
+        if reply.reasoning:
+            blocks.append(
+                {"type": "thinking", "thinking": reply.reasoning, "signature": "EqQBfake"}
+            )
+        if reply.text or not reply.tool_calls:
+            blocks.append({"type": "text", "text": reply.text})
+        blocks.extend(self._tool_use(c, json.loads(c.arguments)) for c in reply.tool_calls)
+        return self._message(reply, model, blocks, self.finish[reply.finish], reply.output_tokens)
+
+    @staticmethod
+    def _tool_use(call: Call, arguments: Any) -> dict[str, Any]:
+        return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
 
     def event(self, obj: dict[str, Any]) -> str:
         return f"event: {obj['type']}\ndata: {_dump(obj)}\n\n"
@@ -235,26 +297,58 @@ class AnthropicWire:
     def frames(self, reply: Reply, model: str) -> Frames:
         start: dict[str, Any] = load("anthropic", "message_start")  # content [], 1 output token
         start["message"].update(id=_id("msg_"), model=model)
-        start["message"]["usage"]["input_tokens"] = reply.prompt_tokens
+        start["message"]["usage"]["input_tokens"] = reply.prompt_tokens - reply.cached_tokens
+        start["message"]["usage"]["cache_read_input_tokens"] = reply.cached_tokens
         delta: dict[str, Any] = load("anthropic", "content_block_delta")
         finish: dict[str, Any] = load("anthropic", "message_delta")
         finish["delta"]["stop_reason"] = self.finish[reply.finish]
         finish["usage"]["output_tokens"] = reply.output_tokens
-        opening = [
-            self.event(start),
-            self.event(load("anthropic", "content_block_start")),
-            self.event(load("anthropic", "ping")),
-        ]
+        index = 0
+        opening = [self.event(start)]
+        if reply.reasoning:
+            opening += [
+                self._start(index, {"type": "thinking", "thinking": "", "signature": ""}),
+                *(
+                    self._delta(index, {"type": "thinking_delta", "thinking": piece})
+                    for piece in _halves(reply.reasoning)
+                ),
+                self._delta(index, {"type": "signature_delta", "signature": "EqQBfake"}),
+                self._stop(index),
+            ]
+            index += 1
+        text = reply.text or not reply.tool_calls
+        if text:
+            opening.append(
+                self._start(index, load("anthropic", "content_block_start")["content_block"])
+            )
+        opening.append(self.event(load("anthropic", "ping")))
         content = [
-            self.event({**delta, "delta": {**delta["delta"], "text": piece}})
+            self.event({**delta, "index": index, "delta": {**delta["delta"], "text": piece}})
             for piece in reply.pieces
         ]
-        closing = [
-            self.event(load("anthropic", "content_block_stop")),
-            self.event(finish),
-            self.event(load("anthropic", "message_stop")),
-        ]
+        closing = [self._stop(index)] if text else []
+        index += 1 if text else 0
+        for call in reply.tool_calls:
+            closing += [
+                self._start(index, self._tool_use(call, {})),
+                *(
+                    self._delta(index, {"type": "input_json_delta", "partial_json": piece})
+                    for piece in _halves(call.arguments)
+                ),
+                self._stop(index),
+            ]
+            index += 1
+        closing += [self.event(finish), self.event(load("anthropic", "message_stop"))]
         return Frames(opening, content, closing)
+
+    def _start(self, index: int, block: dict[str, Any]) -> str:
+        return self.event({"type": "content_block_start", "index": index, "content_block": block})
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> str:
+        return self.event({"type": "content_block_delta", "index": index, "delta": delta})
+
+    def _stop(self, index: int) -> str:
+        return self.event({"type": "content_block_stop", "index": index})
 
     def error_body(self, fail: Fail) -> dict[str, Any]:
         kind = (
@@ -318,11 +412,41 @@ class OllamaWire:
         return record
 
     def completion(self, reply: Reply, model: str) -> dict[str, Any]:
-        return self._done(reply, model, reply.text)
+        done = self._done(reply, model, reply.text)
+        if reply.reasoning:
+            done["message"]["thinking"] = reply.reasoning
+        if reply.tool_calls:
+            done["message"]["tool_calls"] = [self._call(c) for c in reply.tool_calls]
+        return done
+
+    @staticmethod
+    def _call(call: Call) -> dict[str, Any]:
+        # Ollama's calls have no id; arguments are an object.
+        return {"function": {"name": call.name, "arguments": json.loads(call.arguments)}}
 
     def frames(self, reply: Reply, model: str) -> Frames:
+        opening = []
+        for piece in _halves(reply.reasoning) if reply.reasoning else []:
+            record = self._record(model, "")
+            record["message"]["thinking"] = piece
+            opening.append(_dump(record) + "\n")
         content = [_dump(self._record(model, piece)) + "\n" for piece in reply.pieces]
-        return Frames([], content, [_dump(self._done(reply, model, "")) + "\n"])
+        closing = []
+        if reply.tool_calls:  # whole, in one record before the done record
+            record = self._record(model, "")
+            record["message"]["tool_calls"] = [self._call(c) for c in reply.tool_calls]
+            closing.append(_dump(record) + "\n")
+        closing.append(_dump(self._done(reply, model, "")) + "\n")
+        return Frames(opening, content, closing)
+
+    def embeddings(self, reply: Reply, model: str, inputs: list[str], dims: int) -> dict[str, Any]:
+        body: dict[str, Any] = load("ollama", "embed")
+        body.update(
+            model=model,
+            embeddings=[fake_vector(text, i, dims) for i, text in enumerate(inputs)],
+            prompt_eval_count=reply.prompt_tokens,
+        )
+        return body
 
     def error_body(self, fail: Fail) -> dict[str, Any]:
         body: dict[str, Any] = load("ollama", "error")

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!hapax/v1/completion_service.proto\x12\x08hapax.v1\"8\n\x07Message\x12\x1c\n\x04role\x18\x01 \x01(\x0e\x32\x0e.hapax.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"S\n\x05Route\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x16\n\x0eupstream_model\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x0e\n\x06shared\x18\x04 \x01(\x08\"\xcd\x02\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x08messages\x18\x02 \x03(\x0b\x32\x11.hapax.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x0c\n\x04user\x18\x08 \x01(\t\x12\x39\n\x08metadata\x18\t \x03(\x0b\x32\'.hapax.v1.CompleteRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_p\"\xaa\x01\n\x10\x43ompleteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12-\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x16.hapax.v1.FinishReason\x12\x1e\n\x05usage\x18\x04 \x01(\x0b\x32\x0f.hapax.v1.Usage\x12\x1e\n\x05route\x18\x05 \x01(\x0b\x32\x0f.hapax.v1.Route\x12\r\n\x05model\x18\x06 \x01(\t\"\xd9\x02\n\x15StreamCompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x08messages\x18\x02 \x03(\x0b\x32\x11.hapax.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x0c\n\x04user\x18\x08 \x01(\t\x12?\n\x08metadata\x18\t \x03(\x0b\x32-.hapax.v1.StreamCompleteRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_p\"\xb1\x01\n\x16StreamCompleteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12-\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x16.hapax.v1.FinishReason\x12\x1e\n\x05usage\x18\x04 \x01(\x0b\x32\x0f.hapax.v1.Usage\x12\x1e\n\x05route\x18\x05 \x01(\x0b\x32\x0f.hapax.v1.Route\x12\r\n\x05model\x18\x06 \x01(\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04\x32\xad\x01\n\x11\x43ompletionService\x12\x41\n\x08\x43omplete\x12\x19.hapax.v1.CompleteRequest\x1a\x1a.hapax.v1.CompleteResponse\x12U\n\x0eStreamComplete\x12\x1f.hapax.v1.StreamCompleteRequest\x1a .hapax.v1.StreamCompleteResponse0\x01\x42\x63\n\x0c\x64\x65v.hapax.v1B\x16\x43ompletionServiceProtoP\x01Z.github.com/hapax/hapax/gen/go/hapax/v1;hapaxv1\xaa\x02\x08Hapax.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!hapax/v1/completion_service.proto\x12\x08hapax.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x95\x01\n\x07Message\x12\x1c\n\x04role\x18\x01 \x01(\x0e\x32\x0e.hapax.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x1d\n\x05parts\x18\x03 \x03(\x0b\x32\x0e.hapax.v1.Part\x12&\n\ntool_calls\x18\x04 \x03(\x0b\x32\x12.hapax.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"@\n\x04Part\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12 \n\x05image\x18\x02 \x01(\x0b\x32\x0f.hapax.v1.ImageH\x00\x42\x06\n\x04kind\"C\n\x05Image\x12\r\n\x03url\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\tB\x08\n\x06source\"7\n\x04Tool\x12/\n\x08\x66unction\x18\x01 \x01(\x0b\x32\x1d.hapax.v1.FunctionDeclaration\"u\n\x13\x46unctionDeclaration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"T\n\nToolChoice\x12(\n\x04mode\x18\x01 \x01(\x0e\x32\x18.hapax.v1.ToolChoiceModeH\x00\x12\x12\n\x08\x66unction\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"g\n\x0eResponseFormat\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.hapax.v1.ResponseFormatType\x12)\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x14.hapax.v1.JsonSchema\"h\n\nJsonSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\x87\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x04 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x05\"S\n\x05Route\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x16\n\x0eupstream_model\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x0e\n\x06shared\x18\x04 \x01(\x08\"\x9f\x06\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x08messages\x18\x02 \x03(\x0b\x32\x11.hapax.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x0c\n\x04user\x18\x08 \x01(\t\x12\x39\n\x08metadata\x18\t \x03(\x0b\x32\'.hapax.v1.CompleteRequest.MetadataEntry\x12\x1d\n\x05tools\x18\n \x03(\x0b\x32\x0e.hapax.v1.Tool\x12)\n\x0btool_choice\x18\x0b \x01(\x0b\x32\x14.hapax.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x0c \x01(\x08H\x03\x88\x01\x01\x12\x31\n\x0fresponse_format\x18\r \x01(\x0b\x32\x18.hapax.v1.ResponseFormat\x12\x11\n\x04seed\x18\x0e \x01(\x03H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x0f \x01(\x01H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x10 \x01(\x01H\x06\x88\x01\x01\x12\x44\n\x0evendor_options\x18\x11 \x03(\x0b\x32,.hapax.v1.CompleteRequest.VendorOptionsEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aM\n\x12VendorOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x16\n\x14_parallel_tool_callsB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xe5\x01\n\x10\x43ompleteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12-\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x16.hapax.v1.FinishReason\x12\x1e\n\x05usage\x18\x04 \x01(\x0b\x32\x0f.hapax.v1.Usage\x12\x1e\n\x05route\x18\x05 \x01(\x0b\x32\x0f.hapax.v1.Route\x12\r\n\x05model\x18\x06 \x01(\t\x12&\n\ntool_calls\x18\x07 \x03(\x0b\x32\x12.hapax.v1.ToolCall\x12\x11\n\treasoning\x18\x08 \x01(\t\"\xb1\x06\n\x15StreamCompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12#\n\x08messages\x18\x02 \x03(\x0b\x32\x11.hapax.v1.Message\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x0c\n\x04user\x18\x08 \x01(\t\x12?\n\x08metadata\x18\t \x03(\x0b\x32-.hapax.v1.StreamCompleteRequest.MetadataEntry\x12\x1d\n\x05tools\x18\n \x03(\x0b\x32\x0e.hapax.v1.Tool\x12)\n\x0btool_choice\x18\x0b \x01(\x0b\x32\x14.hapax.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x0c \x01(\x08H\x03\x88\x01\x01\x12\x31\n\x0fresponse_format\x18\r \x01(\x0b\x32\x18.hapax.v1.ResponseFormat\x12\x11\n\x04seed\x18\x0e \x01(\x03H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x0f \x01(\x01H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x10 \x01(\x01H\x06\x88\x01\x01\x12J\n\x0evendor_options\x18\x11 \x03(\x0b\x32\x32.hapax.v1.StreamCompleteRequest.VendorOptionsEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aM\n\x12VendorOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x16\n\x14_parallel_tool_callsB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xf7\x01\n\x16StreamCompleteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12-\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x16.hapax.v1.FinishReason\x12\x1e\n\x05usage\x18\x04 \x01(\x0b\x32\x0f.hapax.v1.Usage\x12\x1e\n\x05route\x18\x05 \x01(\x0b\x32\x0f.hapax.v1.Route\x12\r\n\x05model\x18\x06 \x01(\t\x12+\n\ntool_calls\x18\x07 \x03(\x0b\x32\x17.hapax.v1.ToolCallDelta\x12\x17\n\x0freasoning_delta\x18\x08 \x01(\t*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03\x32\xad\x01\n\x11\x43ompletionService\x12\x41\n\x08\x43omplete\x12\x19.hapax.v1.CompleteRequest\x1a\x1a.hapax.v1.CompleteResponse\x12U\n\x0eStreamComplete\x12\x1f.hapax.v1.StreamCompleteRequest\x1a .hapax.v1.StreamCompleteResponse0\x01\x42\x63\n\x0c\x64\x65v.hapax.v1B\x16\x43ompletionServiceProtoP\x01Z.github.com/hapax/hapax/gen/go/hapax/v1;hapaxv1\xaa\x02\x08Hapax.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,30 +35,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\014dev.hapax.v1B\026CompletionServiceProtoP\001Z.github.com/hapax/hapax/gen/go/hapax/v1;hapaxv1\252\002\010Hapax.V1'
   _globals['_COMPLETEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_COMPLETEREQUEST_VENDOROPTIONSENTRY']._loaded_options = None
+  _globals['_COMPLETEREQUEST_VENDOROPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_STREAMCOMPLETEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_STREAMCOMPLETEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ROLE']._serialized_start=1308
-  _globals['_ROLE']._serialized_end=1388
-  _globals['_FINISHREASON']._serialized_start=1391
-  _globals['_FINISHREASON']._serialized_end=1550
-  _globals['_MESSAGE']._serialized_start=47
-  _globals['_MESSAGE']._serialized_end=103
-  _globals['_USAGE']._serialized_start=105
-  _globals['_USAGE']._serialized_end=184
-  _globals['_ROUTE']._serialized_start=186
-  _globals['_ROUTE']._serialized_end=269
-  _globals['_COMPLETEREQUEST']._serialized_start=272
-  _globals['_COMPLETEREQUEST']._serialized_end=605
-  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_start=517
-  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_end=564
-  _globals['_COMPLETERESPONSE']._serialized_start=608
-  _globals['_COMPLETERESPONSE']._serialized_end=778
-  _globals['_STREAMCOMPLETEREQUEST']._serialized_start=781
-  _globals['_STREAMCOMPLETEREQUEST']._serialized_end=1126
-  _globals['_STREAMCOMPLETEREQUEST_METADATAENTRY']._serialized_start=517
-  _globals['_STREAMCOMPLETEREQUEST_METADATAENTRY']._serialized_end=564
-  _globals['_STREAMCOMPLETERESPONSE']._serialized_start=1129
-  _globals['_STREAMCOMPLETERESPONSE']._serialized_end=1306
-  _globals['_COMPLETIONSERVICE']._serialized_start=1553
-  _globals['_COMPLETIONSERVICE']._serialized_end=1726
+  _globals['_STREAMCOMPLETEREQUEST_VENDOROPTIONSENTRY']._loaded_options = None
+  _globals['_STREAMCOMPLETEREQUEST_VENDOROPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_ROLE']._serialized_start=3298
+  _globals['_ROLE']._serialized_end=3393
+  _globals['_FINISHREASON']._serialized_start=3396
+  _globals['_FINISHREASON']._serialized_end=3555
+  _globals['_TOOLCHOICEMODE']._serialized_start=3558
+  _globals['_TOOLCHOICEMODE']._serialized_end=3693
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=3696
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=3861
+  _globals['_MESSAGE']._serialized_start=78
+  _globals['_MESSAGE']._serialized_end=227
+  _globals['_PART']._serialized_start=229
+  _globals['_PART']._serialized_end=293
+  _globals['_IMAGE']._serialized_start=295
+  _globals['_IMAGE']._serialized_end=362
+  _globals['_TOOL']._serialized_start=364
+  _globals['_TOOL']._serialized_end=419
+  _globals['_FUNCTIONDECLARATION']._serialized_start=421
+  _globals['_FUNCTIONDECLARATION']._serialized_end=538
+  _globals['_TOOLCHOICE']._serialized_start=540
+  _globals['_TOOLCHOICE']._serialized_end=624
+  _globals['_TOOLCALL']._serialized_start=626
+  _globals['_TOOLCALL']._serialized_end=681
+  _globals['_TOOLCALLDELTA']._serialized_start=683
+  _globals['_TOOLCALLDELTA']._serialized_end=758
+  _globals['_RESPONSEFORMAT']._serialized_start=760
+  _globals['_RESPONSEFORMAT']._serialized_end=863
+  _globals['_JSONSCHEMA']._serialized_start=865
+  _globals['_JSONSCHEMA']._serialized_end=969
+  _globals['_USAGE']._serialized_start=972
+  _globals['_USAGE']._serialized_end=1107
+  _globals['_ROUTE']._serialized_start=1109
+  _globals['_ROUTE']._serialized_end=1192
+  _globals['_COMPLETEREQUEST']._serialized_start=1195
+  _globals['_COMPLETEREQUEST']._serialized_end=1994
+  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_start=1751
+  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_end=1798
+  _globals['_COMPLETEREQUEST_VENDOROPTIONSENTRY']._serialized_start=1800
+  _globals['_COMPLETEREQUEST_VENDOROPTIONSENTRY']._serialized_end=1877
+  _globals['_COMPLETERESPONSE']._serialized_start=1997
+  _globals['_COMPLETERESPONSE']._serialized_end=2226
+  _globals['_STREAMCOMPLETEREQUEST']._serialized_start=2229
+  _globals['_STREAMCOMPLETEREQUEST']._serialized_end=3046
+  _globals['_STREAMCOMPLETEREQUEST_METADATAENTRY']._serialized_start=1751
+  _globals['_STREAMCOMPLETEREQUEST_METADATAENTRY']._serialized_end=1798
+  _globals['_STREAMCOMPLETEREQUEST_VENDOROPTIONSENTRY']._serialized_start=1800
+  _globals['_STREAMCOMPLETEREQUEST_VENDOROPTIONSENTRY']._serialized_end=1877
+  _globals['_STREAMCOMPLETERESPONSE']._serialized_start=3049
+  _globals['_STREAMCOMPLETERESPONSE']._serialized_end=3296
+  _globals['_COMPLETIONSERVICE']._serialized_start=3864
+  _globals['_COMPLETIONSERVICE']._serialized_end=4037
 # @@protoc_insertion_point(module_scope)

@@ -59,8 +59,9 @@ class CompletionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamComplete(self, request, context):
-        """StreamComplete returns a completion as a stream of text deltas; the last message carries
-        the finish reason, the usage and what served it.
+        """StreamComplete returns a completion as a stream of deltas (answer text, reasoning text,
+        tool-call fragments); the last message carries the finish reason, the usage and what
+        served it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,34 @@
+"""Pieces several vendor mappings share: images as base64 or data URLs, and tool-call arguments
+between the contract's JSON text and the JSON objects Anthropic and Ollama carry. Pure Python."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from hapaxd.core.types import Image
+
+
+def image_base64(image: Image) -> str:
+    return base64.b64encode(image.data).decode("ascii")
+
+
+def data_url(image: Image) -> str:
+    """An inline image as a `data:` URL; a URL image as itself."""
+    return image.url or f"data:{image.mime_type};base64,{image_base64(image)}"
+
+
+def arguments_object(text: str) -> dict[str, Any]:
+    """Tool-call arguments (validated as a JSON object, or empty) as the object itself."""
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def arguments_text(value: Any) -> str:
+    """Arguments a vendor sent as an object (or already as text) as the contract's JSON text."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value if value is not None else {}, ensure_ascii=False)

@@ -1,0 +1,166 @@
+"""The vendors' own published types, from their SDKs on PyPI, as the judge of wire shapes: the
+request bodies the fake upstream receives (so an adapter's wrong mapping fails the test that
+made it) and the payloads the fake sends (so the fake cannot drift from the real wire).
+
+- OpenAI and Azure: `openai.types.chat` (request TypedDicts; ChatCompletion, ChatCompletionChunk)
+- Anthropic: `anthropic.types` (MessageCreateParams; Message, RawMessageStreamEvent)
+- Ollama: `ollama._types` (ChatRequest, ChatResponse; EmbedRequest, EmbedResponse)
+- Embeddings: `openai.types` (EmbeddingCreateParams, CreateEmbeddingResponse)
+
+Unknown keys are problems too (a misspelt field would otherwise pass unseen): the SDKs' request
+TypedDicts are checked with extra keys forbidden, and pydantic models key by key.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import functools
+from typing import Any
+
+import anthropic.types as anthropic_types
+import ollama._types as ollama_types
+import openai.types as openai_types
+import openai.types.chat as openai_chat
+from anthropic.types import message_create_params as anthropic_params
+from openai.types import embedding_create_params as openai_embedding_params
+from openai.types.chat import completion_create_params as openai_params
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+
+class ShapeError(AssertionError):
+    """A body that does not match the vendor's published types."""
+
+
+def _force(value: Any) -> Any:
+    """pydantic validates `Iterable[...]` fields lazily: walk them so their items are checked."""
+    if isinstance(value, dict):
+        return {k: _force(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_force(v) for v in value]
+    if isinstance(value, collections.abc.Iterator):
+        return [_force(v) for v in value]
+    return value
+
+
+@functools.cache
+def _strict(params: Any) -> type[BaseModel]:
+    return create_model("Body", __config__=ConfigDict(extra="forbid"), body=(params, ...))
+
+
+def _check_typed_dict(params: Any, body: Any) -> None:
+    try:
+        checked = _strict(params).model_validate({"body": body})
+        _force(checked.body)
+    except ValidationError as exc:
+        raise ShapeError(_summary(exc)) from None
+
+
+def _summary(exc: ValidationError) -> str:
+    """The few errors that say what is wrong (a union reports every branch it tried)."""
+    lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return f"{len(lines)} problems, e.g.: " + "; ".join(lines[:6])
+
+
+def _check_model(model: type[BaseModel], body: Any) -> None:
+    try:
+        parsed = model.model_validate(body)
+    except ValidationError as exc:
+        raise ShapeError(_summary(exc)) from None
+    unknown = list(_unknown_keys(body, parsed, ""))
+    if unknown:
+        raise ShapeError(f"keys {model.__name__} does not know: {', '.join(unknown)}")
+
+
+def _unknown_keys(given: Any, parsed: Any, at: str) -> collections.abc.Iterator[str]:
+    if isinstance(parsed, BaseModel) and isinstance(given, dict):
+        fields = {(f.alias or name): name for name, f in type(parsed).model_fields.items()}
+        for key, value in given.items():
+            if key not in fields:
+                yield f"{at}{key}"
+            else:
+                yield from _unknown_keys(value, getattr(parsed, fields[key]), f"{at}{key}.")
+    elif isinstance(parsed, list | tuple) and isinstance(given, list):
+        for i, (g, p) in enumerate(zip(given, parsed, strict=False)):
+            yield from _unknown_keys(g, p, f"{at}{i}.")
+
+
+def _judge(check: Any, body: Any) -> None:
+    """`check(body)`, its ValidationError as a ShapeError."""
+    try:
+        check(body)
+    except ValidationError as exc:
+        raise ShapeError(_summary(exc)) from None
+
+
+def _typed(params: Any) -> Any:
+    return lambda body: _check_typed_dict(params, body)
+
+
+def _model(model: type[BaseModel]) -> Any:
+    return lambda body: _check_model(model, body)
+
+
+@functools.cache
+def _anthropic_event() -> TypeAdapter[Any]:
+    return TypeAdapter(anthropic_types.RawMessageStreamEvent)
+
+
+_OPENAI = {
+    "request": _typed(openai_params.CompletionCreateParamsNonStreaming),
+    "stream request": _typed(openai_params.CompletionCreateParamsStreaming),
+    "answer": openai_chat.ChatCompletion.model_validate,
+    "event": openai_chat.ChatCompletionChunk.model_validate,
+    "embed request": _typed(openai_embedding_params.EmbeddingCreateParams),
+    "embed answer": openai_types.CreateEmbeddingResponse.model_validate,
+}
+# What judges each kind of body, by vendor (Azure speaks OpenAI's shapes).
+JUDGES: dict[str, dict[str, Any]] = {
+    "openai": _OPENAI,
+    "azure": _OPENAI,
+    "anthropic": {
+        "request": _typed(anthropic_params.MessageCreateParamsNonStreaming),
+        "stream request": _typed(anthropic_params.MessageCreateParamsStreaming),
+        "answer": anthropic_types.Message.model_validate,
+        "event": lambda body: _anthropic_event().validate_python(body),
+    },
+    "ollama": {
+        "request": _model(ollama_types.ChatRequest),
+        "stream request": _model(ollama_types.ChatRequest),
+        "answer": ollama_types.ChatResponse.model_validate,
+        "event": ollama_types.ChatResponse.model_validate,
+        "embed request": _model(ollama_types.EmbedRequest),
+        "embed answer": ollama_types.EmbedResponse.model_validate,
+    },
+}
+
+
+def _check(vendor: str, kind: str, body: Any) -> None:
+    judge = JUDGES.get(vendor, {}).get(kind)
+    if judge is None:
+        raise ValueError(f"no published types for a {kind} of {vendor!r}")
+    _judge(judge, body)
+
+
+def check_request(vendor: str, body: Any, *, stream: bool) -> None:
+    """ShapeError unless `body` is a chat request the vendor's SDK types accept."""
+    _check(vendor, "stream request" if stream else "request", body)
+
+
+def check_answer(vendor: str, body: Any) -> None:
+    """ShapeError unless `body` is a whole chat answer as the vendor's SDK parses it."""
+    _check(vendor, "answer", body)
+
+
+def check_event(vendor: str, body: Any) -> None:
+    """ShapeError unless `body` is one stream event (an SSE data object or an NDJSON record)."""
+    _check(vendor, "event", body)
+
+
+def check_embed_request(vendor: str, body: Any) -> None:
+    """ShapeError unless `body` is an embeddings request the vendor's SDK types accept."""
+    _check(vendor, "embed request", body)
+
+
+def check_embed_answer(vendor: str, body: Any) -> None:
+    """ShapeError unless `body` is an embeddings answer as the vendor's SDK parses it."""
+    _check(vendor, "embed answer", body)
