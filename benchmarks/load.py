@@ -89,6 +89,25 @@ class Sample:
         }
 
 
+def budget(duration: float, max_requests: int | None) -> Callable[[], bool]:
+    """Whether a worker may start another call: until `max_requests` calls were started in all
+    (when given), else for `duration` seconds from now."""
+    clock = time.perf_counter
+    deadline = clock() + duration
+    started = 0
+
+    def more() -> bool:
+        nonlocal started
+        if max_requests is not None:
+            if started >= max_requests:
+                return False
+            started += 1
+            return True
+        return clock() < deadline
+
+    return more
+
+
 async def drive(
     stub: pb_grpc.CompletionServiceStub,
     kind: str,
@@ -101,21 +120,20 @@ async def drive(
 ) -> Sample:
     """`concurrency` workers sending back to back for `duration` seconds (or until max_requests
     calls were started, when given). Every call carries a deadline, as real callers' do, and
-    `metadata` (an API key, say)."""
+    `metadata` (an API key, say). A stub of another protocol (one with its own `drive`, as
+    benchmarks/openai_http.py's) drives itself the same way."""
+    own = getattr(stub, "drive", None)
+    if own is not None:
+        sample: Sample = await own(
+            kind, concurrency, duration=duration, max_requests=max_requests, metadata=metadata
+        )
+        return sample
     requests = make_requests(kind, concurrency)
     latencies: list[float] = []
-    counts = {"started": 0, "errors": 0, "messages": 0}
+    counts = {"errors": 0, "messages": 0}
     first_error = ""
     clock = time.perf_counter
-    deadline = clock() + duration
-
-    def more() -> bool:
-        if max_requests is not None:
-            if counts["started"] >= max_requests:
-                return False
-            counts["started"] += 1
-            return True
-        return clock() < deadline
+    more = budget(duration, max_requests)
 
     async def unary_worker(request: Any) -> None:
         nonlocal first_error
@@ -331,11 +349,13 @@ def gateways_in_rounds(
     floor: bool = False,
     metadata: tuple[tuple[str, str], ...] = (),
     announce: Callable[[Sequence[ServerProcess]], None] | None = None,
+    targets: Callable[[Sequence[ServerProcess]], list[Target]] | None = None,
 ) -> tuple[dict[Cell, dict[str, list[Sample]]], tuple[int | None, int | None]]:
     """What every A/B benchmark here does: the fake upstream and the load generator on the
     client CPU, one gateway process per variant (name -> ServerProcess keyword arguments: loop,
     source, overrides) and optionally the floor on the server CPU, driven in alternating rounds
-    with `metadata` on every call. Returns the samples and (server CPU, client CPU)."""
+    with `metadata` on every call; `targets` makes other targets of the servers than one gRPC
+    target each. Returns the samples and (server CPU, client CPU)."""
     server_cpu, client_cpu = cpu_plan(pin)
     with pinned(client_cpu):
         upstream = ServerProcess("upstream", "upstream", cpu=client_cpu, loop=loop)
@@ -356,10 +376,15 @@ def gateways_in_rounds(
             with started(servers):
                 if announce is not None:
                     announce(servers)
+                made = (
+                    targets(servers)
+                    if targets is not None
+                    else [Target(s.name, s, metadata=metadata) for s in servers]
+                )
                 samples = run_loop(
                     loop,
                     alternate(
-                        [Target(s.name, s, metadata=metadata) for s in servers],
+                        made,
                         list(rounds.cells),
                         rounds=rounds.rounds,
                         duration=rounds.duration,

@@ -58,6 +58,7 @@ from hapaxd.core.upstream import Upstream
 from hapaxd.core.validation import Limits
 from hapaxd.observability import Observability
 from hapaxd.observability.metrics import HAPAX_PREFIX
+from hapaxd.openai_http.server import OpenAIDoor
 from hapaxd.providers.registry import build_provider, spec_of
 
 log = logging.getLogger("hapaxd")
@@ -198,6 +199,19 @@ class App:
         )
         if self.port == 0:
             raise OSError(f"cannot listen on {address or settings.server.address}")
+        # OpenAI's HTTP API on a port of its own, over the same generations, door and limits.
+        self.openai_http = (
+            OpenAIDoor(
+                settings.openai_http,
+                door=self.door,
+                generations=self.generations,
+                limiter=self.limiter,
+                limits=limits_of(settings.server),
+                calls=self.observability.calls,
+            )
+            if settings.openai_http.enabled
+            else None
+        )
 
     def _grpc_server(self, interceptors: tuple[grpc.aio.ServerInterceptor, ...]) -> grpc.aio.Server:
         """The grpc.aio server with every service: completion, embedding, models, admin, health
@@ -365,6 +379,8 @@ class App:
             await self.monitor.publish()
             self.monitor.start()
             await self.observability.start(ready=lambda: self.monitor.any_usable())
+            if self.openai_http is not None:
+                await self.openai_http.start()
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -394,6 +410,8 @@ class App:
         self.observability.draining()
         await self.health.enter_graceful_shutdown()
         await self.monitor.stop()
+        if self.openai_http is not None:
+            await self.openai_http.stop()
         await self.server.stop(self.settings.server.grace_period if grace is None else grace)
         for upstream in self.upstreams:
             with contextlib.suppress(Exception):
@@ -410,7 +428,7 @@ def _keys(settings: Settings) -> KeyRing | None:
 
 
 # Sections a reload does not apply: the listener and the side port are bound once.
-RESTART_ONLY = ("server", "metrics", "logging")
+RESTART_ONLY = ("server", "metrics", "logging", "openai_http")
 LIVE_SERVER_KEYS = {"max_in_flight"}
 
 

@@ -104,3 +104,20 @@ def test_call_count_counts_python_calls_per_call_for_a_tree() -> None:
     for kind in ("unary", "stream"):
         assert 100 < result[kind]["calls_per_call"] < 100_000
         assert any("hapaxd/core/router.py" in key for key in result[kind]["functions"])
+
+
+def test_openai_http_benchmark_drives_grpc_and_http_on_one_gateway() -> None:
+    from benchmarks import openai_http
+
+    config = openai_http.Config(
+        rounds=1, duration=0.2, warmup=0, max_requests=20, pin=False,
+        cells=(("unary", 2), ("stream", 2)),
+    )  # fmt: skip
+    result = openai_http.run(config)
+
+    for cell in result["cells"]:
+        for door in ("grpc", "http"):
+            assert cell[door]["errors"] == 0, cell[door].get("first_error")
+            assert cell[door]["requests"] == 20
+        assert math.isfinite(cell["http_over_grpc"]["cpu_per_request_ratio"])
+    assert "cpu/req vs grpc" in openai_http.format_table(result)

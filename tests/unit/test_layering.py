@@ -7,6 +7,8 @@ source), so a module is covered the day it is added.
     admission/      config, core, admission; no grpc, protobuf, HTTP client, prometheus or otel
     api/            core, config, admission, api; no HTTP client, prometheus or otel
     observability/  core, config, admission, api, observability; never the adapters
+    openai_http/    the HTTP door: core, config, admission, api, observability, openai_http;
+                    no generated stubs, prometheus or otel (metrics go through observability/)
     app.py, __main__.py   anything: the one place that wires the parts
 """
 
@@ -30,6 +32,10 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "admission": (("config", "core", "admission"), GRPC + STUBS + HTTP + TELEMETRY),
     "api": (("config", "core", "admission", "api"), HTTP + TELEMETRY),
     "observability": (("config", "core", "admission", "api", "observability"), ()),
+    "openai_http": (
+        ("config", "core", "admission", "api", "observability", "openai_http"),
+        STUBS + TELEMETRY,
+    ),
 }
 TOP_LEVEL = {"__init__.py", "__main__.py", "app.py"}
 

@@ -1,11 +1,13 @@
-"""The gRPC transport: hapax.v1 in, hapax.v1 out. Only here (and in observability/ and app.py)
-are grpc and the generated stubs imported.
+"""The gRPC transport: hapax.v1 in, hapax.v1 out. Only here (and in observability/, openai_http/
+for the status table, and app.py) are grpc and the generated stubs imported.
 
     completion.py  CompletionService: protobuf <-> core types (text, parts, tools, formats),
                    the route table, the deduplicator
     embedding.py   EmbeddingService: Embed, over the same route table and deduplicator
     models.py      ModelService: ListModels, each logical model's routes and capabilities
     admin.py       AdminService: ListProviders
+    serving.py     what every door (these servicers, openai_http/) does before the router:
+                   resolve the model to able providers, the key's policy, its rate limits
     admission.py   the door: which services need a key, the key checked before any other work
     metadata.py    what request metadata says: x-request-id, the API key presented, the
                    credential digest (the caller's identity when auth is off)

@@ -84,9 +84,23 @@ class Door:
     def check(self, context: grpc.aio.ServicerContext, access: Access, path: str) -> Caller:
         """The caller's verified key; raises Unauthenticated or PermissionDenied. Reads the
         metadata, so it runs before the call's first await."""
-        presented, why = metadata.credential(context.invocation_metadata())
+        return self.verify(
+            context.invocation_metadata(), access, path, lambda: self._certificate(context)
+        )
+
+    def verify(
+        self,
+        headers: Any,
+        access: Access,
+        path: str,
+        certificate: Callable[[], Caller | None] | None = None,
+    ) -> Caller:
+        """The key presented in `headers` ((name, value) pairs, names lower-case), or else the
+        one a client certificate stands for; raises Unauthenticated or PermissionDenied. The
+        gRPC door and the OpenAI-compatible HTTP door both ask here."""
+        presented, why = metadata.credential(headers)
         if not presented:
-            caller = self._certificate(context)
+            caller = certificate() if certificate is not None else None
             if caller is None:
                 raise ApiKeyMissing(why)
         else:
@@ -96,6 +110,15 @@ class Door:
         if access == "admin" and not caller.admin:
             raise AdminKeyRequired(service_of(path), caller.id)
         return caller
+
+    def enter(self, record: CallRecord) -> None:
+        """Count the call among those in flight, or shed it (Overloaded) when the gateway is
+        full. A call that entered must `leave` when it ends."""
+        if self.max_in_flight is not None:
+            if self.in_flight >= self.max_in_flight:
+                raise Overloaded(self.max_in_flight, SHED_RETRY_AFTER)
+            self.in_flight += 1
+            record.inside = True
 
     def _certificate(self, context: grpc.aio.ServicerContext) -> Caller | None:
         """The key a mutual-TLS client certificate stands for (auth.keys[].client_cert_*)."""
@@ -119,11 +142,8 @@ class Door:
         caller's key in the record; or end the call with its status (AbortError). A counted
         call must `leave` when it ends, admitted or not."""
         try:
-            if counted and self.max_in_flight is not None:
-                if self.in_flight >= self.max_in_flight:
-                    raise Overloaded(self.max_in_flight, SHED_RETRY_AFTER)
-                self.in_flight += 1
-                record.inside = True
+            if counted:
+                self.enter(record)
             if access != "open":
                 record.admitted(self.check(context, access, path))
         except GatewayError as refused:

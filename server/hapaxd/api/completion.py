@@ -13,12 +13,12 @@ from google.protobuf import json_format, struct_pb2
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
-from hapaxd.admission.limits import NO_LIMITS, Limiter, Ticket
-from hapaxd.api.call import CallRecord, abort, record_of
+from hapaxd.admission.limits import NO_LIMITS, Limiter
+from hapaxd.api.call import abort, record_of
 from hapaxd.api.metadata import REQUEST_ID_KEY
+from hapaxd.api.serving import admitted, routed
 from hapaxd.core.generation import Generations
 from hapaxd.core.router import STREAMING
-from hapaxd.core.routes import RouteTable
 from hapaxd.core.types import (
     Chunk,
     Completion,
@@ -249,28 +249,6 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         self._limits = limits
         self._limiter = limiter
 
-    def _request(
-        self,
-        request: Request,
-        record: CallRecord,
-        routes: RouteTable,
-        stream: bool,
-    ) -> CompletionRequest:
-        domain = to_domain(request, record.request_id, self._limits)
-        needs = domain.needs() | STREAMING if stream else domain.needs()
-        model = routes.resolve(domain.model, needs)
-        record.model = model
-        domain = domain if model == domain.model else domain.with_model(model)
-        if record.key is not None:
-            record.key.authorize(domain)  # PermissionDenied for a model or metadata not allowed
-        return domain
-
-    async def _admit(self, record: CallRecord, domain: CompletionRequest, stream: bool) -> Ticket:
-        """The key's rate limits (RateLimited when over one); a ticket to settle at the end."""
-        if record.key is None:
-            return NO_LIMITS
-        return await self._limiter.admit(record.key, domain, stream)
-
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
@@ -279,8 +257,9 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         ticket, used = NO_LIMITS, None
         generation = self._generations.enter()  # the settings this call runs on, to its end
         try:
-            domain = self._request(request, record, generation.routes, stream=False)
-            ticket = await self._admit(record, domain, stream=False)
+            domain = to_domain(request, record.request_id, self._limits)
+            domain = routed(domain, record, generation.routes, domain.needs())
+            ticket = await admitted(self._limiter, record, domain, stream=False)
             completion, route = await generation.dedup.complete(
                 domain, record.deadline, record.caller
             )
@@ -305,9 +284,10 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         ticket, used = NO_LIMITS, None
         generation = self._generations.enter()
         try:
-            domain = self._request(request, record, generation.routes, stream=True)
+            domain = to_domain(request, record.request_id, self._limits)
+            domain = routed(domain, record, generation.routes, domain.needs() | STREAMING)
             model = domain.model
-            ticket = await self._admit(record, domain, stream=True)
+            ticket = await admitted(self._limiter, record, domain, stream=True)
             async with generation.dedup.stream(domain, record.deadline, record.caller) as items:
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
                 async for item in items:

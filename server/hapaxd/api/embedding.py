@@ -12,6 +12,7 @@ from hapaxd.admission.limits import NO_LIMITS, Limiter
 from hapaxd.api.call import abort, record_of
 from hapaxd.api.completion import route_message, usage_message
 from hapaxd.api.metadata import REQUEST_ID_KEY
+from hapaxd.api.serving import admitted, routed
 from hapaxd.core.errors import UpstreamError
 from hapaxd.core.failures import FailureClass
 from hapaxd.core.generation import Generations
@@ -59,12 +60,8 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         generation = self._generations.enter()
         try:
             domain = to_domain(request, record.request_id, self._limits)
-            model = generation.routes.resolve(domain.model, domain.needs())
-            record.model = model
-            domain = domain if model == domain.model else domain.with_model(model)
-            if record.key is not None:
-                record.key.authorize(domain)
-                ticket = await self._limiter.admit(record.key, domain, stream=False)
+            domain = routed(domain, record, generation.routes, domain.needs())
+            ticket = await admitted(self._limiter, record, domain, stream=False)
             vectors, route = await generation.dedup.embed(domain, record.deadline, record.caller)
             if len(vectors.vectors) != len(domain.inputs):  # not an answer to this request
                 raise UpstreamError(

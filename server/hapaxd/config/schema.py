@@ -352,6 +352,20 @@ class MetricsSettings(_Frozen):
         return _address(value)
 
 
+class OpenAIHttpSettings(_Frozen):
+    """The OpenAI-compatible HTTP door: /v1/chat/completions, /v1/embeddings and /v1/models on a
+    port of their own, through the same router, keys and limits as gRPC callers."""
+
+    enabled: bool = False
+    address: str = "0.0.0.0:8080"
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # larger request bodies get 413
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        return _address(value)
+
+
 class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -481,6 +495,7 @@ class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+    openai_http: OpenAIHttpSettings = OpenAIHttpSettings()
     providers: list[ProviderSettings] = Field(min_length=1)
     provider_preference: list[str | list[str]] | None = None
     default_model: str = Field(min_length=1)

@@ -80,6 +80,7 @@ class ObservabilityInterceptor(WrappingInterceptor):
         super().__init__()
         self._metrics = metrics
         self._methods = {path: _Method(metrics, name) for path, name in METHODS.items()}
+        self._by_name = {m.name: m for m in self._methods.values()}
         self._other = _Method(metrics, OTHER)
         self._errors: dict[str, Any] = {}
         self._content = content is not None  # collect completion text for the log line
@@ -175,6 +176,27 @@ class ObservabilityInterceptor(WrappingInterceptor):
                 self._finish(method, info, error, started, request, completion)
 
         return observed
+
+    def begin(self, name: str) -> float:
+        """A call that came another way (the OpenAI-compatible HTTP door) under the metrics of
+        the hapax.v1 method it stands for (`Complete`, `StreamComplete`, `Embed`, `ListModels`):
+        counted as active; returns its start, for `end`."""
+        self._by_name.get(name, self._other).active.inc()
+        return time.perf_counter()
+
+    def end(
+        self,
+        name: str,
+        info: CallRecord,
+        error: BaseException | None,
+        started: float,
+        request: Any,
+        completion: str = "",
+    ) -> None:
+        """The end of a call `begin` counted: its metrics and its access-log line."""
+        method = self._by_name.get(name, self._other)
+        method.active.dec()
+        self._finish(method, info, error, started, request, completion)
 
     def _finish(
         self,
