@@ -108,7 +108,8 @@ async def test_request_id_reaches_metadata_error_details_logs_and_upstream(
     details = details_of(caught.value)
     assert details.info is not None and details.info.metadata["request_id"] == "trace-me-43"
     assert fake_upstream.last.headers["x-request-id"] == "trace-me-43"
-    assert dict(caught.value.initial_metadata())["x-request-id"] == "trace-me-43"
+    # A failed call's headers are its trailers (trailers-only): the request id is there.
+    assert dict(caught.value.trailing_metadata())["x-request-id"] == "trace-me-43"
 
     lines = access_lines(caplog)
     assert [(line["request_id"], line["code"]) for line in lines] == [

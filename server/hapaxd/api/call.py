@@ -25,6 +25,7 @@ from hapaxd.core.errors import GatewayError
 from hapaxd.core.types import Route, Usage
 
 log = logging.getLogger("hapaxd.service")
+REQUEST_ID = metadata.REQUEST_ID_KEY
 
 
 @dataclasses.dataclass(slots=True)
@@ -118,4 +119,5 @@ async def abort(context: grpc.aio.ServicerContext, error: BaseException, info: C
     """End the call with the mapped status; raises grpc's AbortError, as context.abort does."""
     rich = failed(error, info)
     status = rpc_status.to_status(rich)
-    await context.abort(status.code, status.details, status.trailing_metadata + retry_after(rich))
+    trailers = (*status.trailing_metadata, *retry_after(rich), (REQUEST_ID, info.request_id))
+    await context.abort(status.code, status.details, trailers)

@@ -253,7 +253,6 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
         record = record_of(context)
-        await context.send_initial_metadata(((REQUEST_ID_KEY, record.request_id),))
         ticket, used = NO_LIMITS, None
         generation = self._generations.enter()  # the settings this call runs on, to its end
         try:
@@ -265,6 +264,10 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
             )
             used = completion.usage.total_tokens
             record.answered(route, completion.usage)
+            # Headers go with the answer, not before: a call whose headers were sent is
+            # committed, and gRPC's retry policy could no longer retry an UNAVAILABLE one. A
+            # failed call carries x-request-id in its trailers (api/call.py abort).
+            await context.send_initial_metadata(((REQUEST_ID_KEY, record.request_id),))
             return to_response(completion, route, domain)
         except Exception as error:  # every failure leaves as a status; AbortError is not one
             failure = error
@@ -279,7 +282,8 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         record = record_of(context)
         request_id = record.request_id
-        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        headers = ((REQUEST_ID_KEY, request_id),)  # sent with the first message, as Complete's
+        opened = False
         failure: Exception | None = None
         ticket, used = NO_LIMITS, None
         generation = self._generations.enter()
@@ -294,6 +298,9 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                     if isinstance(item, Route):
                         route = item  # the last item: what served the stream
                         continue
+                    if not opened:  # the first chunk has come: the stream is committed
+                        await context.send_initial_metadata(headers)
+                        opened = True
                     if item.delta and not (item.reasoning or item.tool_calls):
                         yield pb.StreamCompleteResponse(
                             id=request_id, delta=item.delta, model=model
@@ -307,6 +314,8 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                 if route is not None:
                     used = usage.total_tokens
                     record.answered(route, usage)
+                    if not opened:
+                        await context.send_initial_metadata(headers)
                     yield pb.StreamCompleteResponse(
                         id=request_id,
                         finish_reason=FINISH[finish],

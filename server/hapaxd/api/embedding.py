@@ -55,7 +55,6 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
         record = record_of(context)
-        await context.send_initial_metadata(((REQUEST_ID_KEY, record.request_id),))
         ticket, used = NO_LIMITS, None
         generation = self._generations.enter()
         try:
@@ -71,6 +70,8 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                 )
             used = vectors.usage.total_tokens
             record.answered(route, vectors.usage)
+            # With the answer, as Complete: an UNAVAILABLE call stays retryable.
+            await context.send_initial_metadata(((REQUEST_ID_KEY, record.request_id),))
             return to_response(vectors, route, domain)
         except Exception as error:  # every failure leaves as a status; AbortError is not one
             failure = error
