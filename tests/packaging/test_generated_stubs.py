@@ -56,3 +56,22 @@ def test_every_proto_has_its_three_stub_files() -> None:
     for proto in (ROOT / "protos" / "hapax" / "v1").glob("*.proto"):
         for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"):
             assert (COMMITTED / f"{proto.stem}{suffix}").is_file(), f"{proto.stem}{suffix}"
+
+
+TYPESCRIPT = ROOT / "clients" / "typescript" / "src" / "gen"
+
+
+def test_regenerated_typescript_stubs_equal_the_committed_ones(tmp_path: pathlib.Path) -> None:
+    """`buf generate` (buf.gen.yaml, protoc-gen-es from tools/) into a temporary folder."""
+    load_generator().generate_typescript(tmp_path)
+    fresh_root = tmp_path / "clients" / "typescript" / "src" / "gen"
+    fresh = {p.relative_to(fresh_root): p for p in fresh_root.rglob("*.ts")}
+    committed = {p.relative_to(TYPESCRIPT): p for p in TYPESCRIPT.rglob("*.ts")}
+    assert pathlib.Path("hapax/v1/completion_service_pb.ts") in fresh
+    assert set(fresh) == set(committed), "files differ; run `make generate`"
+    drift = [
+        str(name) for name, path in fresh.items() if path.read_text() != committed[name].read_text()
+    ]
+    assert not drift, "TypeScript stubs drifted from protos/; run `make generate`: " + ", ".join(
+        drift
+    )
