@@ -3,6 +3,7 @@ caller and passed upstream, and nothing installed when no OTEL_* variable is set
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -39,6 +40,16 @@ def failover_settings(fake: FakeUpstream) -> object:
     )
 
 
+async def finished(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, ...]:
+    """The finished spans once the server span is among them (5 s at most): it ends when the
+    interceptor has finished the call, which may be just after the caller has read its status."""
+    for _ in range(500):
+        if by_kind(exporter.get_finished_spans(), SpanKind.SERVER):
+            break
+        await asyncio.sleep(0.01)
+    return exporter.get_finished_spans()
+
+
 def by_kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
     return sorted((s for s in spans if s.kind is kind), key=lambda s: s.start_time or 0)
 
@@ -73,7 +84,7 @@ async def test_span_tree_of_a_call_that_failed_over_once(
         reply = await observed.stub.Complete(pb.CompleteRequest(prompt="hi"), metadata=metadata)
         assert reply.route.provider == "backup"
 
-    spans = exporter.get_finished_spans()
+    spans = await finished(exporter)
     (server,) = by_kind(spans, SpanKind.SERVER)
     method = "StreamComplete" if streaming else "Complete"
     assert server.name == f"/hapax.v1.CompletionService/{method}"
@@ -131,7 +142,7 @@ async def test_breaker_opening_is_an_event_on_the_rpc_span(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await observed.stub.Complete(pb.CompleteRequest(prompt="hi"))
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-    (server,) = by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+    (server,) = by_kind(await finished(exporter), SpanKind.SERVER)
     events = [(e.name, dict(e.attributes or {})) for e in server.events]
     assert (
         "hapax.circuit_breaker",
