@@ -26,7 +26,7 @@ help:
 	@echo "make tools      install the test peers: npm tools (buf, grpc-js) and prometheus/promtool"
 	@echo "make run        run the gateway (gRPC on :50051) [CONFIG=file.yaml]"
 	@echo "make test       run the whole test suite [PYTEST_ARGS=...]"
-	@echo "make generate   regenerate the Python and TypeScript stubs from protos/"
+	@echo "make generate   regenerate the Python, TypeScript and Go stubs from protos/"
 	@echo "make lint       buf lint, ruff check, ruff format --check, mypy"
 	@echo "make bench      run the benchmarks"
 
@@ -60,7 +60,7 @@ run: venv
 test: venv tools
 	PATH="$(NODE_BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
-generate: venv node-tools
+generate: venv tools
 	$(BIN)/python scripts/generate_stubs.py
 
 lint: venv node-tools

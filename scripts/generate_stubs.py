@@ -1,7 +1,9 @@
-"""Generate the client stubs for protos/: Python into clients/python/ (grpcio-tools), and
+"""Generate the client stubs for protos/: Python into clients/python/ (grpcio-tools),
 TypeScript into clients/typescript/src/gen/ (`buf generate` with buf.gen.yaml: protoc-gen-es,
-with the google.rpc and grpc.health protos of third_party/protos). A folder given as argv[1]
-receives both instead, under the same relative paths.
+with the google.rpc and grpc.health protos of third_party/protos), and Go into
+clients/go/hapax/v1/ (Debian's protoc with protoc-gen-go and protoc-gen-go-grpc; package
+github.com/hapax/hapax/gen/go/hapax/v1). A folder given as argv[1] receives them instead, under
+the same relative paths.
 
 `make generate` runs this; tests/packaging/test_generated_stubs.py runs it into a temporary
 folder and fails on any difference from what is committed, so generated code is never edited by
@@ -23,6 +25,8 @@ PROTO_ROOT = ROOT / "protos"
 DEFAULT_OUT = ROOT / "clients" / "python"
 TYPESCRIPT_OUT = pathlib.Path("clients") / "typescript" / "src" / "gen"  # buf.gen.yaml's `out`
 BUF = ROOT / "tools" / "node_modules" / ".bin" / "buf"
+GO_OUT = pathlib.Path("clients") / "go"
+GO_MODULE = "github.com/hapax/hapax/gen/go"  # the protos' go_package, less hapax/v1
 
 
 def proto_files() -> list[str]:
@@ -59,10 +63,32 @@ def generate_typescript(base: pathlib.Path) -> None:
     )
 
 
+def generate_go(base: pathlib.Path) -> None:
+    """protoc's Go plugins, writing base/clients/go/hapax/v1/."""
+    missing = [t for t in ("protoc", "protoc-gen-go", "protoc-gen-go-grpc") if not shutil.which(t)]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} not installed: run `make tools`")
+    out = base / GO_OUT
+    shutil.rmtree(out / "hapax" / "v1", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"--go_out={out}",
+            f"--go_opt=module={GO_MODULE}",
+            f"--go-grpc_out={out}",
+            f"--go-grpc_opt=module={GO_MODULE}",
+            *proto_files(),
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        generate(pathlib.Path(sys.argv[1]) / "clients" / "python")
-        generate_typescript(pathlib.Path(sys.argv[1]))
-    else:
-        generate(DEFAULT_OUT)
-        generate_typescript(ROOT)
+    base = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
+    generate(base / "clients" / "python" if len(sys.argv) > 1 else DEFAULT_OUT)
+    generate_typescript(base)
+    generate_go(base)

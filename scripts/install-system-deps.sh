@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives as real peers: `prometheus` (gives the `prometheus` and
 # `promtool` binaries), `nghttp2-client` (gives `h2load`, the HTTP/2 load generator that drops
-# connections mid-call) and `redis-server` (the shared rate-limit store; tests start their own on
-# loopback). Installs only the packages whose binary is missing. `make tools` runs this.
+# connections mid-call), `redis-server` (the shared rate-limit store; tests start their own on
+# loopback), and Go with Debian's gRPC libraries for the Go stubs and example (`protoc` and its
+# Go plugins generate them; they build in GOPATH mode from /usr/share/gocode). Installs only the
+# packages whose binary or library is missing. `make tools` runs this.
 set -euo pipefail
 
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v h2load >/dev/null 2>&1 || packages+=(nghttp2-client)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+command -v go >/dev/null 2>&1 || packages+=(golang-go)
+command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
+command -v protoc-gen-go >/dev/null 2>&1 || packages+=(protoc-gen-go)
+command -v protoc-gen-go-grpc >/dev/null 2>&1 || packages+=(protoc-gen-go-grpc)
+# grpc-go with the protobuf APIv2 runtime (its dependency would pick the old 1.3 one) and genproto.
+[ -d /usr/share/gocode/src/google.golang.org/grpc ] || packages+=(golang-google-grpc-dev)
+[ -d /usr/share/gocode/src/google.golang.org/protobuf ] || packages+=(golang-google-protobuf-dev)
+[ -d /usr/share/gocode/src/github.com/golang/protobuf/ptypes ] ||
+  packages+=(golang-github-golang-protobuf-1-5-dev)
+[ -d /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc ] ||
+  packages+=(golang-google-genproto-dev)
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
 fi

@@ -1,7 +1,7 @@
-"""The example programs under clients/<lang>/examples/, each run against a live gateway with auth
-on: it completes, reads a stream to its end, asks the health service, passes an API key and a
-deadline, and prints the decoded ErrorInfo and RetryInfo of a call its key's limit refuses (the
-key allows two calls a minute; the third is refused)."""
+"""The example programs under clients/<lang>/examples/ (Python, TypeScript, Go), each run
+against a live gateway with auth on: it completes, reads a stream to its end, asks the health
+service, passes an API key and a deadline, and prints the decoded ErrorInfo and RetryInfo of a
+call its key's limit refuses (the key allows two calls a minute; the third is refused)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from tests.support.processes import run
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools" / "node_modules"
 TYPESCRIPT = ROOT / "clients" / "typescript"
+GO_STUBS = ROOT / "clients" / "go" / "hapax" / "v1"
+GO_PACKAGE = "github.com/hapax/hapax/gen/go/hapax/v1"  # the protos' go_package
+DEBIAN_GOPATH = "/usr/share/gocode"  # golang-google-grpc-dev and friends
 KEY = "hpx_example-0123456789abcdef"
 
 
@@ -42,6 +45,34 @@ def typescript_example() -> pathlib.Path:
     )  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr
     return TYPESCRIPT / "dist" / "examples" / "example.js"
+
+
+@pytest.fixture(scope="module")
+def go_example(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """The Go example built in GOPATH mode against Debian's grpc-go: a GOPATH of its own holds
+    the committed stubs (a link) at their package path, then /usr/share/gocode."""
+    go = shutil.which("go")
+    if go is None or not pathlib.Path(DEBIAN_GOPATH, "src", "google.golang.org", "grpc").is_dir():
+        pytest.fail("go or golang-google-grpc-dev is not installed: run `make tools`")
+    root = tmp_path_factory.mktemp("go")
+    package = root / "gopath" / "src" / GO_PACKAGE
+    package.parent.mkdir(parents=True)
+    package.symlink_to(GO_STUBS)
+    binary = root / "example"
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": f"{root / 'gopath'}:{DEBIAN_GOPATH}",
+        "GOCACHE": str(root / "cache"),
+        "GOFLAGS": "",
+    }
+    built = subprocess.run(
+        [go, "build", "-o", str(binary), "."],
+        cwd=ROOT / "clients" / "go" / "examples" / "example",
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    return binary
 
 
 def check(printed: dict[str, Any], language: str) -> None:
@@ -83,3 +114,10 @@ async def test_the_typescript_example(
     code, out, err = await run(node, str(typescript_example), address, KEY, within=60)
     assert code == 0, err
     check(json.loads(out), "TypeScript")
+
+
+async def test_the_go_example(start_gateway: StartGateway, go_example: pathlib.Path) -> None:
+    address = await gateway_address(start_gateway)
+    code, out, err = await run(str(go_example), address, KEY, within=60)
+    assert code == 0, err
+    check(json.loads(out), "Go")
