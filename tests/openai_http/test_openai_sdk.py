@@ -297,3 +297,32 @@ async def test_a_body_that_is_not_json_is_a_bad_request(start_gateway: StartGate
             assert response.status == 400
             assert response.headers["x-request-id"] == "r-1"
     assert body["error"]["param"] == "body" and body["error"]["type"] == "invalid_request_error"
+
+
+async def test_identical_http_calls_in_flight_share_one_upstream_call(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream
+) -> None:
+    gateway = await start_gateway(
+        make_settings(
+            openai_http=DOOR,
+            providers=[slow_upstream(fake_upstream)],
+            default_model="chat",
+            dedup={"share_across_callers": True},
+        )
+    )
+    fake_upstream.hold()
+    async with client(gateway) as sdk:
+        calls = [
+            asyncio.ensure_future(
+                sdk.chat.completions.with_raw_response.create(
+                    model="chat", messages=[{"role": "user", "content": "same"}], temperature=0
+                )
+            )
+            for _ in range(3)
+        ]
+        await fake_upstream.wait_for_requests(1)
+        await asyncio.sleep(0.1)  # a second upstream call, if one were coming, would now be seen
+        fake_upstream.release()
+        answers = [(await c).parse() for c in calls]
+    assert fake_upstream.count("openai.chat") == 1
+    assert len({a.choices[0].message.content for a in answers}) == 1
