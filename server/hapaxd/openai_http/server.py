@@ -162,25 +162,24 @@ class OpenAIDoor:
         headers = {metadata.REQUEST_ID_KEY: record.request_id, **wire.retry_after_header(retry)}
         return web.json_response(body, status=status, headers=headers)
 
-    async def _body(self, request: web.Request) -> Any:
+    @staticmethod
+    async def _body(request: web.Request) -> tuple[Any, InvalidRequest | None]:
+        """The JSON body, or the error a call with this body ends with (read before the door:
+        the size limit is aiohttp's)."""
         try:
-            return await request.json()
+            return json.loads(await request.read() or b"null"), None
         except (ValueError, UnicodeDecodeError):
-            raise InvalidRequest([FieldViolation("body", "not JSON")]) from None
+            return None, InvalidRequest([FieldViolation("body", "not JSON")])
 
     # the routes ---------------------------------------------------------------------------
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()  # before the door: the size limit is aiohttp's
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = ValueError
+        parsed, problem = await self._body(request)
         streaming = isinstance(parsed, dict) and parsed.get("stream") is True
 
         async def work(call: Call, generation: Generation) -> web.StreamResponse:
-            if parsed is ValueError:
-                raise InvalidRequest([FieldViolation("body", "not JSON")])
+            if problem is not None:
+                raise problem
             arguments, stream, include_usage = wire.chat_arguments(parsed)
             domain = build_request(
                 **arguments, request_id=call.record.request_id, limits=self._limits
@@ -261,8 +260,12 @@ class OpenAIDoor:
         return response
 
     async def _embed(self, request: web.Request) -> web.StreamResponse:
+        parsed, problem = await self._body(request)
+
         async def work(call: Call, generation: Generation) -> web.StreamResponse:
-            arguments, encoding = wire.embed_arguments(await self._body(request))
+            if problem is not None:
+                raise problem
+            arguments, encoding = wire.embed_arguments(parsed)
             domain = build_embedding_request(
                 **arguments, request_id=call.record.request_id, limits=self._limits
             )

@@ -120,15 +120,16 @@ def to_wire(
 def _messages(turns: list[Message]) -> list[dict[str, Any]]:
     """Turns as content blocks; consecutive tool results go together in one user turn."""
     out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the blocks of the tool-results turn just made
     for m in turns:
         if m.role is Role.TOOL:
             block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
-            last = out[-1] if out else None
-            if last is not None and last["role"] == "user" and last.get("_results"):
-                last["content"].append(block)
-            else:
-                out.append({"role": "user", "content": [block], "_results": True})
+            if results is None:
+                results = []
+                out.append({"role": "user", "content": results})
+            results.append(block)
             continue
+        results = None
         blocks: list[dict[str, Any]] = []
         if m.parts:
             blocks.extend(_part(p) for p in m.parts)
@@ -144,8 +145,6 @@ def _messages(turns: list[Message]) -> list[dict[str, Any]]:
                 }
             )
         out.append({"role": m.role.value, "content": blocks})
-    for turn in out:
-        turn.pop("_results", None)
     return out
 
 

@@ -277,7 +277,7 @@ def from_wire(body: Any) -> Completion:
         usage=usage_from_wire(body.get("usage")) or Usage(),
         upstream_model=str(body.get("model") or ""),
         tool_calls=_tool_calls(message) if "tool_calls" in message else (),
-        reasoning=_reasoning(message) if len(message) > 2 else "",  # beyond role and content
+        reasoning=_reasoning(message),
     )
 
 
