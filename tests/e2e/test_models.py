@@ -13,7 +13,7 @@ from hapax.v1 import model_service_pb2_grpc
 from tests.admission.conftest import NARROW_KEY, bearer, keys
 from tests.conftest import StartGateway, make_settings
 
-ALL = {"streaming", "tools", "images", "json_schema", "embeddings"}
+ALL = {"streaming", "tools", "images", "image_urls", "json_schema", "embeddings"}
 
 
 def able(capabilities: pb.Capabilities) -> set[str]:

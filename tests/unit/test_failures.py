@@ -10,15 +10,16 @@ from hapaxd.core.failures import FailureClass, from_http_status
 
 F = FailureClass
 
-# class: (retry the same provider, fail over, feeds its breaker, code when every attempt was so)
+# class: (retry the same provider, fail over, feeds its breaker, code when every attempt was so,
+# waiting can help)
 POLICY = {
-    F.CALLER: (False, False, False, "INVALID_ARGUMENT"),
-    F.CREDENTIAL: (False, True, True, "UNAVAILABLE"),
-    F.RATE_LIMITED: (True, True, True, "RESOURCE_EXHAUSTED"),
-    F.TRANSIENT: (True, True, True, "UNAVAILABLE"),
-    F.TIMEOUT: (False, True, True, "UNAVAILABLE"),
-    F.MODEL_UNAVAILABLE: (False, True, False, "UNAVAILABLE"),
-    F.CANCELLED: (False, False, False, "CANCELLED"),
+    F.CALLER: (False, False, False, "INVALID_ARGUMENT", False),
+    F.CREDENTIAL: (False, True, True, "UNAVAILABLE", True),
+    F.RATE_LIMITED: (True, True, True, "RESOURCE_EXHAUSTED", True),
+    F.TRANSIENT: (True, True, True, "UNAVAILABLE", True),
+    F.TIMEOUT: (False, True, True, "UNAVAILABLE", True),
+    F.MODEL_UNAVAILABLE: (False, True, False, "FAILED_PRECONDITION", False),
+    F.CANCELLED: (False, False, False, "CANCELLED", False),
 }
 
 
@@ -33,6 +34,7 @@ def test_each_class_means_what_the_table_says(failure: FailureClass) -> None:
         failure.fails_over,
         failure.counts_against_provider,
         failure.exhausted_code,
+        failure.waiting_helps,
     )
     assert said == POLICY[failure]
 
@@ -64,12 +66,26 @@ def test_a_404_fails_over_without_blaming_the_provider_or_the_gateway() -> None:
     assert not failure.counts_against_provider
 
 
-def _exhausted(*classes: FailureClass) -> str:
-    return NoProviderAvailable("m", [Attempt(f"p{i}", c, "x") for i, c in enumerate(classes)]).code
+def _none_served(*classes: FailureClass, skipped: bool = False) -> NoProviderAvailable:
+    attempts = [Attempt(f"p{i}", c, "x") for i, c in enumerate(classes)]
+    return NoProviderAvailable("m", attempts, skipped=skipped)
+
+
+def _exhausted(*classes: FailureClass, skipped: bool = False) -> str:
+    return _none_served(*classes, skipped=skipped).code
 
 
 def test_the_caller_sees_the_shared_class_or_unavailable() -> None:
     assert _exhausted(F.RATE_LIMITED, F.RATE_LIMITED) == "RESOURCE_EXHAUSTED"
     assert _exhausted(F.RATE_LIMITED, F.TRANSIENT) == "UNAVAILABLE"
-    assert _exhausted(F.MODEL_UNAVAILABLE) == "UNAVAILABLE"
+    assert _exhausted(F.MODEL_UNAVAILABLE) == "FAILED_PRECONDITION"
+    assert _exhausted(F.MODEL_UNAVAILABLE, skipped=True) == "UNAVAILABLE"
     assert _exhausted() == "UNAVAILABLE"
+
+
+def test_a_retry_is_offered_only_when_waiting_can_help() -> None:
+    assert not _none_served(F.MODEL_UNAVAILABLE, F.MODEL_UNAVAILABLE).retryable
+    assert _none_served(F.MODEL_UNAVAILABLE, skipped=True).retryable, "a breaker may close"
+    assert _none_served().retryable, "every provider skipped: they may come back"
+    for failure in (F.TRANSIENT, F.TIMEOUT, F.RATE_LIMITED, F.CREDENTIAL):
+        assert _none_served(F.MODEL_UNAVAILABLE, failure).retryable, failure

@@ -53,7 +53,13 @@ ROWS = [
     ),
     (DeadlineExceeded([DOWN]), grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", set()),
     (
-        StreamInterrupted("a", 3, 12, "reset"),
+        NoProviderAvailable("m", [Attempt("a", FailureClass.MODEL_UNAVAILABLE, "404")]),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "NO_PROVIDER_AVAILABLE",
+        set(),
+    ),
+    (
+        StreamInterrupted("a", 3, 12, FailureClass.TRANSIENT, "reset"),
         grpc.StatusCode.UNAVAILABLE,
         "STREAM_INTERRUPTED",
         {"RetryInfo"},
@@ -95,3 +101,25 @@ def test_attempts_and_retry_delay_are_in_the_details() -> None:
     delay = found["RetryInfo"].retry_delay
     assert (delay.seconds, delay.nanos) == (2, 500_000_000)
     assert found["QuotaFailure"].violations[0].subject == "provider:a"
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        (FailureClass.TRANSIENT, "the upstream up closed the stream after 3 chunks"),
+        (FailureClass.TIMEOUT, "the upstream up went silent after 3 chunks"),
+        (FailureClass.RATE_LIMITED, "the upstream up sent a rate-limit error after 3 chunks"),
+    ],
+)
+def test_a_broken_stream_says_what_happened_in_one_line_and_keeps_its_cause_for_the_log(
+    failure: FailureClass, said: str
+) -> None:
+    cause = "TransferEncodingError: 400, message='Not enough data'. ConnectionResetError(104)"
+    error = StreamInterrupted("up", 3, 12, failure, cause)
+    status = to_rpc_status(error, "r-1")
+    assert status.message == said
+    assert error.cause == cause
+    sent = status.SerializeToString().decode("latin-1")  # message and every detail
+    assert "ConnectionReset" not in sent and "Not enough" not in sent, "the cause is not sent"
+    one = StreamInterrupted("up", 1, 4, failure, cause)
+    assert one.message.endswith("after 1 chunk")

@@ -5,9 +5,11 @@ A key's requests-per-minute bucket holds up to its limit and refills at limit/60
 call takes 1. Its tokens-per-minute bucket works alike; a call takes the tokens estimated from
 its text at admission (`estimate_tokens`), and once the upstream reports its usage the
 difference is charged or refunded (`Ticket.settle`), so the bucket may go into debt and later
-calls wait it out. A call is admitted only when every bucket it needs has room; a refused call
-takes nothing. Where the buckets live is the Store: `LocalStore` (this process, the default) or
-`admission/redis_store.py` (shared by every replica). Plain Python: no grpc.
+calls wait it out. A call that ends without usage keeps its estimate when anything reached the
+caller, plus what did (a stream abandoned or broken after some chunks); only a call that
+delivered nothing is refunded. A call is admitted only when every bucket it needs has room; a
+refused call takes nothing. Where the buckets live is the Store: `LocalStore` (this process, the
+default) or `admission/redis_store.py` (shared by every replica). Plain Python: no grpc.
 """
 
 from __future__ import annotations
@@ -161,11 +163,19 @@ class LocalStore:
         return None
 
 
+def delivered_tokens(chars: int) -> int:
+    """Tokens charged for `chars` characters of an answer that reached the caller without its
+    usage (a stream that ended early), by the rule estimate_tokens uses."""
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
 class Ticket:
     """One admitted call, settled once when it ends with the tokens the upstream reported:
     `settle(n)` charges n instead of the estimate (0, an answer without usage, keeps the
-    estimate); `settle(None)`, no answer, refunds it. Also frees the call's stream slot.
-    Idempotent."""
+    estimate). `settle(None, delivered)`, a call that ended without an answer, refunds the
+    estimate only when nothing reached the caller (`delivered` characters, 0); a stream the
+    caller left or the upstream broke after some chunks keeps it and is charged the delivered
+    text on top. Also frees the call's stream slot. Idempotent."""
 
     __slots__ = ("_caller", "_estimate", "_lease", "_limiter")
 
@@ -179,7 +189,7 @@ class Ticket:
             lease,
         )
 
-    def settle(self, used: int | None) -> None:
+    def settle(self, used: int | None, delivered: int = 0) -> None:
         limiter, caller = self._limiter, self._caller
         if limiter is None or caller is None:
             return
@@ -188,7 +198,12 @@ class Ticket:
         if self._lease:
             store.release(caller.id, self._lease)
         tpm = caller.tokens_per_minute
-        charged = 0 if used is None else (used or self._estimate)
+        if used is not None:
+            charged = used or self._estimate
+        elif delivered:
+            charged = self._estimate + delivered_tokens(delivered)
+        else:
+            charged = 0
         if tpm and charged != self._estimate:
             store.adjust(caller.id, tpm, charged - self._estimate)
 

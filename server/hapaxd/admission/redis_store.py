@@ -10,8 +10,10 @@ one is out go together as one pipeline when it returns (`_ask`).
 
 The corrections after each call (`adjust`: the reported usage against the estimate) ride along
 with the key's next admission, so a busy key costs one round trip per call; what a key still owes
-after FLUSH_AFTER seconds without a call is sent on its own. A correction lost with a failed
-round trip is dropped (the bucket errs toward admitting).
+after FLUSH_AFTER seconds without a call is sent on its own. The script charges it before any
+check, so it counts whatever the admission's verdict; a correction whose round trip failed is
+kept and sent again (erring toward the limit: a timed-out round trip that did reach Redis may
+then count it twice).
 
 A key's streams in flight are a sorted set `...:streams` of leases, shared by every replica:
 the admission script drops expired leases, refuses when the set is at the cap, and adds this
@@ -44,7 +46,8 @@ RENEW_EVERY = 20.0  # seconds between renewals of this process's leases
 FLUSH_AFTER = 1.0  # seconds a key's owed correction waits for its next call
 
 # KEYS: rpm bucket, tpm bucket, streams set. ARGV: rpm, tpm (0: no such limit), tokens, tokens
-# owed from earlier calls' corrections (charged to the tpm bucket first, whatever the outcome),
+# owed from earlier calls' corrections (charged to the tpm bucket before any check, so whatever
+# the verdict, a refusal at the streams cap included),
 # the streams cap (0: not a stream, or no cap), this stream's lease id and how long it holds.
 # Returns nil when admitted, else {which limit (1 rpm, 2 tpm, 3 streams), seconds to wait}, as
 # text (a Lua number in a reply becomes an integer).
@@ -67,14 +70,14 @@ end
 local rpm, tpm, tokens, owed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4])
 local streams, lease, hold = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
-if streams > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= streams then return {'3', '1'} end
-end
 local r, k = load(KEYS[1], rpm), load(KEYS[2], tpm)
 if k and owed ~= 0 then
   k[1] = math.min(tpm, k[1] - owed)
   store(KEYS[2], tpm, k, k[1])
+end
+if streams > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= streams then return {'3', '1'} end
 end
 if r then
   local need = math.min(1, rpm) - r[1]
@@ -155,6 +158,8 @@ class RedisStore:
                 found = await self._ask(self._keys(client), args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_until = self._clock() + DOWN_FOR
+            if owed:
+                self.adjust(client, ask.tpm or 0, owed)  # kept until a round trip takes it
             raise StoreUnavailable(type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         if not found:
             if ask.streams:
@@ -239,12 +244,15 @@ class RedisStore:
                     keys = self._keys(client)[2:]
                     await self._send(self._renew(keys=keys, args=[LEASE, *leases]), "renewal")
 
-    async def _send(self, command: Any, what: str) -> None:
+    async def _send(self, command: Any, what: str) -> bool:
+        """Whether the command went through (a failure is logged at debug, not raised)."""
         try:
             async with asyncio.timeout(self._timeout):
                 await command
         except (RedisError, OSError, TimeoutError) as exc:
-            log.debug("rate-limit %s dropped: %r", what, exc)
+            log.debug("rate-limit %s not sent: %r", what, exc)
+            return False
+        return True
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -268,12 +276,18 @@ class RedisStore:
             await self.flush()
 
     async def flush(self) -> None:
+        """Send what each key owes; what cannot be sent now (Redis down) is kept for later."""
         owed, self._owed = self._owed, {}
         for client, (tpm, tokens) in owed.items():
-            if tokens and self._clock() >= self._down_until:
-                # The admission script asked for nothing but the owed tokens: it charges them.
-                args: list[int | float | str] = [0, tpm, 0, tokens, 0, "", LEASE]
-                await self._send(self._take(keys=self._keys(client), args=args), "correction")
+            if not tokens:
+                continue
+            # The admission script asked for nothing but the owed tokens: it charges them.
+            args: list[int | float | str] = [0, tpm, 0, tokens, 0, "", LEASE]
+            if self._clock() < self._down_until or not await self._send(
+                self._take(keys=self._keys(client), args=args), "correction"
+            ):
+                _, later = self._owed.get(client, (tpm, 0))
+                self._owed[client] = (tpm, later + tokens)
 
     async def aclose(self) -> None:
         for loop in self._loops.values():

@@ -26,6 +26,7 @@ from hapaxd.core.types import Route, Usage
 
 log = logging.getLogger("hapaxd.service")
 REQUEST_ID = metadata.REQUEST_ID_KEY
+MAX_CAUSE = 300  # characters of an error's technical cause kept for its log line
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}  # 3 -> "INVALID_ARGUMENT"
 
 
@@ -109,7 +110,8 @@ def failed(error: BaseException, info: CallRecord) -> status_pb2.Status:
         log.error("internal error", exc_info=error, extra={"request_id": request_id})
     rich = to_rpc_status(error, request_id)
     info.code = CODE_NAMES.get(rich.code, "UNKNOWN")
-    info.error_message = rich.message
+    cause = getattr(error, "cause", "")  # the technical cause: the log line's, never the caller's
+    info.error_message = f"{rich.message} ({cause[:MAX_CAUSE]})" if cause else rich.message
     return rich
 
 

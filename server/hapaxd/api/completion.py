@@ -286,6 +286,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         opened = False
         failure: Exception | None = None
         ticket, used = NO_LIMITS, None
+        delivered = 0  # characters handed to the caller: what an unfinished stream is charged
         generation = self._generations.enter()
         try:
             domain = to_domain(request, record.request_id, self._limits)
@@ -302,10 +303,12 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                         await context.send_initial_metadata(headers)
                         opened = True
                     if item.delta and not (item.reasoning or item.tool_calls):
+                        delivered += len(item.delta)
                         yield pb.StreamCompleteResponse(
                             id=request_id, delta=item.delta, model=model
                         )
                     elif item.reasoning or item.tool_calls:
+                        delivered += item.size()
                         yield to_stream_response(item, request_id, model)
                     if item.finish_reason is not None:
                         finish = item.finish_reason
@@ -326,7 +329,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         except Exception as error:
             failure = error
         finally:
-            ticket.settle(used)  # also when the caller left mid-stream
+            ticket.settle(used, delivered)  # also when the caller left or the stream broke
             generation.leave()
         if failure is not None:
             await abort(context, failure, record)

@@ -82,7 +82,7 @@ def _attempts_metadata(attempts: list[Attempt]) -> dict[str, str]:
 def _no_provider(
     error: NoProviderAvailable,
 ) -> tuple[grpc.StatusCode, dict[str, str], list[Detail]]:
-    details: list[Detail] = [_retry_info(error.retry_after)]
+    details: list[Detail] = [_retry_info(error.retry_after)] if error.retryable else []
     code = grpc.StatusCode[error.code]
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         quota = error_details_pb2.QuotaFailure()

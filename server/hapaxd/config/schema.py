@@ -45,6 +45,9 @@ DEFAULT_CAPABILITIES: Mapping[ProviderType, tuple[CapabilityName, ...]] = {
     "anthropic": ("streaming", "tools", "images", "json_schema"),
     "ollama": CAPABILITIES,
 }
+# A provider able to take images takes them by URL too (`image_urls`), unless its type takes
+# inline images only: that is the type's, not a setting (the gateway never fetches URLs).
+INLINE_IMAGES_ONLY: frozenset[ProviderType] = frozenset({"ollama"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -209,7 +212,9 @@ class ProviderSettings(_Frozen):
         if names is None:
             names = self.capabilities
         if names is None:
-            return frozenset(DEFAULT_CAPABILITIES[self.type])
+            names = list(DEFAULT_CAPABILITIES[self.type])
+        if "images" in names and self.type not in INLINE_IMAGES_ONLY:
+            return frozenset((*names, "image_urls"))
         return frozenset(names)
 
     @field_validator("base_url")

@@ -159,23 +159,42 @@ def stream_ended_early(provider: str, chunks_sent: int) -> UpstreamError:
 
 
 class NoProviderAvailable(GatewayError):
-    """Every route failed or was skipped. RESOURCE_EXHAUSTED if all were rate limited."""
+    """Every route failed or was skipped (`skipped`: some provider was not tried, its breaker
+    open or its health check failing). RESOURCE_EXHAUSTED if all were rate limited."""
 
     reason = "NO_PROVIDER_AVAILABLE"
 
     def __init__(
-        self, model: str, attempts: list[Attempt], retry_after: float | None = None
+        self,
+        model: str,
+        attempts: list[Attempt],
+        retry_after: float | None = None,
+        skipped: bool = False,
     ) -> None:
         super().__init__(f"no provider could serve model {model[:100]!r} ({tried(attempts)})")
         self.attempts = attempts
         self.retry_after = retry_after
+        self.skipped = skipped
 
     @property
     def code(self) -> str:
         """The gRPC status code name for the caller: what the failure class says when every
-        attempt failed the same way (all rate limited: RESOURCE_EXHAUSTED), else UNAVAILABLE."""
+        provider was tried and failed the same way (all rate limited: RESOURCE_EXHAUSTED; all
+        without the model: FAILED_PRECONDITION), else UNAVAILABLE."""
         classes = {a.failure_class for a in self.attempts}
-        return classes.pop().exhausted_code if len(classes) == 1 else "UNAVAILABLE"
+        if len(classes) == 1 and not self.skipped:
+            return classes.pop().exhausted_code
+        return "UNAVAILABLE"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether waiting can help: a skipped provider may come back, and so may one that
+        failed in a class where waiting helps (core/failures.py); one without the model not."""
+        return (
+            self.skipped
+            or not self.attempts
+            or any(a.failure_class.waiting_helps for a in self.attempts)
+        )
 
 
 class CallerRejected(GatewayError):
@@ -197,16 +216,29 @@ class DeadlineExceeded(GatewayError):
 
 
 class StreamInterrupted(GatewayError):
+    """A stream broke after chunks reached the caller. Its message is one line in the gateway's
+    words; what the upstream or the connection said is its `cause`, for the log line only."""
+
     reason = "STREAM_INTERRUPTED"
 
-    def __init__(self, provider: str, chunks_sent: int, chars_sent: int, cause: str) -> None:
+    def __init__(
+        self, provider: str, chunks_sent: int, chars_sent: int, failure: FailureClass, cause: str
+    ) -> None:
+        chunks = f"{chunks_sent} chunk{'' if chunks_sent == 1 else 's'}"
         super().__init__(
-            f"stream from {provider} broke after {chunks_sent} chunks "
-            f"({chars_sent} characters): {cause}"
+            f"the upstream {provider} {_BROKE.get(failure, 'closed the stream')} after {chunks}"
         )
         self.provider = provider
         self.chunks_sent = chunks_sent
         self.chars_sent = chars_sent
+        self.cause = cause
+
+
+_BROKE = {  # how a stream's upstream broke it off, by the failure's class; else "closed the stream"
+    FailureClass.TIMEOUT: "went silent",
+    FailureClass.RATE_LIMITED: "sent a rate-limit error",
+    FailureClass.CREDENTIAL: "sent a credential error",
+}
 
 
 class Unauthenticated(GatewayError):

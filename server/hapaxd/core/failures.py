@@ -5,12 +5,16 @@ error body); the router then asks the class, never the status or the message:
 
     class              retry same  fail over  blames provider  caller sees, when all failed so
     caller             no          no         no               INVALID_ARGUMENT (call ends)
-    credential         no          yes        yes              UNAVAILABLE
-    rate_limited       yes         yes        yes              RESOURCE_EXHAUSTED
-    transient          yes         yes        yes              UNAVAILABLE
-    timeout            no          yes        yes              UNAVAILABLE
-    model_unavailable  no          yes        no               UNAVAILABLE
+    credential         no          yes        yes              UNAVAILABLE, RetryInfo
+    rate_limited       yes         yes        yes              RESOURCE_EXHAUSTED, RetryInfo
+    transient          yes         yes        yes              UNAVAILABLE, RetryInfo
+    timeout            no          yes        yes              UNAVAILABLE, RetryInfo
+    model_unavailable  no          yes        no               FAILED_PRECONDITION
     cancelled          no          no         no               (the caller has gone)
+
+The caller is told to retry (RetryInfo, and a retryable code) only when waiting can help: a
+provider that is down, slow, rate limiting or refusing our key may recover (its breaker lets it
+be tried again), but a model the provider does not serve stays unserved until the config changes.
 
 An upstream HTTP 404 is `model_unavailable`: the configured upstream model (or path) does not
 exist on that provider, which says nothing about the provider's health or the gateway's code, so
@@ -51,6 +55,11 @@ class FailureClass(enum.Enum):
         return self in _BLAMES_PROVIDER
 
     @property
+    def waiting_helps(self) -> bool:
+        """A later call may succeed where this attempt failed: worth a RetryInfo."""
+        return self in _WAITING_HELPS
+
+    @property
     def exhausted_code(self) -> str:
         """The gRPC status code name a call gets when every attempt failed this way."""
         return _EXHAUSTED_CODE.get(self, "UNAVAILABLE")
@@ -66,8 +75,17 @@ _BLAMES_PROVIDER = frozenset(
         FailureClass.TIMEOUT,
     }
 )
+_WAITING_HELPS = frozenset(
+    {
+        FailureClass.CREDENTIAL,
+        FailureClass.RATE_LIMITED,
+        FailureClass.TRANSIENT,
+        FailureClass.TIMEOUT,
+    }
+)
 _EXHAUSTED_CODE = {
     FailureClass.CALLER: "INVALID_ARGUMENT",
+    FailureClass.MODEL_UNAVAILABLE: "FAILED_PRECONDITION",
     FailureClass.RATE_LIMITED: "RESOURCE_EXHAUSTED",
     FailureClass.CANCELLED: "CANCELLED",
 }

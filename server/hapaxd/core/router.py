@@ -71,6 +71,7 @@ class _Call:
         self.attempts: list[Attempt] = []
         self.last: Upstream | None = None
         self.upstream_seconds = 0.0
+        self.skipped = False  # some provider was not tried: breaker open or health failing
 
     def remaining(self) -> float:
         """Seconds left of the deadline budget; DeadlineExceeded once it is spent."""
@@ -135,7 +136,9 @@ class _Call:
 
     def exhausted(self) -> NoProviderAvailable:
         hints = [a.retry_after for a in self.attempts if a.retry_after is not None]
-        error = NoProviderAvailable(self.request.model, self.attempts, min(hints, default=None))
+        error = NoProviderAvailable(
+            self.request.model, self.attempts, min(hints, default=None), self.skipped
+        )
         self.spent(error)
         return error
 
@@ -185,6 +188,7 @@ class Router:
             while True:
                 remaining = call.remaining()
                 if not (upstream.healthy and upstream.breaker.allow()):
+                    call.skipped = True
                     break
                 started = call.begin(upstream)
                 try:
@@ -290,7 +294,9 @@ class Router:
         except UpstreamError as error:
             finished = True
             call.failed(upstream, error, started)
-            interrupted = StreamInterrupted(upstream.name, sent_chunks, sent_chars, error.message)
+            interrupted = StreamInterrupted(
+                upstream.name, sent_chunks, sent_chars, error.failure_class, error.message
+            )
             raise call.spent(interrupted) from None
         finally:
             if not finished:

@@ -114,7 +114,8 @@ class RouteTable:
         if not self.ranks(model):
             raise ModelNotFound(model, self._known)
         if needs and not self.able_ranks(model, needs):
-            for capability in sorted(needs, key=lambda c: c.value):  # name the one no one has
+            # Name the first no one has, in declaration order (images before image URLs).
+            for capability in (c for c in Capability if c in needs):
                 if not self.able_ranks(model, frozenset({capability})):
                     raise CapabilityMissing(model, capability.value)
             raise CapabilityMissing(model, "+".join(sorted(c.value for c in needs)))

@@ -26,6 +26,7 @@ class Capability(enum.Enum):
     STREAMING = "streaming"
     TOOLS = "tools"
     IMAGES = "images"
+    IMAGE_URLS = "image_urls"  # images given by URL, which the provider fetches (not Ollama)
     JSON_SCHEMA = "json_schema"  # structured output: a JSON object or JSON matching a schema
     EMBEDDINGS = "embeddings"
 
@@ -226,8 +227,11 @@ class CompletionRequest:
         needs: set[Capability] = set()
         if self.tools or any(m.tool_calls or m.role is Role.TOOL for m in self.messages):
             needs.add(Capability.TOOLS)
-        if any(m.images for m in self.messages):
+        images = [i for m in self.messages for i in m.images]
+        if images:
             needs.add(Capability.IMAGES)
+            if any(i.url for i in images):
+                needs.add(Capability.IMAGE_URLS)
         if self.response_format is not None and self.response_format.type is not FormatType.TEXT:
             needs.add(Capability.JSON_SCHEMA)
         return frozenset(needs)
@@ -291,6 +295,14 @@ class Chunk:
     upstream_model: str = ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
     reasoning: str = ""
+
+    def size(self) -> int:
+        """Characters this piece carries to the caller: text, reasoning and tool-call pieces
+        (what a stream that ends without usage is charged by, admission/limits.py)."""
+        size = len(self.delta) + len(self.reasoning)
+        for call in self.tool_calls:
+            size += len(call.name) + len(call.arguments)
+        return size
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

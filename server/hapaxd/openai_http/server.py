@@ -57,6 +57,7 @@ class Call:
         )
         self.ticket: Ticket = NO_LIMITS
         self.used: int | None = None
+        self.delivered = 0  # characters sent to the caller: what an unfinished stream is charged
         self.domain: Any = None
         self.completion = ""
 
@@ -137,7 +138,7 @@ class OpenAIDoor:
             error = exc
             raise
         finally:
-            call.ticket.settle(call.used)
+            call.ticket.settle(call.used, call.delivered)
             generation.leave()
             self._door.leave(record)
             self._calls.end(record.method, record, error, started, call.domain, call.completion)
@@ -219,6 +220,7 @@ class OpenAIDoor:
                         continue
                     if response is None:  # nothing is sent before the first chunk has come
                         response = await self._open_stream(request, call)
+                    call.delivered += item.size()
                     for piece in writer.pieces(item):
                         await response.write(_event(piece))
                     texts.append(item.delta)

@@ -3,8 +3,9 @@
 Constants, pure wire functions, classify, stream state, then the adapter. Talks HTTP through
 providers/http_client.py; never imports grpc.
 
-Ollama takes images inline only (base64 in `images`): a request with an image URL fails over to
-the next provider (the gateway does not fetch URLs for it). Its tool calls carry no ids: the
+Ollama takes images inline only (base64 in `images`): it lacks the `image_urls` capability
+(config/schema.py INLINE_IMAGES_ONLY), so routing never sends it an image URL; one that came
+anyway would fail over (the gateway does not fetch URLs for it). Its tool calls carry no ids: the
 adapter names them `call_<n>`, and maps a tool result back to its function by that id.
 """
 
