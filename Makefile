@@ -26,7 +26,7 @@ help:
 	@echo "make tools      install the test peers: npm tools (buf, grpc-js) and prometheus/promtool"
 	@echo "make run        run the gateway (gRPC on :50051) [CONFIG=file.yaml]"
 	@echo "make test       run the whole test suite [PYTEST_ARGS=...]"
-	@echo "make generate   regenerate the Python, TypeScript and Go stubs from protos/"
+	@echo "make generate   regenerate the Python, TypeScript, Go and Java stubs from protos/"
 	@echo "make lint       buf lint, ruff check, ruff format --check, mypy"
 	@echo "make bench      run the benchmarks"
 

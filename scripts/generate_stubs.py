@@ -2,8 +2,10 @@
 TypeScript into clients/typescript/src/gen/ (`buf generate` with buf.gen.yaml: protoc-gen-es,
 with the google.rpc and grpc.health protos of third_party/protos), and Go into
 clients/go/hapax/v1/ (Debian's protoc with protoc-gen-go and protoc-gen-go-grpc; package
-github.com/hapax/hapax/gen/go/hapax/v1). A folder given as argv[1] receives them instead, under
-the same relative paths.
+github.com/hapax/hapax/gen/go/hapax/v1), and Java into clients/java/src/main/java/ (Debian's protoc
+with its grpc-java plugin, grpc_java_plugin; package dev.hapax.v1, with the google.rpc and
+grpc.health protos of third_party/protos, which Debian's jars lack). A folder given as argv[1]
+receives them instead, under the same relative paths.
 
 `make generate` runs this; tests/packaging/test_generated_stubs.py runs it into a temporary
 folder and fails on any difference from what is committed, so generated code is never edited by
@@ -27,6 +29,15 @@ TYPESCRIPT_OUT = pathlib.Path("clients") / "typescript" / "src" / "gen"  # buf.g
 BUF = ROOT / "tools" / "node_modules" / ".bin" / "buf"
 GO_OUT = pathlib.Path("clients") / "go"
 GO_MODULE = "github.com/hapax/hapax/gen/go"  # the protos' go_package, less hapax/v1
+JAVA_OUT = pathlib.Path("clients") / "java" / "src" / "main" / "java"
+THIRD_PARTY = ROOT / "third_party" / "protos"
+# What the Java client needs besides hapax.v1: error details and the health service (Debian has
+# no grpc-services jar, and its proto-google-common-protos is too old to have ErrorInfo).
+JAVA_THIRD_PARTY = [
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
+    "grpc/health/v1/health.proto",
+]
 
 
 def proto_files() -> list[str]:
@@ -87,8 +98,34 @@ def generate_go(base: pathlib.Path) -> None:
     )
 
 
+def generate_java(base: pathlib.Path) -> None:
+    """protoc's Java output and grpc-java's plugin, writing base/clients/java/src/main/java/."""
+    missing = [t for t in ("protoc", "grpc_java_plugin") if not shutil.which(t)]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} not installed: run `make tools`")
+    out = base / JAVA_OUT
+    shutil.rmtree(out, ignore_errors=True)  # no stale file survives
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{THIRD_PARTY}",
+            f"--plugin=protoc-gen-grpc-java={shutil.which('grpc_java_plugin')}",
+            f"--java_out={out}",
+            f"--grpc-java_out={out}",
+            *proto_files(),
+            *JAVA_THIRD_PARTY,
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+
+
 if __name__ == "__main__":
     base = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
     generate(base / "clients" / "python" if len(sys.argv) > 1 else DEFAULT_OUT)
     generate_typescript(base)
     generate_go(base)
+    generate_java(base)

@@ -3,8 +3,10 @@
 # `promtool` binaries), `nghttp2-client` (gives `h2load`, the HTTP/2 load generator that drops
 # connections mid-call), `redis-server` (the shared rate-limit store; tests start their own on
 # loopback), and Go with Debian's gRPC libraries for the Go stubs and example (`protoc` and its
-# Go plugins generate them; they build in GOPATH mode from /usr/share/gocode). Installs only the
-# packages whose binary or library is missing. `make tools` runs this.
+# Go plugins generate them; they build in GOPATH mode from /usr/share/gocode), and a JDK with
+# Debian's grpc-java for the Java stubs and example (`grpc_java_plugin` generates them; javac
+# builds them against the jars in /usr/share/java, listed in tests/clients/test_java_example.py).
+# Installs only the packages whose binary or library is missing. `make tools` runs this.
 set -euo pipefail
 
 packages=()
@@ -22,6 +24,18 @@ command -v protoc-gen-go-grpc >/dev/null 2>&1 || packages+=(protoc-gen-go-grpc)
   packages+=(golang-github-golang-protobuf-1-5-dev)
 [ -d /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc ] ||
   packages+=(golang-google-genproto-dev)
+command -v javac >/dev/null 2>&1 || packages+=(openjdk-17-jdk-headless)
+command -v grpc_java_plugin >/dev/null 2>&1 || packages+=(protobuf-compiler-grpc-java-plugin)
+# libgrpc-java declares almost none of what its jars need at run time, hence the rest; geronimo's
+# annotations give the javax.annotation.Generated the generated stubs carry.
+java=/usr/share/java
+[ -f $java/grpc-netty.jar ] || packages+=(libgrpc-java)
+[ -f $java/protobuf.jar ] || packages+=(libprotobuf-java)
+[ -f $java/guava.jar ] || packages+=(libguava-java)
+[ -f $java/gson.jar ] || packages+=(libgoogle-gson-java)
+[ -f $java/perfmark-api.jar ] || packages+=(libperfmark-java)
+[ -f $java/netty-codec-http2.jar ] || packages+=(libnetty-java)
+[ -f $java/geronimo-annotation-1.3-spec.jar ] || packages+=(libgeronimo-annotation-1.3-spec-java)
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
 fi
@@ -45,6 +59,8 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 ${as_root[@]+"${as_root[@]}"} apt-get update
+# The JDK's postinst links man pages into /usr/share/man/man1, which slim images lack.
+${as_root[@]+"${as_root[@]}"} mkdir -p /usr/share/man/man1
 ${as_root[@]+"${as_root[@]}"} apt-get install -y --no-install-recommends "${packages[@]}"
 
 # Only the binaries are wanted. On a host running systemd the package also starts a Prometheus

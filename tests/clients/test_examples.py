@@ -1,7 +1,8 @@
-"""The example programs under clients/<lang>/examples/ (Python, TypeScript, Go), each run
-against a live gateway with auth on: it completes, reads a stream to its end, asks the health
-service, passes an API key and a deadline, and prints the decoded ErrorInfo and RetryInfo of a
-call its key's limit refuses (the key allows two calls a minute; the third is refused)."""
+"""The example programs under clients/<lang>/examples/ (Python, TypeScript, Go; Java in
+test_java_example.py), each run against a live gateway with auth on: it completes, reads a stream
+to its end, asks the health service, passes an API key and a deadline, and prints the decoded
+ErrorInfo and RetryInfo of a call its key's limit refuses (the key allows two calls a minute;
+the third is refused)."""
 
 from __future__ import annotations
 
