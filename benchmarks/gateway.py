@@ -28,7 +28,7 @@ from benchmarks.load import KINDS, Cell, Sample, Target, alternate, paired, summ
 from benchmarks.report import figure as _f
 from benchmarks.report import write_json
 
-# The issue's aims, on one core.
+# The gateway's performance aims, on one core.
 AIM_RPS_RATIO = 0.60  # Complete at 60% or more of the floor's requests per second
 AIM_P50_ADDED_MS = 0.3  # no more than 0.3 ms added to the floor's median latency at concurrency 1
 
@@ -140,7 +140,7 @@ def _cell(result: dict[str, Any], kind: str, concurrency: int) -> dict[str, Any]
 
 
 def aims(result: dict[str, Any]) -> dict[str, Any]:
-    """The issue's two aims, judged on Complete (unary): the rps ratio at the highest concurrency
+    """The two aims, judged on Complete (unary): the rps ratio at the highest concurrency
     run (the throughput a core can give), the p50 added at concurrency 1."""
     unary = [c for c in result["cells"] if c["kind"] == "unary"]
     out: dict[str, Any] = {}

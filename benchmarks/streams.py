@@ -8,6 +8,12 @@ the streams, spread over many connections; this process sends plain `Complete` c
 connection of its own at a steady rate, on the idle gateway first and then while the streams are
 open, and reads the gateway's resident memory from /proc.
 
+A stream counts as held when the gateway says so: this process reads the gateway's own
+`hapax_grpc_active_requests{method="StreamComplete"}` gauge (calls its handler is running) and
+`hapax_grpc_requests_total{method="StreamComplete"}` (calls it finished) from the metrics side
+port every `gauge_interval` seconds. Nothing the client sees can say it: the gateway sends its
+response headers with the first message, which for a slow model is the whole wait.
+
     python -m benchmarks.streams [--streams 10000] [--quick] [--json PATH]
 """
 
@@ -22,6 +28,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +46,7 @@ from benchmarks.harness import (
     set_process_affinity,
     started,
 )
+from benchmarks.report import empty_figures
 from benchmarks.report import figure as _f
 
 AIM_RSS_BYTES = 1 << 30  # 10,000 streams in under 1 GiB
@@ -46,7 +54,30 @@ AIM_PROBE_RATIO = 2.0  # calls meanwhile: p50 and p99 within 2x the idle gateway
 STREAMS_PER_CONNECTION = 500  # under the server's max_concurrent_streams (1000 by default)
 SLOW_PROBE = 0.05  # seconds: a probe call this slow was held up, not merely busy
 PHASES = ("idle", "opening", "holding", "answering", "after")
-REQUEST_ID_KEY = "x-request-id"  # the gateway sends it first thing, so it marks a taken call
+HELD_GAUGE = "hapax_grpc_active_requests"  # the gateway's calls in progress, by method
+FINISHED_COUNTER = "hapax_grpc_requests_total"  # the gateway's calls ended, by method and code
+STREAM_METHOD = 'method="StreamComplete"'
+# The figures the aims rest on: a run whose measurement came back empty (benchmarks/report.py)
+# says so instead of judging an aim on nothing. `+`: more than zero.
+FIGURES = (
+    "streams.taken+",
+    "streams.peak_held+",
+    "streams.with_first_message+",
+    "streams.opening_seconds",
+    "rss.before_bytes+",
+    "rss.plateau_bytes+",
+    "rss.held_at_plateau+",
+    "rss.per_stream_bytes",
+    "gauge.samples+",
+    "probes.idle.answered+",
+    "probes.idle.p50_ms",
+    "probes.idle.p99_ms",
+    "probes.holding.answered+",
+    "probes.holding.p50_ms",
+    "probes.holding.p99_ms",
+    "probe_ratio_holding_vs_idle.p50",
+    "probe_ratio_holding_vs_idle.p99",
+)
 _clock = time.monotonic  # one clock for every process on the machine (CLOCK_MONOTONIC)
 
 
@@ -57,6 +88,7 @@ class Config:
     connections: int | None = None  # default: one per STREAMS_PER_CONNECTION streams
     clients: int = 2  # processes holding the streams
     window: int = 400  # streams started but not yet taken by the gateway, over all clients
+    gauge_interval: float = 0.1  # seconds between reads of the gateway's metrics
     probe_rate: float = 50.0  # Complete calls per second on their own connection
     probe_timeout: float = 5.0
     warmup: float = 1.0  # seconds of probes before the idle ones, not counted
@@ -78,10 +110,10 @@ class Config:
 
 # --- the clients holding the streams (each its own process) ---------------------------------------
 
-# Per client, in the shared counter array: streams taken by the gateway, with a first message,
-# ended (any outcome), failed before the gateway took them.
-ACCEPTED, FIRST, ENDED, UNTAKEN = range(4)
-Record = tuple[float, float, float, float, int, str, str]  # start, taken, first, end, msgs, code
+# Per client, in the shared counter array: streams started, with a first message, ended (any
+# outcome), failed without a message.
+STARTED, FIRST, ENDED, FAILED = range(4)
+Record = tuple[float, float, float, int, str, str]  # start, first, end, messages, code, detail
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -91,21 +123,24 @@ def _split(total: int, parts: int) -> list[int]:
 def _client(
     conn: multiprocessing.connection.Connection,
     counters: Any,
+    budget: Any,
     index: int,
     cpu: int | None,
     loop: str,
     address: str,
     first_id: int,
     count: int,
+    share: float,
     connections: int,
-    window: int,
     rpc_timeout: float,
 ) -> None:
     if cpu is not None:
         set_process_affinity({cpu})
     run_loop(
         loop,
-        _hold(conn, counters, index, address, first_id, count, connections, window, rpc_timeout),
+        _hold(
+            conn, counters, budget, index, address, first_id, count, share, connections, rpc_timeout
+        ),
     )
 
 
@@ -124,14 +159,18 @@ async def _message(conn: multiprocessing.connection.Connection) -> None:
 async def _hold(
     conn: multiprocessing.connection.Connection,
     counters: Any,
+    budget: Any,
     index: int,
     address: str,
     first_id: int,
     count: int,
+    share: float,
     connections: int,
-    window: int,
     rpc_timeout: float,
 ) -> None:
+    """Start `count` streams, as many at a time as `budget` allows (streams the gateway has taken
+    plus the window, over all clients, written by the parent; negative: no limit) times `share`
+    (this client's part of them), and record how each went."""
     import grpc
 
     from hapax.v1 import completion_service_pb2 as pb
@@ -149,28 +188,18 @@ async def _hold(
     await _message(conn)
     conn.recv()  # "go"
     base = 4 * index
-    gate = asyncio.Semaphore(window) if window > 0 else None
     records: list[Record | None] = [None] * count
+    tasks: list[asyncio.Task[None]] = []
 
     async def one(i: int) -> None:
         request = pb.StreamCompleteRequest(
             messages=[pb.Message(role=pb.ROLE_USER, content=f"stream {first_id + i}: hello")],
             max_tokens=1,
         )
-        if gate is not None:
-            await gate.acquire()
-        waiting = gate is not None
-        start, taken, first, messages = _clock(), math.nan, math.nan, 0
+        start, first, messages = _clock(), math.nan, 0
         code, detail = "OK", ""
         try:
             call = stubs[i % len(stubs)].StreamComplete(request, timeout=rpc_timeout)
-            metadata = await call.initial_metadata()
-            if any(key == REQUEST_ID_KEY for key, _ in metadata or ()):
-                taken = _clock()
-                counters[base + ACCEPTED] += 1
-            if waiting:
-                gate.release()  # type: ignore[union-attr]
-                waiting = False
             async for _ in call:
                 if not messages:
                     first = _clock()
@@ -181,36 +210,48 @@ async def _hold(
         except asyncio.CancelledError:
             code, detail = "NOT_ENDED", "still open when the benchmark stopped waiting"
         finally:
-            if waiting:
-                gate.release()  # type: ignore[union-attr]
             counters[base + ENDED] += 1
-            if math.isnan(taken):
-                counters[base + UNTAKEN] += 1
-            records[i] = (start, taken, first, _clock(), messages, code, detail)
+            if code != "OK" and not messages:
+                counters[base + FAILED] += 1
+            records[i] = (start, first, _clock(), messages, code, detail)
 
-    tasks = [asyncio.create_task(one(i)) for i in range(count)]
-    everything = asyncio.gather(*tasks)
+    async def start_all() -> None:
+        started = 0
+        while started < count:
+            allowed = budget.value
+            limit = count if allowed < 0 else min(count, math.ceil(allowed * share))
+            while started < limit:
+                tasks.append(asyncio.create_task(one(started)))
+                started += 1
+                counters[base + STARTED] += 1
+            if started < count:
+                await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks)
+
+    everything = asyncio.ensure_future(start_all())
     stop = asyncio.ensure_future(_message(conn))
     waiters: list[asyncio.Future[Any]] = [everything, stop]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     stop.cancel()
+    everything.cancel()
     for task in tasks:
         task.cancel()
-    await asyncio.gather(everything, return_exceptions=True)
+    await asyncio.gather(everything, *tasks, return_exceptions=True)
     conn.send(("done", records))
     for channel in channels:
         await channel.close()
 
 
 class Clients:
-    """The stream-holding processes, all on one CPU, and their shared progress counters."""
+    """The stream-holding processes, all on one CPU, and their shared progress counters. They
+    start streams while fewer than `budget` (set by `allow`) have been started over all clients."""
 
     def __init__(self, config: Config, address: str, cpu: int | None, rpc_timeout: float) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.counters = ctx.Array("q", 4 * config.clients, lock=False)
+        self.budget = ctx.Value("q", config.window if config.window > 0 else -1, lock=False)
         counts = _split(config.streams, config.clients)
         conns = _split(config.connection_count(), config.clients)
-        windows = _split(max(config.window, 0), config.clients)
         self.connections = sum(conns)
         self._pipes: list[multiprocessing.connection.Connection] = []
         self._processes = []
@@ -223,14 +264,15 @@ class Clients:
                 args=(
                     child,
                     self.counters,
+                    self.budget,
                     i,
                     cpu,
                     config.loop,
                     address,
                     first_id,
                     counts[i],
+                    counts[i] / max(config.streams, 1),
                     conns[i],
-                    max(windows[i], 1) if config.window > 0 else 0,
                     rpc_timeout,
                 ),
                 name=f"bench-streams-{i}",
@@ -241,6 +283,11 @@ class Clients:
             self._pipes.append(parent)
             self._processes.append(process)
             first_id += counts[i]
+
+    def allow(self, streams: int) -> None:
+        """Let the clients have started up to `streams` streams in all (unless unlimited)."""
+        if self.budget.value >= 0:
+            self.budget.value = max(self.budget.value, streams)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         for pipe in self._pipes:
@@ -299,6 +346,73 @@ def rss_bytes(pid: int) -> int:
             if line.startswith(b"VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for the gateway's metrics side port (the harness tells
+    only the gRPC port back, so the benchmark picks this one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stream_counts(exposition: str) -> tuple[float, float]:
+    """(StreamComplete calls in progress, StreamComplete calls finished) from the gateway's
+    /metrics text; NaN for one that is not there."""
+    active, finished, seen = math.nan, 0.0, False
+    for line in exposition.splitlines():
+        if STREAM_METHOD not in line:
+            continue
+        if line.startswith(HELD_GAUGE + "{"):
+            active = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(FINISHED_COUNTER + "{"):
+            finished += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return active, finished if seen else math.nan
+
+
+class HeldGauge:
+    """The gateway's own count of the streams it holds, read from its metrics side port: `held`
+    (StreamComplete calls in progress) and `taken` (in progress plus finished: every stream the
+    gateway ever took), sampled with the phase they were read in."""
+
+    def __init__(self, port: int, run: Run, clients: Clients, config: Config) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.run, self.clients, self.config = run, clients, config
+        self.held = self.taken = 0
+        self.samples: list[tuple[float, str, int, int]] = []  # time, phase, held, taken
+        self.failures = 0
+        self.first_error = ""
+        self.read_seconds: list[float] = []
+
+    async def poll(self) -> None:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                await self.read(session)
+                await asyncio.sleep(self.config.gauge_interval)
+
+    async def read(self, session: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            async with session.get(self.url) as response:
+                response.raise_for_status()
+                text = await response.text()
+        except Exception as exc:  # a gateway that will not say shows as no samples
+            self.failures += 1
+            self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"
+            return
+        active, finished = stream_counts(text)
+        if math.isnan(active) or math.isnan(finished):
+            self.failures += 1
+            self.first_error = self.first_error or "no StreamComplete series in /metrics"
+            return
+        self.read_seconds.append(time.perf_counter() - t0)
+        self.held, self.taken = int(active), int(active + finished)
+        self.samples.append((_clock(), self.run.phase, self.held, self.taken))
+        self.clients.allow(self.taken + self.config.window)
 
 
 @dataclasses.dataclass
@@ -368,13 +482,16 @@ class Run:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _drive(config: Config, gateway: ServerProcess, clients: Clients) -> dict[str, Any]:
+async def _drive(
+    config: Config, gateway: ServerProcess, clients: Clients, metrics_port: int
+) -> dict[str, Any]:
     import grpc
 
     from hapax.v1 import completion_service_pb2 as pb
     from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 
     run = Run(config, gateway)
+    gauge = HeldGauge(metrics_port, run, clients, config)
     channel = grpc.aio.insecure_channel(
         gateway.address, options=[("grpc.use_local_subchannel_pool", 1)]
     )
@@ -382,7 +499,9 @@ async def _drive(config: Config, gateway: ServerProcess, clients: Clients) -> di
     stub = pb_grpc.CompletionServiceStub(channel)
     sampler = asyncio.create_task(run.sample_rss())
     prober = asyncio.create_task(run.send_probes(stub, pb))
+    poller = asyncio.create_task(gauge.poll())  # in every phase, so idle pays for it too
     n = config.streams
+    held_at_plateau = 0
     try:
         await asyncio.sleep(config.warmup)
         run.enter("idle")
@@ -391,21 +510,26 @@ async def _drive(config: Config, gateway: ServerProcess, clients: Clients) -> di
         run.enter("opening")
         opened_at = _clock()
         clients.go()
-        # Opening ends when every stream was taken or failed; holding, when the first answer
-        # comes. A slow machine may see answers before the last stream is taken: no holding then.
-        # (The counters live in memory the clients write; there is nothing to await but time.)
+        # Opening ends when the gateway has taken every stream (or it failed before any message);
+        # holding, when the first answer comes. A slow machine may see answers before the last
+        # stream is taken: no holding then. (The counters live in memory the clients write and
+        # the gauge is read by its own task; there is nothing to await but time.)
         ramp_limit = opened_at + config.chunk_delay + 60
         while (  # noqa: ASYNC110
-            clients.total(ACCEPTED) + clients.total(UNTAKEN) < n
+            gauge.taken + clients.total(FAILED) < n
             and clients.total(FIRST) == 0
+            and clients.total(ENDED) < n
             and _clock() < ramp_limit
         ):
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         all_open_at = _clock() if clients.total(FIRST) == 0 else math.nan
         run.enter("holding")
-        rss_plateau = run.rss_now()
+        # RSS with the most streams held: the last reading while the gateway held as many as it
+        # ever did (by the time a client sees the first answer, the gateway has sent some).
+        rss_plateau, held_at_plateau = run.rss_now(), gauge.held
         while clients.total(FIRST) == 0 and clients.total(ENDED) < n and _clock() < ramp_limit:
-            rss_plateau = run.rss_now()
+            if gauge.held >= held_at_plateau:
+                rss_plateau, held_at_plateau = run.rss_now(), gauge.held
             await asyncio.sleep(0.05)
         run.enter("answering")
         answer_limit = _clock() + config.chunk_delay + 60
@@ -416,18 +540,20 @@ async def _drive(config: Config, gateway: ServerProcess, clients: Clients) -> di
         rss_after = run.rss_now()
         run.enter("done")
     finally:
-        prober.cancel()
-        sampler.cancel()
-        await asyncio.gather(prober, sampler, return_exceptions=True)
+        for task in (prober, sampler, poller):
+            task.cancel()
+        await asyncio.gather(prober, sampler, poller, return_exceptions=True)
         await channel.close()
     records = clients.collect()
     return {
         "run": run,
+        "gauge": gauge,
         "records": records,
         "opened_at": opened_at,
         "all_open_at": all_open_at,
         "rss_before": rss_before,
         "rss_plateau": rss_plateau,
+        "held_at_plateau": held_at_plateau,
         "rss_after": rss_after,
     }
 
@@ -445,17 +571,28 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _peak_open(records: Sequence[Record]) -> int:
-    """Most streams taken by the gateway and not yet ended at any one moment."""
-    events = sorted(
-        [(r[1], 1) for r in records if not math.isnan(r[1])]
-        + [(r[3], -1) for r in records if not math.isnan(r[1])]
-    )
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
+def _held_figures(gauge: HeldGauge, opened_at: float) -> dict[str, Any]:
+    """What the gateway's own counts said: its peak of streams held, when it had taken them all,
+    and how many it still held in each phase."""
+    samples = gauge.samples
+    by_phase: dict[str, dict[str, int]] = {}
+    for phase in PHASES:
+        mine = [s[2] for s in samples if s[1] == phase]
+        if mine:
+            by_phase[phase] = {"min": min(mine), "max": max(mine), "last": mine[-1]}
+    read = sorted(gauge.read_seconds)
+    return {
+        "source": f"{HELD_GAUGE}{{{STREAM_METHOD}}} on the metrics side port, every "
+        f"{gauge.config.gauge_interval:g} s",
+        "samples": len(samples),
+        "failed_reads": gauge.failures,
+        "first_error": gauge.first_error,
+        "read_ms_p50": 1000 * percentile(read, 50),
+        "peak_held": max((s[2] for s in samples), default=0),
+        "taken": max((s[3] for s in samples), default=0),
+        "held_by_phase": by_phase,
+        "series": [(round(t - opened_at, 2), p, h, k) for t, p, h, k in samples],
+    }
 
 
 def _probe_figures(probes: Sequence[Probe], phase: str) -> dict[str, Any]:
@@ -485,21 +622,22 @@ def _result(
     records: list[Record] = got["records"]
     run: Run = got["run"]
     n = config.streams
-    taken = [r for r in records if not math.isnan(r[1])]
-    with_first = [r for r in records if not math.isnan(r[2])]
-    errors = collections.Counter(r[5] for r in records if r[5] != "OK")
+    held = _held_figures(got["gauge"], got["opened_at"])
+    with_first = [r for r in records if not math.isnan(r[1])]
+    errors = collections.Counter(r[4] for r in records if r[4] != "OK")
     details = {}
     for r in records:
-        if r[5] != "OK" and r[5] not in details:
-            details[r[5]] = r[6]
+        if r[4] != "OK" and r[4] not in details:
+            details[r[4]] = r[5]
     missing = n - len(records)
     if missing:
         errors["NOT_RECORDED"] += missing
-    peak = _peak_open(records)
     before, plateau, after = got["rss_before"], got["rss_plateau"], got["rss_after"]
-    open_at_plateau = len(taken) if not math.isnan(got["all_open_at"]) else peak
+    held_at_plateau = got["held_at_plateau"]
     starts = [r[0] for r in records]
-    ramp = max(r[1] for r in taken) - got["opened_at"] if taken else math.nan
+    # Opening took until the gateway's count of streams taken reached the streams requested.
+    all_taken = [t for t, _, _, k in got["gauge"].samples if k >= n]
+    ramp = all_taken[0] - got["opened_at"] if all_taken else math.nan
     probes = {phase: _probe_figures(run.probes, phase) for phase in PHASES}
     idle, holding = probes["idle"], probes["holding"]
     ratios = {
@@ -512,25 +650,25 @@ def _result(
         "placement": placement,
         "streams": {
             "requested": n,
-            "taken": len(taken),
+            "taken": held["taken"],
+            "peak_held": held["peak_held"],
             "with_first_message": len(with_first),
-            "completed_ok": sum(1 for r in records if r[5] == "OK"),
-            "peak_open": peak,
+            "completed_ok": sum(1 for r in records if r[4] == "OK"),
             "errors": dict(errors),
             "error_details": details,
             "opening_seconds": ramp,
             "started_over_seconds": (max(starts) - min(starts)) if starts else math.nan,
-            "time_to_taken_s": _stats([r[1] - r[0] for r in taken]),
-            "time_to_first_message_s": _stats([r[2] - r[0] for r in with_first]),
+            "time_to_first_message_s": _stats([r[1] - r[0] for r in with_first]),
         },
+        "gauge": {k: v for k, v in held.items() if k not in ("peak_held", "taken")},
         "rss": {
             "before_bytes": before,
             "plateau_bytes": plateau,
             "peak_bytes": max((s[2] for s in run.rss), default=0),
             "after_bytes": after,
-            "open_at_plateau": open_at_plateau,
+            "held_at_plateau": held_at_plateau,
             "per_stream_bytes": (
-                (plateau - before) / open_at_plateau if open_at_plateau else math.nan
+                (plateau - before) / held_at_plateau if held_at_plateau else math.nan
             ),
             "samples": [(round(t - got["opened_at"], 2), p, b) for t, p, b in run.rss],
         },
@@ -538,6 +676,7 @@ def _result(
         "probes": probes,
         "probe_ratio_holding_vs_idle": ratios,
     }
+    result["empty_figures"] = empty_figures(result, FIGURES)
     result["aims"] = aims(result)
     # When the slow calls were sent, relative to the streams' start: stalls show as runs of
     # calls 20 ms apart whose latencies fall by 20 ms each.
@@ -550,9 +689,11 @@ def _result(
 
 
 def aims(result: dict[str, Any]) -> dict[str, Any]:
+    """Both aims, judged on what the gateway said it held; neither is met on an empty figure."""
     streams, rss, ratios = result["streams"], result["rss"], result["probe_ratio_holding_vs_idle"]
     holding = result["probes"]["holding"]
-    all_open = streams["peak_open"] == streams["requested"] and not streams["errors"]
+    measured = not result["empty_figures"]
+    all_held = rss["held_at_plateau"] == streams["requested"] and not streams["errors"]
     calm = (
         holding["sent"] > 0
         and holding["answered"] == holding["sent"]
@@ -560,16 +701,16 @@ def aims(result: dict[str, Any]) -> dict[str, Any]:
     )
     return {
         "memory": {
-            "streams_open": streams["peak_open"],
+            "streams_held": rss["held_at_plateau"],
             "rss_bytes": rss["plateau_bytes"],
-            "target": f"{streams['requested']} streams open at once, RSS < 1 GiB",
-            "met": bool(all_open and rss["plateau_bytes"] < AIM_RSS_BYTES),
+            "target": f"{streams['requested']} streams held at once, RSS < 1 GiB",
+            "met": bool(measured and all_held and rss["plateau_bytes"] < AIM_RSS_BYTES),
         },
         "calls_meanwhile": {
             "answered": f"{holding['answered']}/{holding['sent']}",
             "ratios": ratios,
             "target": f"all answered, p50 and p99 <= {AIM_PROBE_RATIO:g}x the idle gateway's",
-            "met": bool(calm),
+            "met": bool(measured and calm),
         },
     }
 
@@ -577,9 +718,10 @@ def aims(result: dict[str, Any]) -> dict[str, Any]:
 # --- running it -----------------------------------------------------------------------------------
 
 
-def gateway_overrides(config: Config) -> dict[str, Any]:
-    """The gateway under test: one `local` provider, slow to answer by `chunk_delay`."""
-    base = {
+def gateway_overrides(config: Config, metrics_port: int) -> dict[str, Any]:
+    """The gateway under test: one `local` provider, slow to answer by `chunk_delay`, and its
+    metrics side port on `metrics_port`, where the benchmark reads how many streams it holds."""
+    base: dict[str, Any] = {
         "providers": [
             {
                 "name": "slow",
@@ -591,7 +733,14 @@ def gateway_overrides(config: Config) -> dict[str, Any]:
         "default_model": "default",
         "auth": {"enabled": False},
     }
-    return {**base, **config.overrides}  # merged into the harness's gateway settings
+    merged = {**base, **config.overrides}  # merged into the harness's gateway settings
+    metrics = merged.get("metrics")
+    merged["metrics"] = {
+        **(metrics if isinstance(metrics, dict) else {}),
+        "enabled": True,
+        "address": f"127.0.0.1:{metrics_port}",
+    }
+    return merged
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -602,6 +751,7 @@ def run(config: Config) -> dict[str, Any]:
     # A stream's deadline outlasts the upstream's delay, so the caller's deadline (not the
     # router's default_deadline, 60 s) bounds the wait for the first chunk.
     stream_timeout = config.chunk_delay + 60
+    metrics_port = free_port()
     with pinned(client_cpu):
         gateway = ServerProcess(
             "gateway",
@@ -609,7 +759,7 @@ def run(config: Config) -> dict[str, Any]:
             cpu=server_cpu,
             loop=config.loop,
             source=config.source,
-            overrides=gateway_overrides(config),
+            overrides=gateway_overrides(config, metrics_port),
         )
         with started([gateway]):
             clients = Clients(config, gateway.address, client_cpu, stream_timeout)
@@ -617,7 +767,7 @@ def run(config: Config) -> dict[str, Any]:
                 clients.wait_ready()
                 client_cpu0 = clients.cpu_seconds()
                 began = _clock()
-                got = run_loop(config.loop, _drive(config, gateway, clients))
+                got = run_loop(config.loop, _drive(config, gateway, clients, metrics_port))
                 elapsed = _clock() - began
                 client_cpu_used = clients.cpu_seconds() - client_cpu0
             finally:
@@ -642,7 +792,7 @@ def _mb(n: float) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     cfg, s, rss, place = result["config"], result["streams"], result["rss"], result["placement"]
-    first, taken = s["time_to_first_message_s"], s["time_to_taken_s"]
+    first, gauge = s["time_to_first_message_s"], result["gauge"]
     pin = (
         f"gateway on CPU {place['gateway_cpu']}, clients on CPU {place['clients_cpu']}"
         if place["gateway_cpu"] is not None
@@ -661,8 +811,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"own connection; {pin}; loop {cfg['loop']}",
         "",
         f"streams requested {s['requested']}, taken by the gateway {s['taken']} (in "
-        f"{_f(s['opening_seconds'], '.1f')} s; each waited p50 {_f(1000 * taken['p50'], '.0f')} ms"
-        f" p99 {_f(1000 * taken['p99'], '.0f')} ms), open at once (peak) {s['peak_open']}",
+        f"{_f(s['opening_seconds'], '.1f')} s), held at once (peak) {s['peak_held']}; as the "
+        f"gateway counts them ({HELD_GAUGE}, read {gauge['samples']} times, "
+        f"{gauge['failed_reads']} failed)",
         f"first message {s['with_first_message']}: time to first message p50 "
         f"{_f(first['p50'], '.2f')} s, p99 {_f(first['p99'], '.2f')} s, max "
         f"{_f(first['max'], '.2f')} s (the upstream's delay is {cfg['chunk_delay']:g} s); "
@@ -680,21 +831,26 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("stream errors: none")
     lines += [
         "",
-        f"gateway RSS: before {_mb(rss['before_bytes'])}, with {rss['open_at_plateau']} open "
+        f"gateway RSS: before {_mb(rss['before_bytes'])}, with {rss['held_at_plateau']} held "
         f"{_mb(rss['plateau_bytes'])}, peak {_mb(rss['peak_bytes'])}, after "
         f"{_mb(rss['after_bytes'])}",
-        f"RSS per open stream: {_f(rss['per_stream_bytes'] / 1024, '.1f')} KiB "
-        f"((with open - before) / {rss['open_at_plateau']})",
+        f"RSS per held stream: {_f(rss['per_stream_bytes'] / 1024, '.1f')} KiB "
+        f"((with held - before) / {rss['held_at_plateau']})",
         "",
-        f"{'phase':<11}{'seconds':>8}{'gw CPU':>8}{'probes':>8}{'answered':>9}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'max ms':>9}{'>50ms':>7}  errors",
+        f"{'phase':<11}{'seconds':>8}{'gw CPU':>8}{'held':>13}{'probes':>8}{'answered':>9}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'>50ms':>7}  errors",
     ]
     for phase in PHASES:
         mark = result["phases"].get(phase, {})
         p = result["probes"][phase]
+        h = gauge["held_by_phase"].get(phase)
+        held = (
+            f"{h['min']}-{h['max']}" if h and h["min"] != h["max"] else str(h["max"] if h else "-")
+        )
         lines.append(
             f"{phase:<11}{_f(mark.get('seconds', math.nan), '8.1f')}"
-            f"{_f(mark.get('gateway_cpu_pct', math.nan), '7.0f')}%{p['sent']:>8}{p['answered']:>9}"
+            f"{_f(mark.get('gateway_cpu_pct', math.nan), '7.0f')}%{held:>13}"
+            f"{p['sent']:>8}{p['answered']:>9}"
             f"{_f(p['p50_ms'], '9.2f')}{_f(p['p99_ms'], '9.2f')}{_f(p['max_ms'], '9.1f')}"
             f"{p['slow']:>7}  " + (", ".join(f"{k} {v}" for k, v in p["errors"].items()) or "-")
         )
@@ -706,9 +862,16 @@ def format_table(result: dict[str, Any]) -> str:
         f"the run)",
         "",
     ]
+    if gauge["first_error"]:
+        lines.append(f"reading the gateway's metrics: {gauge['first_error'][:100]}")
+    if result["empty_figures"]:
+        lines.append(
+            "EMPTY FIGURES (the measurement came back with nothing): "
+            + ", ".join(result["empty_figures"])
+        )
     memory, calls = result["aims"]["memory"], result["aims"]["calls_meanwhile"]
     lines.append(
-        f"Aim: {memory['target']}: {memory['streams_open']} open, "
+        f"Aim: {memory['target']}: {memory['streams_held']} held, "
         f"{_mb(memory['rss_bytes'])} -> {'MET' if memory['met'] else 'NOT MET'}"
     )
     lines.append(
@@ -731,7 +894,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--window",
         type=int,
-        help="streams waiting to be taken at a time (default 400); 0 opens all at once",
+        help="streams started but not yet taken by the gateway, at most (default 400); 0 opens "
+        "all at once",
     )
     parser.add_argument(
         "--gateway",
