@@ -1,10 +1,11 @@
 """The contract in protos/ passes `buf lint` and `buf build`; `buf breaking` (configured in
-buf.yaml) passes against the contract of the landed main, and catches a wire-breaking edit.
+buf.yaml) passes against the last released contract, and catches a wire-breaking edit.
 Drives the real buf binary from tools/ (`make tools`).
 
-The landed main is `origin/main` when the clone has one; otherwise the commit named in
-protos/LANDED, which each session sets to the main it starts from (so a session's changes are
-judged against what callers already build on, never against themselves)."""
+The last released contract is the commit named in protos/RELEASED: the contract callers build
+on, which a release moves (when a release is cut, that file is set to the released commit). A
+clone with `origin/main` is checked against where HEAD forked from main instead, which is never
+older than the release, so a change is judged against what callers have, never against itself."""
 
 from __future__ import annotations
 
@@ -67,22 +68,34 @@ def git(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def landed_main() -> str:
-    """The commit of the landed main's contract (module docstring)."""
+RELEASED = ROOT / "protos" / "RELEASED"
+
+
+def released_commit() -> str:
+    """The commit in protos/RELEASED: its one line that is not a `#` comment."""
+    lines = [line.strip() for line in RELEASED.read_text().splitlines()]
+    commits = [line for line in lines if line and not line.startswith("#")]
+    assert len(commits) == 1, f"protos/RELEASED must name exactly one commit, not {commits}"
+    return commits[0]
+
+
+def released_contract() -> str:
+    """The commit of the last released contract, or where HEAD forked from origin/main when the
+    clone has one (module docstring)."""
     origin = git("rev-parse", "--verify", "--quiet", "origin/main")
     if origin.returncode == 0:
         return git("merge-base", "HEAD", origin.stdout.strip()).stdout.strip()
-    return (ROOT / "protos" / "LANDED").read_text().split()[0]
+    return released_commit()
 
 
-def test_buf_breaking_passes_against_the_landed_main(tmp_path: pathlib.Path) -> None:
-    base = landed_main()
+def test_buf_breaking_passes_against_the_last_released_contract(tmp_path: pathlib.Path) -> None:
+    base = released_contract()
     if git("cat-file", "-e", f"{base}^{{commit}}").returncode != 0:
-        pytest.fail(f"the landed main {base} is not in this clone's history (a shallow clone?)")
+        pytest.fail(f"the released commit {base} is not in this clone's history (a shallow clone?)")
     assert git("merge-base", "--is-ancestor", base, "HEAD").returncode == 0, (
-        f"{base} (protos/LANDED) is not an ancestor of HEAD"
+        f"{base} (protos/RELEASED) is not an ancestor of HEAD"
     )
-    baseline = tmp_path / "landed"
+    baseline = tmp_path / "released"
     baseline.mkdir()
     archive = subprocess.run(
         ["git", "archive", base, "buf.yaml", "protos"],

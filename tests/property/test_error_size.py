@@ -74,7 +74,7 @@ def test_no_request_makes_an_error_over_8_kib_of_trailers(
 def test_fifty_messages_with_no_role_and_no_content_reach_the_caller_whole(
     stub: pb_grpc.CompletionServiceStub,
 ) -> None:
-    """The issue's case: 100 violations used to overflow 16 KiB; now the caller sees the code,
+    """The reported case: 100 violations used to overflow 16 KiB; now the caller sees the code,
     the first 20 violations and how many were left out."""
     from grpc_status import rpc_status
 
