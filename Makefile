@@ -19,12 +19,13 @@ PYTEST_ARGS ?=
 # A config file for `make run`; empty means $$HAPAX_CONFIG or the built-in default.
 CONFIG ?=
 
-.PHONY: help venv tools node-tools system-deps run test generate lint bench
+.PHONY: help venv tools node-tools system-deps run check test generate lint bench
 
 help:
 	@echo "make venv       create .venv and install the project with its dev extras"
 	@echo "make tools      install the test peers: npm tools (buf, grpc-js) and prometheus/promtool"
 	@echo "make run        run the gateway (gRPC on :50051) [CONFIG=file.yaml]"
+	@echo "make check      the fast loop: unit and in-process tests, no subprocess (< 1 min)"
 	@echo "make test       run the whole test suite [PYTEST_ARGS=...]"
 	@echo "make generate   regenerate the Python, TypeScript, Go and Java stubs from protos/"
 	@echo "make lint       buf lint, ruff check, ruff format --check, mypy"
@@ -56,6 +57,12 @@ system-deps:
 
 run: venv
 	$(BIN)/hapaxd serve $(if $(CONFIG),--config $(CONFIG))
+
+# The fast loop: what runs in this interpreter only. tests/conftest.py marks `external` every test
+# that starts a process or needs a program (grpcurl, node, redis-server, the hapaxd CLI...);
+# `slow` marks the load and soak tests. Both run in `make test`.
+check: venv
+	$(BIN)/pytest -m "not external and not slow" $(PYTEST_ARGS)
 
 test: venv tools
 	PATH="$(NODE_BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)

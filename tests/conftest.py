@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -17,6 +24,120 @@ from hapaxd.app import App
 pytest_plugins = ["tests.fakes.fixtures", "tests.support.logcapture"]
 
 LOCAL = {"name": "local", "type": "local", "models": {"*": "local"}}
+
+# --- what `make check` leaves out ----------------------------------------------------------------
+# `external`: the test starts a process or needs a program outside this interpreter (grpcurl, node,
+# redis-server, promtool, buf, the hapaxd CLI, a venv...). Marked here, from the code: a test is
+# external when its function or a fixture it uses (also one asked for by getfixturevalue), or any
+# tests/ or benchmarks/ function, class or module they name, transitively, calls one of SPAWNERS
+# or loads code from a file (UNSEEN). So a new test needs no tag; a file may still say
+# `pytestmark = pytest.mark.external`. `slow`: the load and soak tests in SLOW, and any file that
+# says `pytestmark = pytest.mark.slow`.
+
+SPAWNERS = frozenset(
+    {
+        subprocess.Popen,
+        subprocess.run,
+        subprocess.call,
+        subprocess.check_call,
+        subprocess.check_output,
+        asyncio.create_subprocess_exec,
+        asyncio.create_subprocess_shell,
+        shutil.which,  # looking for a program: about to run it
+        os.system,
+        os.posix_spawn,
+        os.fork,
+        os.execv,
+        os.execvp,
+    }
+)
+SLOW = {
+    "tests/e2e/test_resilience.py": {"test_1000_requests_through_a_flapping_primary_all_succeed"},
+    "tests/transport/test_connection_limits.py": {
+        "test_thousands_of_idle_connections_do_not_stop_others_and_are_dropped",
+        "test_a_peer_that_stops_answering_pings_is_dropped_by_keepalive",
+    },
+    "tests/admission/test_reload.py": {
+        "test_a_reload_under_steady_load_fails_no_call_and_revokes_at_once"
+    },
+}
+# Loading code from a file: what it runs cannot be seen from here, so it counts as a spawner.
+UNSEEN = frozenset({"exec_module", "run_path", "run_module"})
+_OURS = ("tests.", "benchmarks.")
+Node = tuple[types.CodeType, types.ModuleType]  # a function's code and the module it runs in
+
+
+def _node(obj: object) -> Node | None:
+    try:
+        obj = inspect.unwrap(obj) if inspect.isfunction(obj) else obj
+    except ValueError:  # a __wrapped__ loop
+        return None
+    obj = getattr(getattr(obj, "hypothesis", None), "inner_test", obj)  # a @given test
+    if not inspect.isfunction(obj) or not obj.__module__.startswith(_OURS):
+        return None
+    module = sys.modules.get(obj.__module__)
+    return (obj.__code__, module) if module is not None else None
+
+
+@functools.cache
+def _uses(node: Node) -> tuple[bool, tuple[Node, ...], tuple[str, ...]]:
+    """(calls a spawner itself, the tests/ and benchmarks/ functions it names (a class: its
+    methods; a module: the names it takes from it), fixtures it asks for by name)."""
+    code, scope = node
+    names = code.co_names
+    found: list[object] = [vars(scope).get(n, sys.modules.get(n)) for n in names]
+    for module in [o for o in found if isinstance(o, types.ModuleType)]:
+        found += [getattr(module, n, None) for n in names]
+    direct, reached = not UNSEEN.isdisjoint(names), []
+    for obj in found:
+        if isinstance(obj, type):
+            if obj.__module__.startswith(_OURS):
+                reached += [_node(v) for v in vars(obj).values() if inspect.isfunction(v)]
+            continue
+        try:
+            direct = direct or obj in SPAWNERS
+        except TypeError:  # unhashable
+            continue
+        reached.append(_node(obj))
+    reached += [(c, scope) for c in code.co_consts if isinstance(c, types.CodeType)]
+    asked = [c for c in code.co_consts if isinstance(c, str)] if "getfixturevalue" in names else []
+    return direct, tuple(n for n in reached if n is not None), tuple(asked)
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    """Whether the test, or a fixture it uses, reaches a SPAWNERS call (see above)."""
+    manager = item.session._fixturemanager  # private, but how a name becomes its fixtures
+    todo = [_node(getattr(item, "obj", None))]
+    seen_fixtures: set[str] = set()
+    fixtures = list(getattr(item, "fixturenames", ()))
+    seen: set[Node] = set()
+    while todo or fixtures:
+        while fixtures:
+            name = fixtures.pop()
+            if name not in seen_fixtures:
+                seen_fixtures.add(name)
+                todo += [_node(d.func) for d in manager.getfixturedefs(name, item) or ()]
+        node = todo.pop() if todo else None
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        direct, reached, asked = _uses(node)
+        if direct:
+            return True
+        todo += reached
+        fixtures += asked
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        if _starts_processes(item):
+            item.add_marker(pytest.mark.external)
+        path = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        if getattr(item, "originalname", item.name) in SLOW.get(path, ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def make_settings(**data: Any) -> config.Settings:

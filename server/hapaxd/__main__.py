@@ -53,8 +53,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 async def _serve(settings: config.Settings, path: str) -> str | None:
     """Run the gateway until a signal stops it; the one line to print if a listener could not
     bind, which an operator fixes without a traceback (App.start stops what it had started)."""
-    from hapaxd.api.tls import TlsError
     from hapaxd.app import serve
+    from hapaxd.tls.certificates import TlsError
 
     try:
         await serve(settings, lambda: _settings(path), path)
@@ -101,10 +101,15 @@ def _listen_failure(exc: Exception, settings: config.Settings) -> str | None:
 
 def _check_tls(settings: config.Settings) -> list[str]:
     """Problems with the TLS files the config names (they are read when serving starts)."""
-    from hapaxd.api.tls import CertificateFiles, TlsError
+    from hapaxd.tls.certificates import CertificateFiles, TlsError
 
     problems = []
-    for where, tls in (("server.tls", settings.server.tls), ("metrics.tls", settings.metrics.tls)):
+    listeners = (
+        ("server.tls", settings.server.tls),
+        ("metrics.tls", settings.metrics.tls),
+        ("openai_http.tls", settings.openai_http.tls),
+    )
+    for where, tls in listeners:
         if tls is not None:
             try:
                 CertificateFiles(tls, where).read()

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from hapax.v1 import (
     admin_service_pb2_grpc,
@@ -29,28 +29,25 @@ from hapax.v1 import (
     model_service_pb2_grpc,
 )
 from hapaxd.admission.keys import KeyRing
-from hapaxd.admission.limits import Limiter
-from hapaxd.admission.stores import build_store
+from hapaxd.admission.limits import Limiter, Store
+from hapaxd.admission.stores import build_store, same_store
 from hapaxd.api.admin import AdminServicer
-from hapaxd.api.admission import (
-    ADMIN_SERVICE,
-    HEALTH_SERVICE,
-    REFLECTION_SERVICE,
-    AdmissionInterceptor,
-    Door,
-)
+from hapaxd.api.admission import AdmissionInterceptor
 from hapaxd.api.completion import CompletionServicer
 from hapaxd.api.decoding import MalformedRequestGuard
 from hapaxd.api.embedding import EmbeddingServicer
 from hapaxd.api.models import ModelServicer
+from hapaxd.api.observing import ObservingInterceptor
 from hapaxd.api.tls import server_credentials
-from hapaxd.api.wrapping import Combined
+from hapaxd.api.wrapping import Combined, Registering
+from hapaxd.calls.door import ADMIN_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE, Door
+from hapaxd.calls.generation import Generation, Generations
+from hapaxd.calls.pipeline import Calls
 from hapaxd.config import ConfigError, ProviderSettings, ServerSettings, Settings
 from hapaxd.config.watch import FileWatch
 from hapaxd.core.breaker import CircuitBreaker
 from hapaxd.core.dedup import Deduplicator
 from hapaxd.core.events import Listener, Listeners
-from hapaxd.core.generation import Generation, Generations
 from hapaxd.core.health import HealthMonitor
 from hapaxd.core.router import Router
 from hapaxd.core.routes import RouteTable
@@ -69,6 +66,14 @@ COMPLETION_SERVICE = completion_service_pb2.DESCRIPTOR.services_by_name[
 EMBEDDING_SERVICE = embedding_service_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 HEALTH_SERVICES = ("", COMPLETION_SERVICE)
+# The methods the call pipeline runs (calls/pipeline.py); the admission interceptor is the door
+# of every other one.
+PIPELINE_METHODS = (
+    f"/{COMPLETION_SERVICE}/Complete",
+    f"/{COMPLETION_SERVICE}/StreamComplete",
+    f"/{EMBEDDING_SERVICE}/Embed",
+    f"/{MODEL_SERVICE}/ListModels",
+)
 
 
 def limits_of(server: ServerSettings) -> Limits:
@@ -175,17 +180,14 @@ class App:
         self._clock = clock
         # Who hears what the domain reports, in order; the health monitor joins below.
         self.listeners: list[Listener] = [*self.observability.listeners, *listeners]
-        self.generations = Generations(self._generation(settings))
+        self.generations = Generations(self._generation(settings, store=None))
         self.monitor = self._monitor(self.generations.current)
         self.listeners.append(self.monitor)  # a breaker change may change gRPC health
-        # Who may come in (start() warns when auth is off), and how much each key may spend.
-        self.door = Door(settings.auth, _keys(settings), settings.server.max_in_flight)
-        self.observability.admit_with(self.door)
-        self.limiter = Limiter(
-            build_store(settings.rate_limit),
-            fail_open=settings.rate_limit.on_store_error == "open",
-            listeners=self.listeners,
-        )
+        # Who may come in (start() warns when auth is off): the cap on calls in flight and who
+        # needs a key; the keys and limits themselves are each generation's.
+        self.door = Door(settings.auth, settings.server.max_in_flight)
+        # The one call path both doors take.
+        self.calls = Calls(self.door, self.generations, limits_of(settings.server))
         self._reloading = asyncio.Lock()
         self._closing: set[asyncio.Task[object]] = set()
         self.health = health_aio.HealthServicer()
@@ -201,14 +203,7 @@ class App:
             raise OSError(f"cannot listen on {address or settings.server.address}")
         # OpenAI's HTTP API on a port of its own, over the same generations, door and limits.
         self.openai_http = (
-            OpenAIDoor(
-                settings.openai_http,
-                door=self.door,
-                generations=self.generations,
-                limiter=self.limiter,
-                limits=limits_of(settings.server),
-                calls=self.observability.calls,
-            )
+            OpenAIDoor(settings.openai_http, calls=self.calls, observer=self.observability.observer)
             if settings.openai_http.enabled
             else None
         )
@@ -218,54 +213,54 @@ class App:
         and reflection."""
         settings = self.settings
         server = grpc.aio.server(
-            # Innermost last: the guard gives non-hapax methods safe request deserializers.
-            # hapax.v1 calls meet the door in the observability interceptor, the other services
-            # (reflection; health is always open) in the admission interceptor.
-            interceptors=(
-                *self.observability.interceptors,
-                *interceptors,
-                Combined(
-                    AdmissionInterceptor(self.door, HAPAX_PREFIX),
-                    MalformedRequestGuard(HAPAX_PREFIX),
-                ),
-            ),
+            # Tracing's and a caller's own interceptors, if any; the gateway's own wrappers
+            # are applied when the handlers are registered (below), not per call.
+            interceptors=(*self.observability.interceptors, *interceptors) or None,
             options=server_options(settings.server),
         )
-        completion_service_pb2_grpc.add_CompletionServiceServicer_to_server(
-            CompletionServicer(
-                self.generations,
-                limits_of(settings.server),
-                self.limiter,
-            ),
+        # Each handler wrapped at registration, outermost first: the observing wrapper opens
+        # each hapax.v1 call's record and observes it; the pipeline's calls meet the door in the
+        # pipeline, the other services (AdminService, reflection; health is always open) in the
+        # admission wrapper; the guard gives non-hapax methods safe request deserializers.
+        registering = Registering(
             server,
+            Combined(
+                ObservingInterceptor(self.observability.observer),
+                AdmissionInterceptor(self.door, self.generations, PIPELINE_METHODS, HAPAX_PREFIX),
+                MalformedRequestGuard(HAPAX_PREFIX),
+            ),
+        )
+        completion_service_pb2_grpc.add_CompletionServiceServicer_to_server(
+            CompletionServicer(self.calls), registering
         )
         embedding_service_pb2_grpc.add_EmbeddingServiceServicer_to_server(
-            EmbeddingServicer(self.generations, limits_of(settings.server), self.limiter), server
+            EmbeddingServicer(self.calls), registering
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(
-                self.generations, lambda: {u.name: u.provider.type for u in self.upstreams}
-            ),
-            server,
+            ModelServicer(self.calls, lambda: {u.name: u.provider.type for u in self.upstreams}),
+            registering,
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(lambda: self.upstreams), server
+            AdminServicer(lambda: self.upstreams), registering
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (
-                COMPLETION_SERVICE,
-                EMBEDDING_SERVICE,
-                MODEL_SERVICE,
-                ADMIN_SERVICE,
-                HEALTH_SERVICE,
-                REFLECTION_SERVICE,
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registering)
+        # What reflection.enable_server_reflection does for an aio server, through the wrapper.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                (
+                    COMPLETION_SERVICE,
+                    EMBEDDING_SERVICE,
+                    MODEL_SERVICE,
+                    ADMIN_SERVICE,
+                    HEALTH_SERVICE,
+                    REFLECTION_SERVICE,
+                )
             ),
-            server,
+            registering,
         )
         return server
 
-    # The current generation's parts (core/generation.py), for operators and tests.
+    # The current generation's parts (calls/generation.py), for operators and tests.
     @property
     def routes(self) -> RouteTable:
         return self.generations.current.routes
@@ -282,8 +277,16 @@ class App:
     def dedup(self) -> Deduplicator:
         return self.generations.current.dedup
 
-    def _generation(self, settings: Settings, keep: Sequence[Upstream] = ()) -> Generation:
-        # `keep` are the running upstreams, built in the running settings' provider order.
+    @property
+    def limiter(self) -> Limiter:
+        return self.generations.current.limiter
+
+    def _generation(
+        self, settings: Settings, store: Store | None, keep: Sequence[Upstream] = ()
+    ) -> Generation:
+        """A generation of `settings`: `keep` are the running upstreams (built in the running
+        settings' provider order), `store` the running rate-limit store, kept when the new
+        settings would build the same one (None: build one)."""
         running = self.settings.providers if keep else []
         kept = {_upstream_shape(self.settings, p): u for p, u in zip(running, keep, strict=True)}
         routes = RouteTable(settings)
@@ -291,7 +294,14 @@ class App:
         self.observability.instrument(upstreams)
         router = Router(settings.router, routes, upstreams, listeners=self.listeners)
         dedup = Deduplicator(settings, router, listeners=self.listeners)
-        return Generation(settings, routes, upstreams, router, dedup)
+        if store is None or not same_store(self.settings.rate_limit, settings.rate_limit):
+            store = build_store(settings.rate_limit)
+        limiter = Limiter(
+            store,
+            fail_open=settings.rate_limit.on_store_error == "open",
+            listeners=self.listeners,
+        )
+        return Generation(settings, routes, upstreams, router, dedup, limiter, _keys(settings))
 
     def _monitor(self, generation: Generation) -> HealthMonitor:
         settings = generation.settings
@@ -311,18 +321,19 @@ class App:
         the sections that changed but take a restart (server listener, metrics, logging)."""
         async with self._reloading:
             old = self.settings
-            generation = self._generation(settings, keep=self.upstreams)
+            running = self.generations.current
+            generation = self._generation(settings, running.limiter.store, keep=self.upstreams)
             kept = {id(u) for u in generation.upstreams}
             retired = [u for u in self.upstreams if id(u) not in kept]
+            # The old store, when the new generation has another: closed once the old
+            # generation's last call has settled its ticket on it.
+            store = running.limiter.store
+            replaced = store if store is not generation.limiter.store else None
             monitor = self._monitor(generation)
             self.observability.reconfigure(settings, generation.routes)
-            self.door.reconfigure(settings.auth, _keys(settings), settings.server.max_in_flight)
-            if settings.rate_limit != old.rate_limit:
-                store, self.limiter.store = self.limiter.store, build_store(settings.rate_limit)
-                self.limiter.fail_open = settings.rate_limit.on_store_error == "open"
-                self._later(store.aclose())
+            self.door.reconfigure(settings.auth, settings.server.max_in_flight)
             self.settings = settings
-            self.generations.swap(generation, lambda: self._close(retired))
+            self.generations.swap(generation, lambda: self._close(retired, replaced))
             await self.monitor.stop()
             self.listeners[self.listeners.index(self.monitor)] = monitor
             self.monitor = monitor
@@ -361,9 +372,11 @@ class App:
         """reload_from() from a signal handler."""
         self._later(self.reload_from(load, why))
 
-    def _close(self, upstreams: list[Upstream]) -> None:
+    def _close(self, upstreams: list[Upstream], store: Store | None = None) -> None:
         for upstream in upstreams:
             self._later(upstream.provider.aclose())
+        if store is not None:
+            self._later(store.aclose())
 
     def _later(self, work: Coroutine[Any, Any, object]) -> None:
         """Run `work` in the background; stop() waits for it."""
@@ -389,7 +402,7 @@ class App:
             self.port,
             ", ".join(f"{u.name} ({u.provider.type})" for u in self.upstreams),
         )
-        if self.door.keys is None:
+        if self.generations.current.keys is None:
             log.warning(
                 "authentication is off (auth.enabled: false): every caller that reaches port %d "
                 "uses the providers; configure auth.keys before sharing this gateway",

@@ -11,7 +11,7 @@ import pytest
 from hapaxd import config
 from hapaxd.admission import keys as keys_module
 from hapaxd.admission.keys import Caller, KeyRing
-from hapaxd.api.metadata import credential
+from hapaxd.calls.metadata import credential
 from hapaxd.core.errors import MetadataKeyNotAllowed, ModelNotAllowed
 from hapaxd.core.validation import Limits, build_request
 from tests.admission.conftest import NARROW_KEY, OPS_KEY, SEARCH_KEY, keys

@@ -9,12 +9,13 @@ import math
 from typing import Any
 
 import grpc
+import openai
 import pytest
 
 from hapax.v1 import embedding_service_pb2 as pb
 from hapax.v1 import embedding_service_pb2_grpc
 from tests.conftest import StartGateway, make_settings
-from tests.fakes.upstream import Fail, FakeUpstream
+from tests.fakes.upstream import Fail, FakeUpstream, Reply
 from tests.fakes.upstream.wire import fake_vector
 from tests.support.status_details import details_of
 
@@ -103,6 +104,44 @@ async def test_embeddings_fail_over_and_skip_providers_that_cannot_embed(
     assert response.route.provider == "ollama" and response.route.attempts == 2
     assert fake_upstream.count("anthropic.messages") == 0  # not able: never asked
     assert [r.route for r in fake_upstream.requests] == ["openai.embeddings", "ollama.embed"]
+
+
+@pytest.mark.parametrize("door", ["grpc", "http"])
+async def test_a_wrong_vector_count_fails_over_and_counts_against_the_provider(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, door: str
+) -> None:
+    stub, gateway = await embedder(
+        start_gateway,
+        provider("openai", fake_upstream),
+        provider("ollama", fake_upstream),
+        circuit_breaker={"failure_threshold": 1},
+        openai_http={"enabled": True, "address": "127.0.0.1:0"},
+    )
+    fake_upstream.set_default(Reply(vectors=1), "openai.embeddings")  # one vector, any batch
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        if door == "grpc":
+            answer = await stub.Embed(pb.EmbedRequest(model="embed", inputs=texts, dimensions=4))
+            assert answer.route.provider == "ollama"
+            return [list(e.values) for e in answer.embeddings]
+        assert gateway.app.openai_http is not None
+        port = gateway.app.openai_http.port
+        async with openai.AsyncOpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0
+        ) as sdk:
+            found = await sdk.embeddings.create(
+                model="embed", input=texts, dimensions=4, encoding_format="float"
+            )
+        return [d.embedding for d in found.data]
+
+    assert await embed(["hi", "hello"]) == [fake_vector("hi", 0, 4), fake_vector("hello", 1, 4)]
+    assert [r.route for r in fake_upstream.requests] == ["openai.embeddings", "ollama.embed"]
+    # The wrong count was openai's failure: its breaker is open, the next batch skips it.
+    assert await embed(["again", "twice"]) == [
+        fake_vector("again", 0, 4),
+        fake_vector("twice", 1, 4),
+    ]
+    assert (fake_upstream.count("openai.embeddings"), fake_upstream.count("ollama.embed")) == (1, 2)
 
 
 async def test_a_model_no_provider_can_embed_is_failed_precondition(

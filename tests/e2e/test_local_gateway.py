@@ -60,7 +60,8 @@ async def test_request_id_is_taken_from_metadata_and_returned(gateway: Gateway) 
     )
     reply = await call
     assert reply.id == "req-123.abc"
-    assert ("x-request-id", "req-123.abc") in tuple(await call.initial_metadata())
+    assert ("x-request-id", "req-123.abc") in tuple(await call.trailing_metadata())
+    assert "x-request-id" not in dict(await call.initial_metadata()), "no header batch of its own"
 
 
 async def test_an_unsafe_request_id_is_replaced(gateway: Gateway) -> None:
@@ -69,7 +70,7 @@ async def test_an_unsafe_request_id_is_replaced(gateway: Gateway) -> None:
     )
     reply = await call
     assert reply.id and reply.id != "bad id with spaces"
-    assert dict(await call.initial_metadata())["x-request-id"] == reply.id
+    assert dict(await call.trailing_metadata())["x-request-id"] == reply.id
 
 
 async def test_models_route_by_name(start_gateway: StartGateway) -> None:

@@ -97,7 +97,7 @@ async def test_request_id_reaches_metadata_error_details_logs_and_upstream(
     )
     reply = await call
     assert reply.id == "trace-me-42"
-    assert dict(await call.initial_metadata())["x-request-id"] == "trace-me-42"
+    assert dict(await call.trailing_metadata())["x-request-id"] == "trace-me-42"
     assert fake_upstream.last.headers["x-request-id"] == "trace-me-42"
 
     fake_upstream.script("openai.chat", Fail(500))
@@ -130,7 +130,7 @@ async def test_generated_request_id_is_the_same_everywhere(
         pb.StreamCompleteRequest(prompt="hi"), metadata=(("x-request-id", "not valid!"),)
     )
     messages = [m async for m in call]
-    generated = dict(await call.initial_metadata())["x-request-id"]
+    generated = dict(await call.trailing_metadata())["x-request-id"]
     assert generated != "not valid!" and messages[0].id == generated
     assert fake_upstream.last.headers["x-request-id"] == generated
     assert [line["request_id"] for line in access_lines(caplog)] == [generated]

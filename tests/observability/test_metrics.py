@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from hapax.v1 import admin_service_pb2
 from hapax.v1 import completion_service_pb2 as pb
+from hapaxd.api.observing import ObservingInterceptor
 from hapaxd.config import default_settings
 from hapaxd.core.events import (
     AttemptFinished,
@@ -22,6 +23,7 @@ from hapaxd.core.events import (
     Retried,
 )
 from hapaxd.core.routes import RouteTable
+from hapaxd.observability.call_observer import CallObserver
 from hapaxd.observability.listeners import PrometheusListener
 from hapaxd.observability.metrics import (
     BREAKER_STATES,
@@ -30,7 +32,6 @@ from hapaxd.observability.metrics import (
     TOKEN_KINDS,
     Metrics,
 )
-from hapaxd.observability.rpc_observer import ObservabilityInterceptor
 from tests.conftest import AccessLog
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
 from tests.observability.conftest import Observe, openai_provider, settings_with
@@ -366,7 +367,7 @@ class _Context:
 
 async def test_interceptor_skips_health_and_bounds_unknown_hapax_methods() -> None:
     metrics = Metrics(settings_with(), CollectorRegistry())
-    interceptor = ObservabilityInterceptor(metrics)
+    interceptor = ObservingInterceptor(CallObserver(metrics))
 
     async def ok(request: object, context: object) -> str:
         return "ok"

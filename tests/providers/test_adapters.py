@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 
+from hapaxd.config.provider_types import KIND
 from hapaxd.core.errors import UpstreamError
 from hapaxd.core.failures import FailureClass
-from hapaxd.core.provider import Provider, ProviderSpec, Timeouts
+from hapaxd.core.provider import Embedder, Provider, ProviderSpec, Timeouts
 from hapaxd.core.types import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
-from hapaxd.providers.registry import PROVIDER_TYPES, build_provider
+from hapaxd.providers.registry import ADAPTERS, PROVIDER_TYPES, build_provider
 from tests.fakes.upstream import Fail, FakeUpstream, Hang, Malformed, Raw, Reply, awkward_pieces
 
 
@@ -602,11 +603,13 @@ async def test_registry_builds_every_type(kind: str) -> None:
     provider = build_provider(spec)
     assert isinstance(provider, Provider)
     assert provider.type == kind and provider.name == "p"
+    # An adapter embeds exactly when its type's models can by default (Anthropic cannot).
+    assert isinstance(provider, Embedder) == ("embeddings" in KIND[kind].capabilities)
     await provider.aclose()
 
 
 def test_registry_rejects_unknown_types_and_azure_without_url() -> None:
-    assert set(PROVIDER_TYPES) == {"local", "openai", "azure_openai", "anthropic", "ollama"}
+    assert list(ADAPTERS) == list(PROVIDER_TYPES)  # one adapter per declared type, in order
     with pytest.raises(ValueError, match="unknown type 'gemini'"):
         build_provider(ProviderSpec(name="p", type="gemini"))
     with pytest.raises(ValueError, match="base_url"):

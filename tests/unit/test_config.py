@@ -7,8 +7,11 @@ import pathlib
 import pytest
 
 from hapaxd import config
-from hapaxd.config.schema import OPTIONS
+from hapaxd.config.provider_types import KINDS
+from hapaxd.config.schema import DEFAULT_CAPABILITIES, INLINE_IMAGES_ONLY, OPTIONS
 from hapaxd.core.routes import RouteTable
+from hapaxd.core.types import VENDOR_WIRES
+from hapaxd.core.validation import RESERVED_OPTIONS
 from hapaxd.providers.local import LocalProvider
 from hapaxd.providers.registry import spec_of
 
@@ -199,6 +202,25 @@ def test_a_provider_type_is_one_of_provider_types_and_nothing_else() -> None:
         "providers[0].type: Input should be 'local', 'openai', 'azure_openai', 'anthropic' or "
         "'ollama'"
     )
+
+
+def test_what_each_type_declares_reaches_config_and_validation() -> None:
+    """provider_types.KINDS is the one declaration; the lists read from it keep their values."""
+    assert [k.name for k in KINDS] == list(config.PROVIDER_TYPES)
+    assert [k.options for k in KINDS] == list(OPTIONS.values())
+    assert DEFAULT_CAPABILITIES["anthropic"] == ("streaming", "tools", "images", "json_schema")
+    assert DEFAULT_CAPABILITIES["ollama"] == DEFAULT_CAPABILITIES["openai"]
+    assert INLINE_IMAGES_ONLY == {"ollama"}
+    assert VENDOR_WIRES == {
+        "openai": ("openai", "azure_openai"),
+        "anthropic": ("anthropic",),
+        "ollama": ("ollama",),
+    }
+    assert RESERVED_OPTIONS == {
+        *("model", "messages", "stream", "stream_options", "system", "tools", "tool_choice"),
+        *("parallel_tool_calls", "response_format", "format", "max_tokens"),
+        *("max_completion_tokens", "options", "input"),
+    }
 
 
 def local_with(options: object) -> dict[str, object]:

@@ -5,10 +5,16 @@ source), so a module is covered the day it is added.
     core/           config and core only; no grpc, protobuf, HTTP client, prometheus or otel
     providers/      core, config, providers; no grpc, protobuf, prometheus or otel
     admission/      config, core, admission; no grpc, protobuf, HTTP client, prometheus or otel
-    api/            core, config, admission, api; no HTTP client, prometheus or otel
-    observability/  core, config, admission, api, observability; never the adapters
-    openai_http/    the HTTP door: core, config, admission, api, observability, openai_http;
-                    no generated stubs, prometheus or otel (metrics go through observability/)
+    tls/            config and tls only: certificates for every listener; no grpc, protobuf,
+                    HTTP library, prometheus or otel
+    calls/          the call pipeline both doors share: config, core, admission, calls; no grpc,
+                    protobuf, HTTP library, prometheus or otel
+    observability/  config, core, admission, calls, tls, observability; never a door (api/,
+                    openai_http/) nor the adapters
+    api/            the gRPC door: config, core, admission, calls, tls, observability, api; no
+                    HTTP library
+    openai_http/    the HTTP door: config, core, admission, calls, tls, observability,
+                    openai_http; never the gRPC door: no api/, grpc, protobuf or stubs
     app.py, __main__.py   anything: the one place that wires the parts
 """
 
@@ -30,11 +36,16 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "core": (("config", "core"), GRPC + STUBS + HTTP + TELEMETRY),
     "providers": (("config", "core", "providers"), GRPC + STUBS + TELEMETRY),
     "admission": (("config", "core", "admission"), GRPC + STUBS + HTTP + TELEMETRY),
-    "api": (("config", "core", "admission", "api"), HTTP + TELEMETRY),
-    "observability": (("config", "core", "admission", "api", "observability"), ()),
+    "tls": (("config", "tls"), GRPC + STUBS + HTTP + TELEMETRY),
+    "calls": (("config", "core", "admission", "calls"), GRPC + STUBS + HTTP + TELEMETRY),
+    "observability": (("config", "core", "admission", "calls", "tls", "observability"), ()),
+    "api": (
+        ("config", "core", "admission", "calls", "tls", "observability", "api"),
+        HTTP + TELEMETRY,
+    ),
     "openai_http": (
-        ("config", "core", "admission", "api", "observability", "openai_http"),
-        STUBS + TELEMETRY,
+        ("config", "core", "admission", "calls", "tls", "observability", "openai_http"),
+        GRPC + STUBS + TELEMETRY,
     ),
 }
 TOP_LEVEL = {"__init__.py", "__main__.py", "app.py"}
@@ -100,4 +111,8 @@ def test_the_check_sees_each_kind_of_violation() -> None:
     assert violations("observability", "from hapaxd.providers import registry\n") == [
         "hapaxd.providers"
     ]
+    assert violations("observability", "from hapaxd.api.call import x\n") == ["hapaxd.api.call"]
+    assert violations("openai_http", "from hapaxd.api import status\n") == ["hapaxd.api"]
+    assert violations("openai_http", "from google.rpc import status_pb2\n") == ["google.rpc"]
+    assert violations("calls", "import grpc\n") == ["grpc"]
     assert violations("core", "from hapaxd.core.types import Route\nimport asyncio\n") == []

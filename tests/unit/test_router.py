@@ -21,7 +21,16 @@ from hapaxd.core.events import AttemptFinished
 from hapaxd.core.failures import FailureClass
 from hapaxd.core.router import Router
 from hapaxd.core.routes import RouteTable
-from hapaxd.core.types import Chunk, CompletionRequest, Message, Role, Route
+from hapaxd.core.types import (
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    Message,
+    Role,
+    Route,
+    Usage,
+)
 from hapaxd.core.upstream import Upstream
 from tests.conftest import make_settings
 from tests.support.recorder import Recorder
@@ -265,3 +274,56 @@ async def test_an_error_carries_the_upstream_time_spent() -> None:
     with pytest.raises(NoProviderAvailable) as caught:
         await router(a).complete(REQUEST)
     assert caught.value.upstream_seconds > 0
+
+
+class ScriptedEmbedder(ScriptedProvider):
+    """A scripted provider that can embed: `vectors` vectors per answer (None: one per input)."""
+
+    def __init__(self, name: str, *steps: Any, vectors: int | None = None) -> None:
+        super().__init__(name, *steps)
+        self.vectors = vectors
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        await self._step(request)  # type: ignore[arg-type]
+        count = len(request.inputs) if self.vectors is None else self.vectors
+        return Embeddings(tuple((float(i),) for i in range(count)), Usage(1), request.model)
+
+
+EMBED = EmbeddingRequest(model="m", inputs=("one", "two"))
+
+
+@pytest.mark.parametrize("vectors", [1, 3])
+async def test_a_wrong_vector_count_fails_over_and_feeds_the_breaker(vectors: int) -> None:
+    events = Recorder()
+    a, b = ScriptedEmbedder("a", vectors=vectors), ScriptedEmbedder("b")
+    r = router(a, b, config={"router": {"retry": {"max_attempts": 1}}})
+    r.listeners = [events]
+    r.upstreams["a"].breaker = CircuitBreaker(BreakerSettings(failure_threshold=1))
+
+    answer, route = await r.embed(EMBED)
+
+    assert (route.provider, route.attempts, len(answer.vectors)) == ("b", 2, 2)
+    assert r.upstreams["a"].breaker.state is State.OPEN
+    assert r.upstreams["a"].last_error == f"transient: a: {vectors} vectors for 2 inputs"
+    assert [(e.provider, e.outcome) for e in events.of(AttemptFinished)] == [
+        ("a", "transient"),
+        ("b", "success"),
+    ]
+
+
+async def test_a_wrong_vector_count_everywhere_is_no_provider_available() -> None:
+    a = ScriptedEmbedder("a", vectors=0)
+    with pytest.raises(NoProviderAvailable) as caught:
+        await router(a).embed(EMBED)
+    assert [x.failure_class for x in caught.value.attempts] == [T.TRANSIENT, T.TRANSIENT]
+
+
+async def test_embeddings_go_only_to_providers_that_can_embed() -> None:
+    a, b = ScriptedProvider("a"), ScriptedEmbedder("b")
+    r = router(a, b)  # both of type local: declared able to embed, but `a` has no embed()
+    assert r.embedders == {"b"}
+    answer, route = await r.embed(EMBED)
+    assert (route.provider, route.attempts, len(a.calls), len(answer.vectors)) == ("b", 1, 0, 2)
+    with pytest.raises(NoProviderAvailable) as caught:
+        await router(ScriptedProvider("a")).embed(EMBED)
+    assert caught.value.attempts == []

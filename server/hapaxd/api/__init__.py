@@ -1,19 +1,19 @@
-"""The gRPC transport: hapax.v1 in, hapax.v1 out. Only here (and in observability/, openai_http/
-for the status table, and app.py) are grpc and the generated stubs imported.
+"""The gRPC door: hapax.v1 in, hapax.v1 out, over the call pipeline (calls/). Only here (and in
+app.py) are grpc and the generated stubs imported.
 
     completion.py  CompletionService: protobuf <-> core types (text, parts, tools, formats),
-                   the route table, the deduplicator
-    embedding.py   EmbeddingService: Embed, over the same route table and deduplicator
+                   then the pipeline's complete / stream
+    embedding.py   EmbeddingService: Embed, through the pipeline's embed
     models.py      ModelService: ListModels, each logical model's routes and capabilities
     admin.py       AdminService: ListProviders
-    serving.py     what every door (these servicers, openai_http/) does before the router:
-                   resolve the model to able providers, the key's policy, its rate limits
-    admission.py   the door: which services need a key, the key checked before any other work
-    metadata.py    what request metadata says: x-request-id, the API key presented, the
-                   credential digest (the caller's identity when auth is off)
-    call.py        CallRecord, what one RPC did (opened when it begins, filled from the Route the
-                   router returned, read for its log line and metrics); abort() ends a call
-    status.py      GatewayError -> gRPC code and google.rpc.Status details: the one table
+    observing.py   the interceptor that opens each hapax.v1 call's record and has the call
+                   observer (observability/call_observer.py) count, time and log it
+    admission.py   the door (calls/door.py) for the services the pipeline does not run:
+                   AdminService, reflection
+    call.py        the record opened from the servicer context once; abort() ends a call with
+                   its ErrorView's status
+    status.py      ErrorView -> gRPC code and google.rpc.Status details
     decoding.py    undecodable request bytes -> INVALID_ARGUMENT MALFORMED_REQUEST, no traceback
     wrapping.py    the base of the interceptors that wrap method handlers (built once per method)
+    tls.py         the gRPC port's server credentials, on tls/
 """

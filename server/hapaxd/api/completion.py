@@ -1,11 +1,12 @@
-"""The CompletionService servicer: protobuf in, a domain request to the deduplicator and router,
-protobuf out, and every error turned into a google.rpc.Status (api/call.py `abort`, by the table
-in api/status.py). Transport layer."""
+"""The CompletionService servicer: protobuf in, the call pipeline (calls/pipeline.py), protobuf
+out; a failed call ends with the google.rpc.Status of its ErrorView (api/call.py `abort`).
+Transport layer."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import grpc
@@ -13,12 +14,12 @@ from google.protobuf import json_format, struct_pb2
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import completion_service_pb2_grpc as pb_grpc
-from hapaxd.admission.limits import NO_LIMITS, Limiter
 from hapaxd.api.call import abort, record_of
-from hapaxd.api.metadata import REQUEST_ID_KEY
-from hapaxd.api.serving import admitted, routed
-from hapaxd.core.generation import Generations
-from hapaxd.core.router import STREAMING
+from hapaxd.api.decoding import Undecodable
+from hapaxd.calls.errors import CallFailed
+from hapaxd.calls.metadata import REQUEST_ID_KEY
+from hapaxd.calls.pipeline import Calls, StreamEnd
+from hapaxd.core.errors import FieldViolation, InvalidRequest
 from hapaxd.core.types import (
     Chunk,
     Completion,
@@ -71,6 +72,10 @@ Request = pb.CompleteRequest | pb.StreamCompleteRequest
 
 
 def to_domain(request: Request, request_id: str, limits: Limits) -> CompletionRequest:
+    """The validated domain request (a request whose bytes could not be decoded raises its
+    MalformedRequest here, after the door)."""
+    if isinstance(request, Undecodable):
+        raise request.error
     messages = [
         _message(m)
         if m.parts or m.tool_calls or m.tool_call_id
@@ -123,8 +128,12 @@ def _part(part: pb.Part) -> Part:
     return part.text
 
 
-def _json(struct: struct_pb2.Struct) -> Json:
-    return Json(_plain(json_format.MessageToDict(struct)))
+def _json(struct: struct_pb2.Struct, field: str) -> Json:
+    """A Struct as JSON; NaN and Infinity (a Struct may hold them, JSON may not) are refused."""
+    try:
+        return Json(_plain(json_format.MessageToDict(struct)))
+    except ValueError:
+        raise InvalidRequest([FieldViolation(field, "NaN or Infinity is not JSON")]) from None
 
 
 def _plain(value: Any) -> Any:
@@ -146,10 +155,14 @@ def _extra_fields(request: Request) -> dict[str, Any]:
         Tool(
             name=t.function.name,
             description=t.function.description,
-            parameters=_json(t.function.parameters) if t.function.HasField("parameters") else None,
+            parameters=(
+                _json(t.function.parameters, f"tools[{i}].function.parameters")
+                if t.function.HasField("parameters")
+                else None
+            ),
             strict=t.function.strict,
         )
-        for t in request.tools
+        for i, t in enumerate(request.tools)
     ]
     fields: dict[str, Any] = {
         "tools": tools,
@@ -177,11 +190,17 @@ def _extra_fields(request: Request) -> dict[str, Any]:
             type=FORMATS.get(given.type, FormatType.TEXT),
             name=schema.name,
             description=schema.description,
-            schema=_json(schema.schema) if schema.HasField("schema") else None,
+            schema=(
+                _json(schema.schema, "response_format.json_schema.schema")
+                if schema.HasField("schema")
+                else None
+            ),
             strict=schema.strict,
         )
     if request.vendor_options:
-        fields["vendor_options"] = {k: _json(v) for k, v in request.vendor_options.items()}
+        fields["vendor_options"] = {
+            k: _json(v, f"vendor_options[{k}]") for k, v in request.vendor_options.items()
+        }
     return fields
 
 
@@ -224,6 +243,17 @@ def to_response(
     return response
 
 
+def to_stream_end(end: StreamEnd, request_id: str, model: str) -> pb.StreamCompleteResponse:
+    """A stream's last message: how it finished, its usage and what served it."""
+    return pb.StreamCompleteResponse(
+        id=request_id,
+        finish_reason=FINISH[end.finish],
+        usage=usage_message(end.usage),
+        route=route_message(end.route),
+        model=model,
+    )
+
+
 def to_stream_response(chunk: Chunk, request_id: str, model: str) -> pb.StreamCompleteResponse:
     """A chunk's text, reasoning and tool-call pieces as one stream message."""
     message = pb.StreamCompleteResponse(id=request_id, delta=chunk.delta, model=model)
@@ -238,98 +268,53 @@ def to_stream_response(chunk: Chunk, request_id: str, model: str) -> pb.StreamCo
 
 
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
-    """Each RPC: the call's record (api/call.py; its key already checked at the door), the
-    generation of settings it runs on to its end (core/generation.py), the request validated, its
-    model resolved by the route table and allowed by the key's policy, the key's rate limits,
-    then the deduplicator (and through it the router); what the router returned goes into the
-    response and the record."""
+    """Decode, the call pipeline (calls/pipeline.py: the door, the generation, validation,
+    routing, the key's policy and limits, the deduplicator and router), encode; a failed call
+    ends with the status its ErrorView says."""
 
-    def __init__(self, generations: Generations, limits: Limits, limiter: Limiter) -> None:
-        self._generations = generations
-        self._limits = limits
-        self._limiter = limiter
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
 
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
         record = record_of(context)
-        ticket, used = NO_LIMITS, None
-        generation = self._generations.enter()  # the settings this call runs on, to its end
         try:
-            domain = to_domain(request, record.request_id, self._limits)
-            domain = routed(domain, record, generation.routes, domain.needs())
-            ticket = await admitted(self._limiter, record, domain, stream=False)
-            completion, route = await generation.dedup.complete(
-                domain, record.deadline, record.caller
-            )
-            used = completion.usage.total_tokens
-            record.answered(route, completion.usage)
-            # Headers go with the answer, not before: a call whose headers were sent is
-            # committed, and gRPC's retry policy could no longer retry an UNAVAILABLE one. A
-            # failed call carries x-request-id in its trailers (api/call.py abort).
-            await context.send_initial_metadata(((REQUEST_ID_KEY, record.request_id),))
-            return to_response(completion, route, domain)
-        except Exception as error:  # every failure leaves as a status; AbortError is not one
-            failure = error
-        finally:
-            ticket.settle(used)
-            generation.leave()
-        await abort(context, failure, record)
-        raise AssertionError("unreachable: abort raises")
+            answer = await self._calls.complete(record, partial(to_domain, request))
+        except CallFailed as failed:
+            await abort(context, failed.view, record)
+        # x-request-id goes in the trailers, which leave with the answer in grpc's one final
+        # batch: sending headers of our own would cost a batch (and an event-loop wake-up) of its
+        # own, and a call whose headers were sent is committed, which gRPC's retry policy could
+        # no longer retry. A failed call carries it in its trailers too (api/call.py abort).
+        context.set_trailing_metadata(((REQUEST_ID_KEY, record.request_id),))
+        return to_response(answer.completion, answer.route, answer.request)
 
     async def StreamComplete(
         self, request: pb.StreamCompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         record = record_of(context)
         request_id = record.request_id
-        headers = ((REQUEST_ID_KEY, request_id),)  # sent with the first message, as Complete's
-        opened = False
-        failure: Exception | None = None
-        ticket, used = NO_LIMITS, None
-        delivered = 0  # characters handed to the caller: what an unfinished stream is charged
-        generation = self._generations.enter()
+        # In the trailers, as Complete's; every message carries the id too. grpc sends its
+        # (empty) headers with the first message, so nothing is committed before a chunk has
+        # come from a provider.
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        model = ""
+        items = self._calls.stream(record, partial(to_domain, request))
         try:
-            domain = to_domain(request, record.request_id, self._limits)
-            domain = routed(domain, record, generation.routes, domain.needs() | STREAMING)
-            model = domain.model
-            ticket = await admitted(self._limiter, record, domain, stream=True)
-            async with generation.dedup.stream(domain, record.deadline, record.caller) as items:
-                finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
-                async for item in items:
-                    if isinstance(item, Route):
-                        route = item  # the last item: what served the stream
-                        continue
-                    if not opened:  # the first chunk has come: the stream is committed
-                        await context.send_initial_metadata(headers)
-                        opened = True
+            async for item in items:
+                if not model:
+                    model = record.model  # resolved by now
+                if type(item) is Chunk:
                     if item.delta and not (item.reasoning or item.tool_calls):
-                        delivered += len(item.delta)
                         yield pb.StreamCompleteResponse(
                             id=request_id, delta=item.delta, model=model
                         )
                     elif item.reasoning or item.tool_calls:
-                        delivered += item.size()
                         yield to_stream_response(item, request_id, model)
-                    if item.finish_reason is not None:
-                        finish = item.finish_reason
-                    if item.usage is not None:
-                        usage = item.usage
-                if route is not None:
-                    used = usage.total_tokens
-                    record.answered(route, usage)
-                    if not opened:
-                        await context.send_initial_metadata(headers)
-                    yield pb.StreamCompleteResponse(
-                        id=request_id,
-                        finish_reason=FINISH[finish],
-                        usage=usage_message(usage),
-                        route=route_message(route),
-                        model=model,
-                    )
-        except Exception as error:
-            failure = error
+                else:
+                    yield to_stream_end(item, request_id, model)  # type: ignore[arg-type]
+        except CallFailed as failed:
+            await abort(context, failed.view, record)
         finally:
-            ticket.settle(used, delivered)  # also when the caller left or the stream broke
-            generation.leave()
-        if failure is not None:
-            await abort(context, failure, record)
+            await items.aclose()

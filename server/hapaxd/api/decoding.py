@@ -5,8 +5,10 @@ MALFORMED_REQUEST, never as grpc's own UNKNOWN "Unexpected DecodeError" with a t
 grpc.aio calls a method's request deserializer before any handler runs, and turns anything it
 raises into UNKNOWN. So each unary-request handler gets a deserializer that returns an
 `Undecodable` marker instead of raising, and the handler answers the marker with the status.
-The access-log interceptor does this for hapax.v1 methods (interceptors.py); `MalformedRequestGuard`
-does it for every other service (the standard health service). Transport layer.
+The observing interceptor does this for hapax.v1 methods (api/observing.py; the call pipeline
+refuses the marker after the door, so a caller without a key hears that first);
+`MalformedRequestGuard` does it for every other service (the standard health service).
+Transport layer.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from hapaxd.api.call import abort, record_of
+from hapaxd.api.call import record_of, refuse
 from hapaxd.api.wrapping import Wrap, WrappingInterceptor
 from hapaxd.core.errors import MalformedRequest
 
@@ -50,7 +52,14 @@ def safe_deserializer(deserializer: Deserializer | None) -> Deserializer | None:
 
 async def reject(context: grpc.aio.ServicerContext, request: Undecodable) -> None:
     """End the call with INVALID_ARGUMENT / MALFORMED_REQUEST; raises grpc's AbortError."""
-    await abort(context, request.error, record_of(context))
+    await refuse(context, request.error, record_of(context))
+
+
+def checked(request: Any) -> Any:
+    """`request`, or the MalformedRequest its bytes were raised as (for a parse step)."""
+    if type(request) is Undecodable:
+        raise request.error
+    return request
 
 
 class MalformedRequestGuard(WrappingInterceptor):

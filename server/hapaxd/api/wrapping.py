@@ -1,9 +1,11 @@
 """The base of the server interceptors that wrap method handlers: each wrapped handler is built
-once per method path, and afresh if grpc ever hands a different handler for the same path."""
+once per method path, and afresh if grpc ever hands a different handler for the same path; and
+`Registering`, which applies such wrappers when the handlers are registered instead of per call."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -61,3 +63,48 @@ class Combined(WrappingInterceptor):
             return inner
 
         return wrap, keep
+
+
+class Registering:
+    """A grpc.aio.Server as the generated `add_*Servicer_to_server` functions (and health and
+    reflection) see it, which wraps each method handler once, at registration, by `wrapping`.
+    grpc then runs no interceptor for the call (with none configured it looks the handler up
+    directly): the same wrappers as the interceptor, without its per-call coroutine."""
+
+    def __init__(self, server: grpc.aio.Server, wrapping: WrappingInterceptor) -> None:
+        self._server = server
+        self._wrapping = wrapping
+
+    def wrapped(self, path: str, handler: grpc.RpcMethodHandler | None) -> Any:
+        if handler is None:
+            return None
+        cached = self._wrapping._wrapped.get(path)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        chosen = self._wrapping.wrapper(path, handler)
+        if chosen is None:
+            return handler
+        wrap, keep = chosen
+        result = wrap(handler)
+        if keep:
+            self._wrapping._wrapped[path] = (handler, result)
+        return result
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_Generic(h, self) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: self.wrapped(f"/{service}/{name}", h) for name, h in handlers.items()}
+        )
+
+
+class _Generic(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def __init__(self, inner: grpc.GenericRpcHandler, registering: Registering) -> None:
+        self._inner = inner
+        self._registering = registering
+
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        return self._registering.wrapped(details.method, self._inner.service(details))

@@ -7,9 +7,12 @@ The three ways in are here, each giving Settings or one ConfigError:
 `load(path, environ)` reads a file, `parse(data, environ)` takes parsed YAML, and
 `default_settings(environ)` is the built-in config used when no file is given.
 
+    provider_types.py  every provider type declared once (KINDS): its vendor option schema,
+                 default capabilities, image URLs, vendor_options wire, required base_url and
+                 detection; schema, sources, core and the adapter registry read it
     schema.py    the frozen models (Settings and its sections), field and section checks,
-                 ProviderType / PROVIDER_TYPES (the one list of provider types) and the vendor
-                 option schemas OPTIONS
+                 ProviderType / PROVIDER_TYPES and OPTIONS (from provider_types.py)
+    fields.py    the value types they share: durations, text, versions, the frozen base
     sources.py   reading the file, ${VAR} expansion, *_env secret lookup, API key digests
                  (from sha256, key_env or key_file), the built-in default
     messages.py  ConfigError, pydantic errors -> one line per key, the cross-field checks

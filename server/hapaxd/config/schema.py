@@ -1,27 +1,22 @@
 """The settings a config file becomes: frozen pydantic models, one per section, with the checks
 on single fields and sections (durations, URLs, host:port addresses, each provider type's vendor
-options); the cross-field checks live in messages.reference_problems. `ProviderType` is the one
-list of provider types: the vendor option schemas (OPTIONS) and the adapter registry follow it.
+options); the cross-field checks live in messages.reference_problems. Each provider type is
+declared once, in provider_types.py: ProviderType, OPTIONS, DEFAULT_CAPABILITIES and
+INLINE_IMAGES_ONLY here are read from it, as is the adapter registry.
 
 Imports nothing else of hapaxd but this package; no grpc, no HTTP client.
 """
 
 from __future__ import annotations
 
-import datetime
 import re
-import typing
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
-    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -29,51 +24,28 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from hapaxd.config.fields import Frozen as _Frozen
+from hapaxd.config.fields import Seconds, Text
 from hapaxd.config.messages import key_problem, reference_problems
+from hapaxd.config.provider_types import KIND, TYPE_NAMES, CapabilityName
 
-ProviderType = Literal["local", "openai", "azure_openai", "anthropic", "ollama"]
-PROVIDER_TYPES: tuple[ProviderType, ...] = typing.get_args(ProviderType)
+# The provider types, in provider_types.KINDS order: a Literal for pydantic, so a bad type is
+# "Input should be 'local', 'openai', ..."; mypy cannot read a Literal built at run time.
+if TYPE_CHECKING:
+    ProviderType = str
+else:
+    ProviderType = Literal[TYPE_NAMES]
+PROVIDER_TYPES: tuple[ProviderType, ...] = TYPE_NAMES
 
-# What a provider's models can do (core.types.Capability), and what each type can by default.
-CapabilityName = Literal["streaming", "tools", "images", "json_schema", "embeddings"]
-CAPABILITIES: tuple[CapabilityName, ...] = typing.get_args(CapabilityName)
+# What each type's models can do unless a provider declares its own.
 DEFAULT_CAPABILITIES: Mapping[ProviderType, tuple[CapabilityName, ...]] = {
-    "local": CAPABILITIES,
-    "openai": CAPABILITIES,
-    "azure_openai": CAPABILITIES,
-    # Structured output through a forced tool (README "Structured output"); no embeddings API.
-    "anthropic": ("streaming", "tools", "images", "json_schema"),
-    "ollama": CAPABILITIES,
+    name: kind.capabilities for name, kind in KIND.items()
 }
 # A provider able to take images takes them by URL too (`image_urls`), unless its type takes
 # inline images only: that is the type's, not a setting (the gateway never fetches URLs).
-INLINE_IMAGES_ONLY: frozenset[ProviderType] = frozenset({"ollama"})
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def _duration(value: Any) -> Any:
-    """Seconds as a number, or a string such as "500ms", "30s", "2m"."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("not a duration (use seconds or e.g. 500ms, 30s, 2m)")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0, allow_inf_nan=False)]
-Delay = Annotated[float, BeforeValidator(_duration), Field(ge=0, allow_inf_nan=False)]
-
-
-def _text(value: Any) -> Any:
-    """YAML reads an unquoted 2024-10-21 as a date; a version option means the text."""
-    return value.isoformat() if isinstance(value, datetime.date) else value
-
-
-Text = Annotated[str, StringConstraints(min_length=1)]
-Version = Annotated[str, StringConstraints(min_length=1), BeforeValidator(_text)]
+INLINE_IMAGES_ONLY: frozenset[ProviderType] = frozenset(
+    name for name, kind in KIND.items() if not kind.image_urls
+)
 
 
 def _url(value: str) -> str:
@@ -88,10 +60,6 @@ def _address(value: str) -> str:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("not a host:port address")
     return value
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class TimeoutSettings(_Frozen):
@@ -123,41 +91,8 @@ class HealthCheckSettings(_Frozen):
     success_threshold: int = Field(1, ge=1)
 
 
-# Vendor options, one small schema per provider type. A key left out (or null) means the adapter's
-# own default, which lives in the adapter; the values reach it as normalised text.
-
-
-class LocalOptions(_Frozen):
-    chunk_delay: Delay | None = None  # between streamed words, to mimic a slow model; 0 default
-
-
-class OpenAIOptions(_Frozen):
-    # The o-series models take max_completion_tokens instead of max_tokens.
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
-
-
-class AzureOpenAIOptions(OpenAIOptions):
-    api_version: Version | None = None
-    deployment: Text | None = None  # default: the upstream model name
-
-
-class AnthropicOptions(_Frozen):
-    anthropic_version: Version | None = None  # the anthropic-version header
-    default_max_tokens: int | None = Field(None, ge=1)  # when the caller sets no max_tokens
-
-
-class OllamaOptions(_Frozen):
-    """No vendor options yet."""
-
-
-# Every provider type has one; tests/unit/test_config.py checks the keys are PROVIDER_TYPES.
-OPTIONS: Mapping[ProviderType, type[_Frozen]] = {
-    "local": LocalOptions,
-    "openai": OpenAIOptions,
-    "azure_openai": AzureOpenAIOptions,
-    "anthropic": AnthropicOptions,
-    "ollama": OllamaOptions,
-}
+# Vendor options: each provider type's schema (provider_types.py), in PROVIDER_TYPES order.
+OPTIONS: Mapping[ProviderType, type[_Frozen]] = {name: kind.options for name, kind in KIND.items()}
 
 
 def _unknown_option(kind: ProviderType, key: Any, value: Any) -> InitErrorDetails:
@@ -242,11 +177,10 @@ class ProviderSettings(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _azure_needs_its_resource(self) -> ProviderSettings:
-        if self.type == "azure_openai" and not self.base_url:
-            raise key_problem(
-                "base_url", "required for azure_openai (https://RESOURCE.openai.azure.com)"
-            )
+    def _base_url_when_required(self) -> ProviderSettings:
+        example = KIND[self.type].base_url_example  # azure_openai: its resource
+        if example and not self.base_url:
+            raise key_problem("base_url", f"required for {self.type} ({example})")
         return self
 
 
@@ -364,6 +298,7 @@ class OpenAIHttpSettings(_Frozen):
     enabled: bool = False
     address: str = "0.0.0.0:8080"
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # larger request bodies get 413
+    tls: TlsSettings | None = None  # None: plain HTTP
 
     @field_validator("address")
     @classmethod

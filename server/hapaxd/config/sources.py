@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from hapaxd.config.messages import ConfigError
+from hapaxd.config.provider_types import KINDS
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -145,46 +146,15 @@ def _hash_key(
     return []
 
 
-# Usual environment variables and models for the built-in default.
-_DETECTED = (
-    (
-        "openai",
-        "OPENAI_API_KEY",
-        {
-            "type": "openai",
-            "api_key_env": "OPENAI_API_KEY",
-            "models": {"default": "gpt-4o-mini", "*": "*"},
-        },
-    ),
-    (
-        "anthropic",
-        "ANTHROPIC_API_KEY",
-        {
-            "type": "anthropic",
-            "api_key_env": "ANTHROPIC_API_KEY",
-            "models": {"default": "claude-haiku-4-5", "*": "*"},
-        },
-    ),
-)
-
-
 def default_config(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The built-in config, as the YAML it stands for: detected providers first, the local
-    provider last; HAPAX_GRPC_ADDRESS and HAPAX_METRICS_ADDRESS move the listeners."""
+    """The built-in config, as the YAML it stands for: the providers the environment has
+    (provider_types.KINDS' `detect`, in their order) first, the local provider last;
+    HAPAX_GRPC_ADDRESS and HAPAX_METRICS_ADDRESS move the listeners."""
     providers: list[dict[str, Any]] = []
-    for name, env, body in _DETECTED:
-        if environ.get(env):
-            providers.append({"name": name, **body})
-    if environ.get("OLLAMA_HOST"):
-        host = environ["OLLAMA_HOST"]
-        providers.append(
-            {
-                "name": "ollama",
-                "type": "ollama",
-                "base_url": host if "://" in host else f"http://{host}",
-                "models": {"default": environ.get("OLLAMA_MODEL", "llama3.2"), "*": "*"},
-            }
-        )
+    for kind in KINDS:
+        found = kind.detect(environ) if kind.detect is not None else None
+        if found is not None:
+            providers.append({"name": kind.name, "type": kind.name, **found})
     providers.append({"name": "local", "type": "local", "models": {"*": "local"}})
     # For local use: no keys, so auth is off (App logs a warning that says so).
     data: dict[str, Any] = {

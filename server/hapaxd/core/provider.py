@@ -1,4 +1,5 @@
-"""The provider protocol every adapter implements, and the plain settings an adapter is built from.
+"""The provider protocol every adapter implements, Embedder for those that can embed too, and the
+plain settings an adapter is built from.
 
 Imports nothing from grpc. Adapters raise only errors.UpstreamError.
 """
@@ -60,15 +61,20 @@ class Provider(Protocol):
         """Chunks as they arrive. Nothing is yielded before the upstream has answered."""
         ...
 
-    async def embed(self, request: EmbeddingRequest) -> Embeddings:
-        """One vector per input, or UpstreamError (MODEL_UNAVAILABLE where the vendor has no
-        embeddings API: capabilities keep such calls away)."""
-        ...
-
     async def probe(self) -> None:
         """A cheap liveness call (no tokens where the vendor allows); UpstreamError if down."""
         ...
 
     async def aclose(self) -> None:
         """Close pooled connections."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Provider, Protocol):
+    """A provider that can embed (a vendor with no embeddings API does not implement it). The
+    router asks only these, whatever a provider's capabilities say."""
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """One vector per input, in input order, or UpstreamError."""
         ...

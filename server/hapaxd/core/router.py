@@ -13,7 +13,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from hapaxd.config import RouterSettings
 from hapaxd.core.errors import (
@@ -36,6 +36,7 @@ from hapaxd.core.events import (
     emit,
 )
 from hapaxd.core.failures import FailureClass
+from hapaxd.core.provider import Embedder
 from hapaxd.core.retry import RetryPolicy
 from hapaxd.core.routes import Needs, RouteTable
 from hapaxd.core.types import (
@@ -157,6 +158,9 @@ class Router:
         self.settings = settings
         self.routes = routes
         self.upstreams = {u.name: u for u in upstreams}
+        # The upstreams whose adapter can embed: the only ones an embedding call is sent to,
+        # whatever capabilities the config declares.
+        self.embedders = frozenset(u.name for u in upstreams if isinstance(u.provider, Embedder))
         self.listeners = listeners
         self.rng = rng or random.Random()
         self.retry = RetryPolicy(settings.retry, self.rng)
@@ -177,13 +181,20 @@ class Router:
         return ordered
 
     async def _first_success(
-        self, call: _Call, attempt: Callable[[Upstream, str], Awaitable[T]], needs: Needs
+        self,
+        call: _Call,
+        attempt: Callable[[Upstream, str], Awaitable[T]],
+        needs: Needs,
+        among: frozenset[str] | None = None,
     ) -> tuple[Upstream, str, T, float]:
-        """Run `attempt` on each target in order until one succeeds: (upstream, upstream model,
-        result, start). After a failure its class decides (core/failures.py): the same provider
-        again if retryable and the retry policy gives a wait that fits the budget, else the next
-        provider if it fails over, else the call ends."""
+        """Run `attempt` on each target in order (only those named in `among`, when given) until
+        one succeeds: (upstream, upstream model, result, start). After a failure its class
+        decides (core/failures.py): the same provider again if retryable and the retry policy
+        gives a wait that fits the budget, else the next provider if it fails over, else the
+        call ends."""
         for upstream, model in self.ordered_targets(call.request.model, needs):
+            if among is not None and upstream.name not in among:
+                continue
             failed = 0
             while True:
                 remaining = call.remaining()
@@ -239,14 +250,26 @@ class Router:
     async def embed(
         self, request: EmbeddingRequest, deadline: float | None = None
     ) -> tuple[Embeddings, Route]:
-        """The vectors and what served them, by the same failover, retries and breakers."""
+        """The vectors and what served them, by the same failover, retries and breakers. Only
+        providers that can embed are asked; one answering with a vector count other than the
+        number of inputs has failed (TRANSIENT): the next provider is tried and its breaker
+        counts it."""
         call = _Call(self, request, deadline)
+        inputs = len(request.inputs)
 
         async def attempt(upstream: Upstream, model: str) -> Embeddings:
-            return await upstream.provider.embed(request.with_model(model))
+            embedder = cast(Embedder, upstream.provider)  # among self.embedders only
+            vectors = await embedder.embed(request.with_model(model))
+            if len(vectors.vectors) != inputs:
+                raise UpstreamError(
+                    FailureClass.TRANSIENT,
+                    upstream.name,
+                    f"{len(vectors.vectors)} vectors for {inputs} inputs",
+                )
+            return vectors
 
         upstream, model, vectors, started = await self._first_success(
-            call, attempt, request.needs()
+            call, attempt, request.needs(), self.embedders
         )
         call.succeeded(upstream, started)
         call.tokens(upstream, vectors.usage)

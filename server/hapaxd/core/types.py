@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from hapaxd.config import provider_types
+
 
 class Role(enum.Enum):
     SYSTEM = "system"
@@ -136,12 +138,9 @@ class ResponseFormat:
     strict: bool = False
 
 
-# The wire formats vendor options are keyed by, and the provider types that read each.
-VENDOR_WIRES: Mapping[str, tuple[str, ...]] = {
-    "openai": ("openai", "azure_openai"),
-    "anthropic": ("anthropic",),
-    "ollama": ("ollama",),
-}
+# The wire formats vendor options are keyed by, and the provider types that read each (declared
+# with each type in config/provider_types.py).
+VENDOR_WIRES: Mapping[str, tuple[str, ...]] = provider_types.VENDOR_WIRES
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
+from hapaxd.config.provider_types import WIRES
 from hapaxd.core.errors import FieldViolation, InvalidRequest
 from hapaxd.core.types import (
     VENDOR_WIRES,
@@ -36,25 +37,9 @@ FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAX_URL = 8192
 ROLES_ALLOWED = "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
-# Body fields some adapter sets itself: vendor options may not replace them.
-RESERVED_OPTIONS = frozenset(
-    {
-        "model",
-        "messages",
-        "stream",
-        "stream_options",
-        "system",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "format",
-        "max_tokens",
-        "max_completion_tokens",
-        "options",
-        "input",
-    }
-)
+# Body fields some adapter sets itself (each wire's `owned`, config/provider_types.py): vendor
+# options may not replace them, under any wire.
+RESERVED_OPTIONS: frozenset[str] = frozenset().union(*(w.owned for w in WIRES.values()))
 
 Reject = Callable[[str, str], None]
 

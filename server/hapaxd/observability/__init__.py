@@ -1,10 +1,16 @@
 """All observability of one App behind one object: Prometheus metrics and their side port, the
-per-RPC interceptor and access log, log redaction, and OpenTelemetry tracing when OTEL_* asks.
+per-call observer and access log (both doors use it), log redaction, and OpenTelemetry tracing
+when OTEL_* asks.
 
-    obs = Observability(settings)                  # listeners, interceptors, metrics registry
+    obs = Observability(settings)                  # listeners, observer, metrics registry
     obs.instrument(upstreams)                      # per-attempt spans (only when tracing)
     await obs.start(ready=monitor.any_usable)       # side port up; /readyz follows `ready`
     obs.draining(); ...; await obs.stop()          # /readyz 503 during shutdown, then down
+
+    call_observer.py  per-call metrics and the access-log line, transport-neutral
+    access_log.py     the line itself; log_format.py renders it as JSON; redaction.py masks
+    metrics.py        every Prometheus series; side_port.py serves /metrics, /healthz, /readyz
+    listeners.py      domain events -> metrics, log lines, spans; tracing.py OpenTelemetry
 """
 
 from __future__ import annotations
@@ -13,16 +19,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
-from hapaxd.api.admission import Door
 from hapaxd.config import Settings
 from hapaxd.core.events import Listener
 from hapaxd.core.routes import RouteTable
 from hapaxd.core.upstream import Upstream
 from hapaxd.observability import redaction
 from hapaxd.observability import tracing as telemetry
+from hapaxd.observability.call_observer import CallObserver
 from hapaxd.observability.listeners import PrometheusListener, log_events, span_events
 from hapaxd.observability.metrics import Metrics
-from hapaxd.observability.rpc_observer import ObservabilityInterceptor
 from hapaxd.observability.side_port import MetricsServer
 
 
@@ -61,16 +66,16 @@ class Observability:
         self.listeners: list[Listener] = [PrometheusListener(self.metrics), log_events]
         if self.tracing is not None:
             self.listeners.append(span_events)
-        self.calls = access = ObservabilityInterceptor(
+        self.observer = CallObserver(
             self.metrics,
             trace_id=self.tracing.current_trace_id if self.tracing is not None else None,
             tag_client=self.tracing.tag_client if self.tracing is not None else None,
             content=self.redactor.redact if settings.logging.log_content else None,
         )
-        # The tracing interceptor goes first, so the server span covers the whole call and the
-        # access log line can carry its trace id.
+        # The tracing interceptor goes before the gRPC door's observing one, so the server span
+        # covers the whole call and the access log line can carry its trace id.
         self.interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (
-            (access,) if self.tracing is None else (self.tracing.server_interceptor, access)
+            () if self.tracing is None else (self.tracing.server_interceptor,)
         )
         self.server = (
             MetricsServer(settings.metrics, self.metrics.exposed)
@@ -84,10 +89,6 @@ class Observability:
         stay masked: they may still be in flight)."""
         self.metrics.reconfigure(settings, routes)
         self.redactor.add(_secrets(settings), settings.logging.redact_patterns)
-
-    def admit_with(self, door: Door) -> None:
-        """Have every hapax.v1 call's key checked by `door` first (before the server serves)."""
-        self.calls.door = door
 
     def instrument(self, upstreams: Sequence[Upstream]) -> None:
         if self.tracing is not None:

@@ -1,5 +1,5 @@
 """The access log: one JSON-ready line per hapax.v1 RPC, built here from the call's CallRecord
-when the call ends (rpc_observer.py calls `write`; log_format.py renders it as JSON).
+when the call ends (call_observer.py calls `write`; log_format.py renders it as JSON).
 
 Fields: request_id, method, code, latency_ms, model, provider, attempts, token counts,
 deduplicated, client, peer; error_reason and error on failure; trace_id when tracing is on;
@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from hapaxd.api.call import CallRecord
+from hapaxd.calls.record import CallRecord
 from hapaxd.core.errors import MalformedRequest
 
 log = logging.getLogger("hapaxd.access")

@@ -1,5 +1,5 @@
 """Every Prometheus metric of the gateway, on one CollectorRegistry per App (observability/
-listeners.py turns domain events into them; observability/rpc_observer.py counts RPCs). Label
+listeners.py turns domain events into them; observability/call_observer.py counts calls). Label
 values are bounded: unknown methods, models, providers or reasons all
 count under "other". Series whose label values are all known at start begin there, at zero."""
 

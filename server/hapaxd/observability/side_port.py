@@ -1,7 +1,7 @@
 """The side-port HTTP listener (aiohttp.web, in the gateway's event loop): `/metrics` in the
 Prometheus text format or OpenMetrics, optionally behind a bearer token or basic auth, plus
 unauthenticated `/healthz` (liveness) and `/readyz` (readiness) for probes that do not speak gRPC;
-over HTTPS when `metrics.tls` is set (certificate re-read on change, api/tls.py).
+over HTTPS when `metrics.tls` is set (certificate re-read on change, tls/certificates.py).
 
 `/readyz` answers 200 while `ready()` is true and the gateway is not draining; app.py passes the
 health monitor's `any_usable` (core/health.py: some provider's breaker admits calls and its last
@@ -21,8 +21,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from hapaxd.api.tls import ReloadingContext
 from hapaxd.config import MetricsSettings
+from hapaxd.tls.certificates import ReloadingContext
 
 log = logging.getLogger("hapaxd.observability.metrics")
 
@@ -122,7 +122,7 @@ class MetricsServer:
         await self._runner.setup()
         try:
             tls = self._settings.tls
-            context = ReloadingContext(tls).context if tls is not None else None
+            context = ReloadingContext(tls, "metrics.tls").context if tls is not None else None
             await web.SockSite(self._runner, sock, ssl_context=context).start()
         except BaseException:
             await self._runner.cleanup()

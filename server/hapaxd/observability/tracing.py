@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from hapaxd.core.errors import UpstreamError
-from hapaxd.core.provider import Provider
-from hapaxd.core.types import Chunk, Completion, CompletionRequest
+from hapaxd.core.provider import Embedder, Provider
+from hapaxd.core.types import Chunk, Completion, CompletionRequest, EmbeddingRequest, Embeddings
 from hapaxd.core.upstream import Upstream
 
 SERVICE_NAME = "hapaxd"
@@ -80,7 +80,8 @@ def _failed(span: Span, error: BaseException) -> None:
 
 class TracedProvider:
     """A provider whose every call is one GenAI client span (current during the call, so the HTTP
-    client's span nests beneath it). Everything else is passed through."""
+    client's span nests beneath it). Everything else is passed through; a provider that can embed
+    is wrapped as TracedEmbedder, so the wrapper is an Embedder exactly when the inner one is."""
 
     def __init__(self, inner: Provider, tracer: trace.Tracer) -> None:
         self.inner = inner
@@ -94,12 +95,14 @@ class TracedProvider:
     def type(self) -> str:
         return self.inner.type
 
-    def _start(self, request: CompletionRequest) -> Span:
+    def _start(
+        self, request: CompletionRequest | EmbeddingRequest, operation: str = "chat"
+    ) -> Span:
         return self._tracer.start_span(
-            f"chat {request.model}",
+            f"{operation} {request.model}",
             kind=SpanKind.CLIENT,
             attributes={
-                "gen_ai.operation.name": "chat",
+                "gen_ai.operation.name": operation,
                 "gen_ai.system": self.inner.type,
                 "gen_ai.provider.name": self.inner.type,
                 "gen_ai.request.model": request.model,
@@ -157,6 +160,31 @@ class TracedProvider:
         return getattr(self.inner, name)
 
 
+class TracedEmbedder(TracedProvider):
+    """A traced provider that can embed: each embedding call is one span too."""
+
+    def __init__(self, inner: Embedder, tracer: trace.Tracer) -> None:
+        super().__init__(inner, tracer)
+        self._embedder = inner
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        span = self._start(request, "embeddings")
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            vectors = await self._embedder.embed(request)
+        except BaseException as error:
+            _failed(span, error)
+            raise
+        else:
+            span.set_attribute("gen_ai.usage.input_tokens", vectors.usage.prompt_tokens)
+            if vectors.upstream_model:
+                span.set_attribute("gen_ai.response.model", vectors.upstream_model)
+            return vectors
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+
 def _url_without_query(url: Any) -> str:
     """The span's URL without query or fragment (some vendors take keys as parameters)."""
     return str(url.with_query(None).with_fragment(None))
@@ -192,8 +220,13 @@ class Tracing:
     def instrument(self, upstreams: Sequence[Upstream]) -> None:
         """Wrap each upstream's provider so every attempt is a span."""
         for upstream in upstreams:
-            if not isinstance(upstream.provider, TracedProvider):
-                upstream.provider = TracedProvider(upstream.provider, self.tracer)
+            provider = upstream.provider
+            if isinstance(provider, TracedProvider):
+                continue
+            if isinstance(provider, Embedder):
+                upstream.provider = TracedEmbedder(provider, self.tracer)
+            else:
+                upstream.provider = TracedProvider(provider, self.tracer)
 
     def current_trace_id(self) -> str:
         span_context = trace.get_current_span().get_span_context()

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hapaxd.calls.errors import ErrorView
 from hapaxd.core.errors import FieldViolation, InvalidRequest
 from hapaxd.core.types import (
     Chunk,
@@ -82,7 +83,7 @@ KNOWN = frozenset(
         "metadata",
     }
 )
-# gRPC status code name -> (HTTP status, OpenAI error type)
+# canonical status code name (calls/errors.py ErrorView.code) -> (HTTP status, OpenAI error type)
 HTTP_STATUS: Mapping[str, tuple[int, str]] = {
     "INVALID_ARGUMENT": (400, "invalid_request_error"),
     "FAILED_PRECONDITION": (400, "invalid_request_error"),
@@ -170,14 +171,18 @@ def _message(value: Any, i: int) -> RawMessage:
     at = f"messages[{i}]"
     if not isinstance(value, dict):
         raise _bad(at, "must be an object")
-    role = ROLES.get(value.get("role"))  # type: ignore[arg-type]
+    given = value.get("role")
+    role = ROLES.get(given) if isinstance(given, str) else None  # unknown: validation says so
     text, parts = _content(value.get("content"), f"{at}.content")
     if role is not Role.USER and parts:  # text parts elsewhere are just text
         if any(isinstance(p, Image) for p in parts):
             raise _bad(f"{at}.content", "images are for user messages")
         text, parts = "".join(p for p in parts if isinstance(p, str)), []
     calls = []
-    for j, call in enumerate(value.get("tool_calls") or ()):
+    listed = value.get("tool_calls") or ()
+    if not isinstance(listed, list | tuple):
+        raise _bad(f"{at}.tool_calls", "must be a list")
+    for j, call in enumerate(listed):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             raise _bad(f"{at}.tool_calls[{j}]", "must be a function tool call")
@@ -454,15 +459,16 @@ def models_body(names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def error_body(
-    code: str, message: str, reason: str, param: str | None
-) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, OpenAI's error body) for a gRPC status code name and its ErrorInfo reason."""
-    status, kind = HTTP_STATUS.get(code, (500, "server_error"))
-    return status, {
-        "error": {"message": message, "type": kind, "param": param, "code": reason.lower()}
-    }
+def error_body(view: ErrorView) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, OpenAI's error body) for a failed call's ErrorView: the status by its code,
+    `code` its reason in lower case, `param` its first field violation."""
+    status, kind = HTTP_STATUS.get(view.code, (500, "server_error"))
+    param = view.violations[0][0] if view.violations else None
+    body = {"message": view.message, "type": kind, "param": param, "code": view.reason.lower()}
+    return status, {"error": body}
 
 
-def retry_after_header(seconds: float | None) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil(seconds)))} if seconds is not None else {}
+def retry_after_header(view: ErrorView) -> dict[str, str]:
+    """`Retry-After` in whole seconds, for a view with a retry delay."""
+    wait = view.retry_after
+    return {"Retry-After": str(max(1, math.ceil(wait)))} if wait is not None else {}

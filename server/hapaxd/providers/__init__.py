@@ -12,9 +12,11 @@
     ollama.py       Ollama /api/chat and /api/embed
     local.py        the built-in provider: no network, deterministic answers, tool calls,
                     structured output and embeddings
-    registry.py     provider type -> adapter, one per config PROVIDER_TYPES entry; spec_of()
+    registry.py     provider type -> adapter, one line per config/provider_types.py entry;
+                    spec_of()
 
 Each vendor module reads in the same order: constants, pure `to_wire` / `from_wire` (and
 `embed_to_wire` / `embeddings_from_wire`), `classify` (the vendor's error body refining the HTTP
-status), stream state, then the adapter class with `complete`, `stream`, `embed`, `probe`.
+status), stream state, then the adapter class with `complete`, `stream`, `probe` (and `embed`
+where the vendor has an embeddings API: core/provider.py's Embedder).
 """

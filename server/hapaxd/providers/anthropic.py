@@ -3,6 +3,9 @@
 Constants, pure wire functions, classify, stream state, then the adapter. Talks HTTP through
 providers/http_client.py; never imports grpc.
 
+Anthropic has no embeddings API: the adapter is no core.provider.Embedder, so the router never
+asks it to embed.
+
 Structured output goes through a forced tool: the answer schema becomes a tool the model must
 call (named after the schema), and that call's input comes back as the answer text, finish
 reason STOP.
@@ -25,8 +28,6 @@ from hapaxd.core.types import (
     Chunk,
     Completion,
     CompletionRequest,
-    EmbeddingRequest,
-    Embeddings,
     FinishReason,
     FormatType,
     Message,
@@ -435,11 +436,6 @@ class AnthropicProvider:
         upstream = self._http.post_stream(self._messages, body, request_id=request.request_id)
         tool = answer_tool(request) if request.response_format is not None else None
         return relay(self.name, upstream, SSEDecoder(), _StreamState(self.name, tool))
-
-    async def embed(self, request: EmbeddingRequest) -> Embeddings:
-        raise UpstreamError(
-            FailureClass.MODEL_UNAVAILABLE, self.name, "Anthropic has no embeddings API"
-        )
 
     async def probe(self) -> None:
         await self._http.get_json(self._http.url("/v1/models"))

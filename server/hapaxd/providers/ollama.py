@@ -4,9 +4,9 @@ Constants, pure wire functions, classify, stream state, then the adapter. Talks 
 providers/http_client.py; never imports grpc.
 
 Ollama takes images inline only (base64 in `images`): it lacks the `image_urls` capability
-(config/schema.py INLINE_IMAGES_ONLY), so routing never sends it an image URL; one that came
-anyway would fail over (the gateway does not fetch URLs for it). Its tool calls carry no ids: the
-adapter names them `call_<n>`, and maps a tool result back to its function by that id.
+(image_urls=False in config/provider_types.py), so routing never sends it an image URL; one that
+came anyway would fail over (the gateway does not fetch URLs for it). Its tool calls carry no ids:
+the adapter names them `call_<n>`, and maps a tool result back to its function by that id.
 """
 
 from __future__ import annotations

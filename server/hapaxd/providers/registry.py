@@ -1,4 +1,6 @@
-"""Builds a provider adapter from its spec by `spec.type`. Must not import grpc."""
+"""Builds a provider adapter from its spec by `spec.type`: one line per adapter below. Everything
+else about a provider type (its options, capabilities, vendor_options wire, ...) is declared with
+it in config/provider_types.py. Must not import grpc."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from hapaxd.providers.local import LocalProvider
 from hapaxd.providers.ollama import OllamaProvider
 from hapaxd.providers.openai import AzureOpenAIProvider, OpenAIProvider
 
-# One adapter for each of config's PROVIDER_TYPES (the one list; tests/providers checks both agree).
-_FACTORIES: Mapping[str, Callable[[ProviderSpec], Provider]] = {
+# One adapter for each of config's PROVIDER_TYPES (provider_types.KINDS; tests/providers checks
+# both agree).
+ADAPTERS: Mapping[str, Callable[[ProviderSpec], Provider]] = {
     "local": LocalProvider,
     "openai": OpenAIProvider,
     "azure_openai": AzureOpenAIProvider,
@@ -38,7 +41,7 @@ def spec_of(settings: ProviderSettings) -> ProviderSpec:
 
 def build_provider(spec: ProviderSpec) -> Provider:
     """The adapter for `spec.type`; ValueError for a type no adapter implements."""
-    factory = _FACTORIES.get(spec.type)
+    factory = ADAPTERS.get(spec.type)
     if factory is None:
         raise ValueError(
             f"provider {spec.name!r}: unknown type {spec.type!r}; "

@@ -62,6 +62,7 @@ class Reply:
     reasoning: str = ""  # reasoning text before the answer (OpenAI: a compatible server's)
     cached_tokens: int = 0  # of the prompt, served from the vendor's prompt cache
     reasoning_tokens: int = 0  # of the completion, spent on reasoning
+    vectors: int | None = None  # embeddings: answer with this many vectors; None: one per input
 
     @property
     def pieces(self) -> list[str]:

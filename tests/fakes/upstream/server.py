@@ -326,6 +326,9 @@ class FakeUpstream:
                 return web.Response(body=wire.malformed_body(), content_type="application/json")
             inputs = body.get("input")
             texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+            count = behaviour.vectors  # type: ignore[union-attr]
+            if count is not None:  # a broken upstream: more or fewer vectors than inputs
+                texts = [texts[i % len(texts)] if texts else "x" for i in range(count)]
             dims = int(body.get("dimensions") or 3)
             answer = wire.embeddings(behaviour, behaviour.model or model, texts, dims)  # type: ignore[union-attr]
             return self._json(200, answer, behaviour.headers)

@@ -1,7 +1,8 @@
 """What a caller's request metadata says: its request id, who is calling, and the API key it
 presents.
 
-Read when a call begins (api/call.py, api/admission.py), never after. Transport layer.
+Read from the headers a door read from its transport when the call began (calls/record.py,
+calls/door.py); never from the transport again. Plain Python.
 """
 
 from __future__ import annotations

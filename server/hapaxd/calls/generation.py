@@ -1,8 +1,11 @@
-"""One generation of the settings-derived parts a call uses: the route table, the upstreams, the
-router and the deduplicator. A reload builds a new generation and swaps it in whole; a call takes
-the generation current when it begins (`enter`) and uses it to the end (`leave`), so calls in
-flight finish on the settings they started with. A retired generation runs its `on_idle` once
-its last call has left: closing the adapters of providers the new one no longer has.
+"""One generation of everything a call takes from the settings: the route table, the upstreams,
+the router and the deduplicator, the key ring and the rate limiter (its store). A reload builds a
+new generation and swaps it in whole; a call takes the generation current when it begins and
+keeps it to its end (`async with generations.use() as generation`), so calls in flight finish on
+the settings they started with: their key checked against that ring, their ticket settled on the
+store that admitted them. A retired generation runs its `on_idle` once its last call has left:
+closing the adapters of providers the new one no longer has, and its store when the new one has
+another.
 
 Plain Python: no grpc, no HTTP client.
 """
@@ -11,7 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from types import TracebackType
 
+from hapaxd.admission.keys import KeyRing
+from hapaxd.admission.limits import Limiter
 from hapaxd.config import Settings
 from hapaxd.core.dedup import Deduplicator
 from hapaxd.core.router import Router
@@ -26,10 +32,23 @@ class Generation:
     upstreams: list[Upstream]
     router: Router
     dedup: Deduplicator
+    limiter: Limiter
+    keys: KeyRing | None = None  # None: auth is off
     number: int = 1
     calls: int = 0  # calls in flight that began on this generation
     retired: bool = False
     on_idle: Callable[[], None] | None = None
+
+    async def __aenter__(self) -> Generation:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.leave()
 
     def leave(self) -> None:
         self.calls -= 1
@@ -54,8 +73,9 @@ class Generations:
     def __init__(self, first: Generation) -> None:
         self.current = first
 
-    def enter(self) -> Generation:
-        """The generation a call begins on; the call must `leave()` it when it ends."""
+    def use(self) -> Generation:
+        """The generation a call begins on, as an async context manager the call leaves by:
+        `async with generations.use() as generation: ...`."""
         generation = self.current
         generation.calls += 1
         return generation

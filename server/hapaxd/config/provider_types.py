@@ -1,0 +1,162 @@
+"""Every provider type, declared once: its name, its vendor option schema, what its models can do
+by default, whether it takes images by URL, the wire format whose `vendor_options` it reads (and
+the body fields that wire's adapters set themselves), a base_url it cannot do without, and how
+the built-in default config detects it. config/schema.py (ProviderType, OPTIONS, the capability
+defaults), config/sources.py (detection), core/types.py (VENDOR_WIRES), core/validation.py
+(RESERVED_OPTIONS) and providers/registry.py all read KINDS; the adapter itself is the one line
+per type in providers/registry.py.
+
+Adding a vendor: its options model and one ProviderKind in KINDS here, its adapter module and
+one line in providers/registry.py.
+
+Imports nothing else of hapaxd but this package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import Field
+
+from hapaxd.config.fields import Delay, Frozen, Text, Version
+
+# What a provider's models can do (core.types.Capability).
+CapabilityName = Literal["streaming", "tools", "images", "json_schema", "embeddings"]
+CAPABILITIES: tuple[CapabilityName, ...] = typing.get_args(CapabilityName)
+
+# Vendor options, one small schema per provider type. A key left out (or null) means the adapter's
+# own default, which lives in the adapter; the values reach it as normalised text.
+
+
+class LocalOptions(Frozen):
+    chunk_delay: Delay | None = None  # between streamed words, to mimic a slow model; 0 default
+
+
+class OpenAIOptions(Frozen):
+    # The o-series models take max_completion_tokens instead of max_tokens.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+
+
+class AzureOpenAIOptions(OpenAIOptions):
+    api_version: Version | None = None
+    deployment: Text | None = None  # default: the upstream model name
+
+
+class AnthropicOptions(Frozen):
+    anthropic_version: Version | None = None  # the anthropic-version header
+    default_max_tokens: int | None = Field(None, ge=1)  # when the caller sets no max_tokens
+
+
+class OllamaOptions(Frozen):
+    """No vendor options yet."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VendorWire:
+    """A request body format callers may add fields to, as `vendor_options[name]`; `owned` are
+    the body fields its adapters set themselves, which those may not replace."""
+
+    name: str
+    owned: frozenset[str]
+
+
+OPENAI_WIRE = VendorWire(
+    "openai",
+    frozenset(
+        {
+            "model",
+            "messages",
+            "stream",
+            "stream_options",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+            "max_tokens",
+            "max_completion_tokens",
+            "input",
+        }
+    ),
+)
+ANTHROPIC_WIRE = VendorWire(
+    "anthropic",
+    frozenset({"model", "messages", "stream", "system", "tools", "tool_choice", "max_tokens"}),
+)
+OLLAMA_WIRE = VendorWire(
+    "ollama",
+    frozenset({"model", "messages", "stream", "tools", "format", "options", "input"}),
+)
+
+# The built-in default's provider entry (less name and type) when the environment has one.
+Detect = Callable[[Mapping[str, str]], dict[str, Any] | None]
+
+
+def _keyed(env: str, model: str) -> Detect:
+    """Detected by an API key in `env`; "default" maps to `model`, any other name passes on."""
+
+    def detect(environ: Mapping[str, str]) -> dict[str, Any] | None:
+        if not environ.get(env):
+            return None
+        return {"api_key_env": env, "models": {"default": model, "*": "*"}}
+
+    return detect
+
+
+def _ollama(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    host = environ.get("OLLAMA_HOST")
+    if not host:
+        return None
+    return {
+        "base_url": host if "://" in host else f"http://{host}",
+        "models": {"default": environ.get("OLLAMA_MODEL", "llama3.2"), "*": "*"},
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderKind:
+    """One provider type, as config, validation and the adapter registry know it."""
+
+    name: str  # the `type` a provider is written with
+    options: type[Frozen]  # the schema of its `options`
+    capabilities: tuple[CapabilityName, ...] = CAPABILITIES  # unless a provider declares its own
+    # Able to take images, it takes them by URL too (`image_urls`) unless this is False: that is
+    # the type's, not a setting (the gateway never fetches URLs).
+    image_urls: bool = True
+    wire: VendorWire | None = None  # the vendor_options its requests read; None: none
+    base_url_example: str = ""  # set: base_url is required, shown like this in the message
+    detect: Detect | None = None  # the built-in default adds it when this finds it
+
+
+KINDS: tuple[ProviderKind, ...] = (
+    ProviderKind("local", LocalOptions),
+    ProviderKind(
+        "openai", OpenAIOptions, wire=OPENAI_WIRE, detect=_keyed("OPENAI_API_KEY", "gpt-4o-mini")
+    ),
+    ProviderKind(
+        "azure_openai",
+        AzureOpenAIOptions,
+        wire=OPENAI_WIRE,
+        base_url_example="https://RESOURCE.openai.azure.com",
+    ),
+    ProviderKind(
+        "anthropic",
+        AnthropicOptions,
+        # Structured output through a forced tool (README "Structured output"); no embeddings API.
+        capabilities=("streaming", "tools", "images", "json_schema"),
+        wire=ANTHROPIC_WIRE,
+        detect=_keyed("ANTHROPIC_API_KEY", "claude-haiku-4-5"),
+    ),
+    ProviderKind("ollama", OllamaOptions, image_urls=False, wire=OLLAMA_WIRE, detect=_ollama),
+)
+KIND: Mapping[str, ProviderKind] = {kind.name: kind for kind in KINDS}
+TYPE_NAMES: tuple[str, ...] = tuple(KIND)
+
+# The wire formats vendor options are keyed by, and the provider types that read each.
+WIRES: Mapping[str, VendorWire] = {k.wire.name: k.wire for k in KINDS if k.wire is not None}
+VENDOR_WIRES: Mapping[str, tuple[str, ...]] = {
+    wire: tuple(k.name for k in KINDS if k.wire is not None and k.wire.name == wire)
+    for wire in WIRES
+}
