@@ -85,35 +85,28 @@ class Config:
         return cls(rounds=1, duration=0.4, warmup=0.05)
 
 
-class _Context:
-    """What the door reads of a servicer context: the invocation metadata."""
-
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self._metadata = metadata
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-
 def check_cost(key_counts: tuple[int, ...] = (1, 20, 200), calls: int = 20_000) -> dict[int, float]:
-    """Microseconds one key check takes in-process (read the metadata, hash, compare with every
-    digest), by the number of configured keys; the caller's key is the last."""
+    """Microseconds one key check takes in-process (open the call's record from its metadata,
+    read the key, hash, compare with every digest), by the number of configured keys; the
+    caller's key is the last."""
     import time
 
     from hapaxd import config as hapax_config
     from hapaxd.admission.keys import KeyRing
-    from hapaxd.api.admission import Door
+    from hapaxd.calls.door import verify
+    from hapaxd.calls.record import open_record
 
     found = {}
-    context = _Context((("x-request-id", "r1"), ("authorization", f"Bearer {KEY}")))
+    headers = (("x-request-id", "r1"), ("authorization", f"Bearer {KEY}"))
     for count in key_counts:
         auth = hapax_config.AuthSettings(keys=_keys(count))
-        door = Door(auth, KeyRing(auth.keys))
+        keys = KeyRing(auth.keys)
         best = float("inf")
         for _ in range(5):
             started = time.perf_counter()
             for _ in range(calls):
-                door.check(context, "any_key", "/hapax.v1.CompletionService/Complete")  # type: ignore[arg-type]
+                record = open_record("Complete", headers)
+                verify(keys, record, "any_key", "/hapax.v1.CompletionService/Complete")
             best = min(best, (time.perf_counter() - started) / calls)
         found[count] = best * 1e6
     return found

@@ -9,7 +9,25 @@ import json
 from aiohttp import web
 
 MODEL = "fake-model"
-PIECES = ("Hello", " from", " the", " fake", " upstream.")
+# Sixteen text chunks a stream (the floor's stream is these and a last message: 17).
+PIECES = (
+    "Hello",
+    " from",
+    " the",
+    " fake",
+    " upstream",
+    ":",
+    " sixteen",
+    " pieces",
+    " of",
+    " text",
+    " in",
+    " every",
+    " benchmark",
+    " stream",
+    " to",
+    " its end.",
+)
 TEXT = "".join(PIECES)
 PROMPT_TOKENS, COMPLETION_TOKENS = 12, len(PIECES)
 

@@ -117,8 +117,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def gateway_settings(upstream_port: int, overrides: dict[str, Any] | None = None) -> Any:
-    """One `openai` provider on the fake upstream; no health checks, no metrics, auth off unless
-    `overrides` (merged into the config mapping) turn it on."""
+    """One `openai` provider on the fake upstream, auth off and no health checks unless
+    `overrides` (merged into the config mapping) turn them on; otherwise the default config, as
+    users run it: metrics (the side port on a free port) and the access log at info (a gateway
+    process writes its JSON lines as `hapaxd serve` does, to /dev/null)."""
     from hapaxd import config
 
     data = _merge(
@@ -133,8 +135,8 @@ def gateway_settings(upstream_port: int, overrides: dict[str, Any] | None = None
             ],
             "default_model": "default",
             "health_check": {"enabled": False},
-            "metrics": {"enabled": False},
-            "logging": {"level": "error"},  # not the auth-off warning of every process
+            "metrics": {"enabled": True, "address": "127.0.0.1:0"},
+            "logging": {"level": "info"},
         },
         overrides or {},
     )
@@ -158,7 +160,9 @@ async def _serve(
     elif role == "gateway":
         from hapaxd.app import App
 
-        app = App(gateway_settings(upstream_port, overrides), address="127.0.0.1:0")
+        settings = gateway_settings(upstream_port, overrides)
+        _log_as_serve_does(settings)
+        app = App(settings, address="127.0.0.1:0")
         await app.start()
         # What `hapaxd serve` does after start; a source tree from before it existed skips it.
         tune = getattr(sys.modules["hapaxd.app"], "tune_garbage_collector", None)
@@ -190,6 +194,19 @@ async def _serve(
     await stopping.wait()
     loop.remove_reader(conn.fileno())
     await close()
+
+
+def _log_as_serve_does(settings: Any) -> None:
+    """Configure logging as `hapaxd serve` does (JSON lines, the access log at info), into
+    /dev/null: the lines are formatted and written, as a gateway's are, and go nowhere."""
+    try:
+        from hapaxd.observability.log_format import configure_logging
+    except ImportError:  # a tree from before it: its logs go where Python's defaults send them
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    configure_logging(settings.logging)
 
 
 def _child(

@@ -13,7 +13,7 @@ from benchmarks import admission, event_loops, gateway, streams
 from benchmarks.fake_upstream import STREAM_MESSAGES
 from benchmarks.report import empty_figures
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 
 def assert_measured(result: dict[str, object], *paths: str) -> None:
@@ -162,3 +162,26 @@ def test_openai_http_benchmark_drives_grpc_and_http_on_one_gateway() -> None:
         "cells.*.http_over_grpc.cpu_per_request_ratio",  # 10 ms CPU ticks: may be 0 here
     )  # fmt: skip
     assert "cpu/req vs grpc" in openai_http.format_table(result)
+
+
+def test_http_clients_benchmark_measures_every_client_against_aiohttp() -> None:
+    from benchmarks import http_clients
+
+    config = http_clients.Config(
+        rounds=1, unary_calls={1: 50, 16: 100}, streams={1: 4, 16: 16}, cancel_trials=1,
+        pool_calls=(20, 40, 4, 16), warmup_calls=10, pin=False,
+    )  # fmt: skip
+    result = http_clients.run(config)
+
+    assert result["not_installed"] == []  # the dev extras install every client
+    assert list(result["clients"]) == list(config.clients)
+    for name, figures in result["clients"].items():
+        for kind, concurrency in http_clients.CELLS:
+            cell = figures[f"{kind}_{concurrency}"]
+            assert cell["errors"] == 0, (name, kind, concurrency, cell["first_error"])
+        assert figures["pool"]["errors"] == 0, name
+        assert figures["cancel"]["trials"] == config.cancel_trials * config.rounds
+    assert_measured(result, *http_clients.FIGURES)
+    assert result["empty_figures"] == []
+    assert set(result["verdict"]["wins"]) == set(http_clients.ALTERNATIVES)
+    assert "Verdict:" in http_clients.format_table(result)
