@@ -6,7 +6,7 @@ app.py) are grpc and the generated stubs imported.
     embedding.py   EmbeddingService: Embed, through the pipeline's embed
     models.py      ModelService: ListModels, each logical model's routes and capabilities
     admin.py       AdminService: ListProviders
-    observing.py   the interceptor that opens each hapax.v1 call's record and has the call
+    observing.py   the wrapper that opens each hapax.v1 call's record and has the call
                    observer (observability/call_observer.py) count, time and log it
     admission.py   the door (calls/door.py) for the services the pipeline does not run:
                    AdminService, reflection
@@ -14,6 +14,6 @@ app.py) are grpc and the generated stubs imported.
                    its ErrorView's status
     status.py      ErrorView -> gRPC code and google.rpc.Status details
     decoding.py    undecodable request bytes -> INVALID_ARGUMENT MALFORMED_REQUEST, no traceback
-    wrapping.py    the base of the interceptors that wrap method handlers (built once per method)
+    wrapping.py    handler wrappers, applied once per method at registration (Registering)
     tls.py         the gRPC port's server credentials, on tls/
 """

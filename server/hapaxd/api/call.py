@@ -50,7 +50,7 @@ def _certificate(context: grpc.aio.ServicerContext) -> tuple[str, list[str]]:
 
 
 def record_of(context: grpc.aio.ServicerContext) -> CallRecord:
-    """The record the interceptor opened for this call, or one opened now (no interceptor)."""
+    """The record the observing wrapper opened for this call, or one opened now (none)."""
     record = _current.get()
     return record if record is not None and record.request_id else open_record(context)
 

@@ -5,7 +5,7 @@ MALFORMED_REQUEST, never as grpc's own UNKNOWN "Unexpected DecodeError" with a t
 grpc.aio calls a method's request deserializer before any handler runs, and turns anything it
 raises into UNKNOWN. So each unary-request handler gets a deserializer that returns an
 `Undecodable` marker instead of raising, and the handler answers the marker with the status.
-The observing interceptor does this for hapax.v1 methods (api/observing.py; the call pipeline
+The observing wrapper does this for hapax.v1 methods (api/observing.py; the call pipeline
 refuses the marker after the door, so a caller without a key hears that first);
 `MalformedRequestGuard` does it for every other service (the standard health service).
 Transport layer.
@@ -67,7 +67,7 @@ class MalformedRequestGuard(WrappingInterceptor):
 
     def __init__(self, prefix: str) -> None:
         super().__init__()
-        self._prefix = prefix  # methods under it are guarded by the access-log interceptor
+        self._prefix = prefix  # methods under it are guarded by the observing wrapper
 
     def wrapper(self, path: str, handler: grpc.RpcMethodHandler) -> tuple[Wrap, bool] | None:
         if handler.request_streaming or path.startswith(self._prefix):

@@ -10,7 +10,7 @@
     any other service            any valid key
 
 The call pipeline (calls/pipeline.py) asks here for the calls it runs, checking the key against
-the ring of the generation the call entered; the gRPC door's admission interceptor asks for the
+the ring of the generation the call entered; the gRPC door's admission wrapper asks for the
 other services. The credential was read from the transport once, when the call began (its
 CallRecord). Plain Python: no grpc, no HTTP server.
 """

@@ -72,7 +72,7 @@ class Observability:
             tag_client=self.tracing.tag_client if self.tracing is not None else None,
             content=self.redactor.redact if settings.logging.log_content else None,
         )
-        # The tracing interceptor goes before the gRPC door's observing one, so the server span
+        # The tracing interceptor runs before the gRPC door's wrappers, so the server span
         # covers the whole call and the access log line can carry its trace id.
         self.interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (
             () if self.tracing is None else (self.tracing.server_interceptor,)

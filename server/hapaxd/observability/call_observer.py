@@ -2,7 +2,7 @@
 `begin`s a call under the hapax.v1 method it is (or stands for: the HTTP door's chat is
 `Complete`), and `end`s it with its CallRecord; this counts and times it, records its final
 status code and error reason, and hands it to the access log (access_log.py builds its line).
-No grpc, no HTTP server: the gRPC door's interceptor (api/observing.py) and the HTTP door
+No grpc, no HTTP server: the gRPC door's observing wrapper (api/observing.py) and the HTTP door
 (openai_http/server.py) both call it.
 """
 
