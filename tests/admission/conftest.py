@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hapaxd import config
-from tests.conftest import make_settings
+from tests.conftest import Gateway, make_settings
 from tests.fakes.upstream import FakeUpstream
 from tests.observability.conftest import observe  # noqa: F401  (a fixture, used by name)
 from tests.support.redis import redis_server  # noqa: F401  (a fixture, used by name)
@@ -53,3 +54,10 @@ def auth_settings(fake: FakeUpstream | None = None, **auth: Any) -> config.Setti
     return make_settings(
         auth={"keys": keys(), **auth}, router={"retry": {"max_attempts": 1}}, **extra
     )
+
+
+async def settled(gateway: Gateway) -> None:
+    """Until every call has left the gateway (its ticket settled as its handler unwound)."""
+    async with asyncio.timeout(5):
+        while gateway.app.door.in_flight:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)

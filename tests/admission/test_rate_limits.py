@@ -24,13 +24,17 @@ from tests.support.status_details import details_of
 CHAT = "openai.chat"
 
 
-def limited(fake: FakeUpstream, observed: bool = False, **limits: Any) -> Any:
-    """Auth on; the `search` key with `limits`; the openai fake serving every model."""
+def limited(
+    fake: FakeUpstream, observed: bool = False, config: dict[str, Any] | None = None, **limits: Any
+) -> Any:
+    """Auth on; the `search` key with `limits`; the openai fake serving every model; `config`:
+    further sections (rate_limit, openai_http, ...)."""
     make = settings_with if observed else make_settings
     return make(
         auth={"keys": keys(search=limits)},
         providers=[openai_provider(fake, "up")],
         router={"retry": {"max_attempts": 1}},
+        **(config or {}),
     )
 
 

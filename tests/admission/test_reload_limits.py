@@ -14,28 +14,17 @@ import pytest
 from hapax.v1 import completion_service_pb2 as pb
 from hapaxd.admission.stores import same_store
 from hapaxd.config import RateLimitSettings
-from tests.admission.conftest import SEARCH_KEY, bearer, keys
+from tests.admission.conftest import SEARCH_KEY, bearer, settled
 from tests.admission.test_auth import refused
-from tests.conftest import Gateway, StartGateway, make_settings
+from tests.admission.test_rate_limits import limited
+from tests.conftest import Gateway, StartGateway
 from tests.fakes.upstream import FakeUpstream, Reply
 from tests.support.redis import RedisServer
 from tests.support.status_details import details_of
 
 
 def settings(fake: FakeUpstream, rate_limit: dict[str, Any], **limits: Any) -> Any:
-    return make_settings(
-        auth={"keys": keys(search=limits)},
-        providers=[
-            {
-                "name": "up",
-                "type": "openai",
-                "base_url": fake.base_url("openai"),
-                "models": {"*": "gpt-test"},
-            }
-        ],
-        router={"retry": {"max_attempts": 1}},
-        rate_limit=rate_limit,
-    )
+    return limited(fake, config={"rate_limit": rate_limit}, **limits)
 
 
 def open_stream(gateway: Gateway, prompt: str) -> Any:
@@ -49,12 +38,6 @@ async def refused_limit(call: Any) -> str:
     assert got.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert got.info is not None
     return got.info.metadata["limit"]
-
-
-async def settled(gateway: Gateway) -> None:
-    async with asyncio.timeout(5):
-        while gateway.app.door.in_flight:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 def test_only_a_new_backend_or_connection_builds_a_new_store() -> None:

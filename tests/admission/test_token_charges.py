@@ -23,8 +23,9 @@ from hapaxd.admission import redis_store
 from hapaxd.admission.limits import CHARS_PER_TOKEN, TOKENS_PER_MESSAGE, Ask, StoreUnavailable
 from hapaxd.admission.redis_store import RedisStore
 from hapaxd.config import RateLimitSettings
-from tests.admission.conftest import SEARCH_KEY, bearer, keys
-from tests.conftest import Gateway, StartGateway, make_settings
+from tests.admission.conftest import SEARCH_KEY, bearer, settled
+from tests.admission.test_rate_limits import limited
+from tests.conftest import Gateway, StartGateway
 from tests.fakes.upstream import Fail, FakeUpstream, Reply
 from tests.support.redis import RedisServer
 from tests.support.status_details import details_of
@@ -161,30 +162,9 @@ def door_name(request: pytest.FixtureRequest) -> str:
 async def start(
     start_gateway: StartGateway, fake: FakeUpstream, store: dict[str, Any], name: str, **limits: Any
 ) -> Door:
-    gateway = await start_gateway(
-        make_settings(
-            auth={"keys": keys(search=limits)},
-            providers=[
-                {
-                    "name": "up",
-                    "type": "openai",
-                    "base_url": fake.base_url("openai"),
-                    "models": {"*": "gpt-test"},
-                }
-            ],
-            router={"retry": {"max_attempts": 1}},
-            rate_limit=store,
-            openai_http={"enabled": True, "address": "127.0.0.1:0"},
-        )
-    )
-    return Door(name, gateway)
-
-
-async def settled(door: Door) -> None:
-    """Wait until every call has left the gateway (its ticket settled as its handler unwound)."""
-    async with asyncio.timeout(5):
-        while door.gateway.app.door.in_flight:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    door = {"enabled": True, "address": "127.0.0.1:0"}
+    config = {"rate_limit": store, "openai_http": door}
+    return Door(name, await start_gateway(limited(fake, config=config, **limits)))
 
 
 def charged_wait(delivered: list[str]) -> float:
@@ -221,7 +201,7 @@ async def test_a_stream_that_delivered_chunks_keeps_its_estimate_and_is_charged_
     if ending == "caller leaves":
         await fake_upstream.wait_for_disconnects(1)
     fake_upstream.release()
-    await settled(door)
+    await settled(door.gateway)
     fake_upstream.set_default(Reply(text=TEXT, chunks=20))
 
     with pytest.raises(Refused) as caught:  # the same prompt again: the bucket has no room
@@ -242,7 +222,7 @@ async def test_a_stream_that_delivered_nothing_is_refunded(
     with pytest.raises((StreamBroke, grpc.aio.AioRpcError, openai.APIStatusError)):
         async with door.stream(PROMPT) as pieces:
             [piece async for piece in pieces]
-    await settled(door)
+    await settled(door.gateway)
     fake_upstream.set_default(Reply(text=TEXT, chunks=20))
     async with door.stream(PROMPT) as pieces:  # refunded: the same prompt fits again
         assert "".join([piece async for piece in pieces]).split() == TEXT.split()

@@ -7,8 +7,8 @@ import pathlib
 import pytest
 
 from hapaxd import config
-from hapaxd.config.provider_types import KINDS
-from hapaxd.config.schema import DEFAULT_CAPABILITIES, INLINE_IMAGES_ONLY, OPTIONS
+from hapaxd.config.provider_types import KIND, KINDS
+from hapaxd.config.schema import DEFAULT_CAPABILITIES, OPTIONS
 from hapaxd.core.routes import RouteTable
 from hapaxd.core.types import VENDOR_WIRES
 from hapaxd.core.validation import RESERVED_OPTIONS
@@ -210,7 +210,7 @@ def test_what_each_type_declares_reaches_config_and_validation() -> None:
     assert [k.options for k in KINDS] == list(OPTIONS.values())
     assert DEFAULT_CAPABILITIES["anthropic"] == ("streaming", "tools", "images", "json_schema")
     assert DEFAULT_CAPABILITIES["ollama"] == DEFAULT_CAPABILITIES["openai"]
-    assert INLINE_IMAGES_ONLY == {"ollama"}
+    assert [k for k, kind in KIND.items() if not kind.image_urls] == ["ollama"]
     assert VENDOR_WIRES == {
         "openai": ("openai", "azure_openai"),
         "anthropic": ("anthropic",),

@@ -26,10 +26,12 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
+        return self.wrapped(details.method, await continuation(details))
+
+    def wrapped(self, path: str, handler: grpc.RpcMethodHandler | None) -> Any:
+        """`handler` as this interceptor wraps it (None, a method not found, stays None)."""
         if handler is None:
             return handler
-        path = details.method
         cached = self._wrapped.get(path)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -75,36 +77,23 @@ class Registering:
         self._server = server
         self._wrapping = wrapping
 
-    def wrapped(self, path: str, handler: grpc.RpcMethodHandler | None) -> Any:
-        if handler is None:
-            return None
-        cached = self._wrapping._wrapped.get(path)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        chosen = self._wrapping.wrapper(path, handler)
-        if chosen is None:
-            return handler
-        wrap, keep = chosen
-        result = wrap(handler)
-        if keep:
-            self._wrapping._wrapped[path] = (handler, result)
-        return result
-
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(tuple(_Generic(h, self) for h in handlers))
+        wrapping = self._wrapping
+        self._server.add_generic_rpc_handlers(tuple(_Generic(h, wrapping) for h in handlers))
 
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
         self._server.add_registered_method_handlers(
-            service, {name: self.wrapped(f"/{service}/{name}", h) for name, h in handlers.items()}
+            service,
+            {name: self._wrapping.wrapped(f"/{service}/{name}", h) for name, h in handlers.items()},
         )
 
 
 class _Generic(grpc.GenericRpcHandler):  # type: ignore[misc]
-    def __init__(self, inner: grpc.GenericRpcHandler, registering: Registering) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, wrapping: WrappingInterceptor) -> None:
         self._inner = inner
-        self._registering = registering
+        self._wrapping = wrapping
 
     def service(self, details: grpc.HandlerCallDetails) -> Any:
-        return self._registering.wrapped(details.method, self._inner.service(details))
+        return self._wrapping.wrapped(details.method, self._inner.service(details))

@@ -19,7 +19,7 @@ Python: no grpc, no HTTP server.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from hapaxd.admission.limits import NO_LIMITS, Ticket
@@ -28,6 +28,7 @@ from hapaxd.calls.errors import CallFailed
 from hapaxd.calls.generation import Generation, Generations
 from hapaxd.calls.record import CallRecord
 from hapaxd.config import Access
+from hapaxd.core.dedup import Deduplicator
 from hapaxd.core.router import STREAMING
 from hapaxd.core.routes import RouteTable
 from hapaxd.core.types import (
@@ -45,7 +46,10 @@ from hapaxd.core.types import (
 from hapaxd.core.validation import Limits
 
 R = TypeVar("R", bound=AnyRequest)
+A = TypeVar("A", Completion, Embeddings)
 Parse = Callable[[str, Limits], R]  # (request id, limits) -> the validated domain request
+# How a call with one answer puts its request to the deduplicator.
+Ask = Callable[[Deduplicator, R, CallRecord], Awaitable[tuple[A, Route]]]
 ANY_KEY: Access = "any_key"
 
 
@@ -106,6 +110,18 @@ async def _admitted(
     return await generation.limiter.admit(record.key, request, stream)
 
 
+def _complete(
+    dedup: Deduplicator, request: CompletionRequest, record: CallRecord
+) -> Awaitable[tuple[Completion, Route]]:
+    return dedup.complete(request, record.deadline, record.caller)
+
+
+def _embed(
+    dedup: Deduplicator, request: EmbeddingRequest, record: CallRecord
+) -> Awaitable[tuple[Embeddings, Route]]:
+    return dedup.embed(request, record.deadline, record.caller)
+
+
 class Calls:
     """complete, stream, embed and models: each call's whole path (module docstring)."""
 
@@ -115,6 +131,17 @@ class Calls:
         self.limits = limits
 
     async def complete(self, record: CallRecord, parse: Parse[CompletionRequest]) -> Answer:
+        completion, route, request = await self._unary(record, parse, _complete)
+        return Answer(completion, route, request)
+
+    async def embed(self, record: CallRecord, parse: Parse[EmbeddingRequest]) -> Vectors:
+        vectors, route, request = await self._unary(record, parse, _embed)
+        return Vectors(vectors, route, request)
+
+    async def _unary(
+        self, record: CallRecord, parse: Parse[R], ask: Ask[R, A]
+    ) -> tuple[A, Route, R]:
+        """A call with one answer: the whole path, `ask` putting it to the deduplicator."""
         door = self.door
         try:
             door.enter(record)
@@ -125,14 +152,12 @@ class Calls:
                 ticket = await _admitted(generation, record, request, False)
                 used = None
                 try:
-                    completion, route = await generation.dedup.complete(
-                        request, record.deadline, record.caller
-                    )
-                    used = completion.usage.total_tokens
+                    answer, route = await ask(generation.dedup, request, record)
+                    used = answer.usage.total_tokens
                 finally:
                     ticket.settle(used)
-            record.answered(route, completion.usage)
-            return Answer(completion, route, request)
+            record.answered(route, answer.usage)
+            return answer, route, request
         except Exception as error:
             raise CallFailed(record.failed(error)) from None
         finally:
@@ -160,15 +185,15 @@ class Calls:
                     request, record.deadline, record.caller
                 ) as items:
                     async for item in items:
-                        if type(item) is Route:
+                        if isinstance(item, Route):
                             route = item  # the last item: what served the stream
                             continue
-                        if item.finish_reason is not None:  # type: ignore[union-attr]
-                            finish = item.finish_reason  # type: ignore[union-attr]
-                        if item.usage is not None:  # type: ignore[union-attr]
-                            usage = item.usage  # type: ignore[union-attr]
-                        delivered += item.size()  # type: ignore[union-attr]
-                        yield item  # type: ignore[misc]
+                        if item.finish_reason is not None:
+                            finish = item.finish_reason
+                        if item.usage is not None:
+                            usage = item.usage
+                        delivered += item.size()
+                        yield item
                 if route is not None:
                     used = usage.total_tokens
                     record.answered(route, usage)
@@ -177,30 +202,6 @@ class Calls:
             raise CallFailed(record.failed(error)) from None
         finally:
             ticket.settle(used, delivered)
-            door.leave(record)
-
-    async def embed(self, record: CallRecord, parse: Parse[EmbeddingRequest]) -> Vectors:
-        door = self.door
-        try:
-            door.enter(record)
-            async with self.generations.use() as generation:
-                verify(generation.keys, record, ANY_KEY, record.method)
-                request = parse(record.request_id, self.limits)
-                request = _routed(request, record, generation, request.needs())
-                ticket = await _admitted(generation, record, request, False)
-                used = None
-                try:
-                    vectors, route = await generation.dedup.embed(
-                        request, record.deadline, record.caller
-                    )
-                    used = vectors.usage.total_tokens
-                finally:
-                    ticket.settle(used)
-            record.answered(route, vectors.usage)
-            return Vectors(vectors, route, request)
-        except Exception as error:
-            raise CallFailed(record.failed(error)) from None
-        finally:
             door.leave(record)
 
     async def models(self, record: CallRecord, parse: Callable[[], object]) -> Listing:

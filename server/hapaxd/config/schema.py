@@ -1,8 +1,8 @@
 """The settings a config file becomes: frozen pydantic models, one per section, with the checks
 on single fields and sections (durations, URLs, host:port addresses, each provider type's vendor
 options); the cross-field checks live in messages.reference_problems. Each provider type is
-declared once, in provider_types.py: ProviderType, OPTIONS, DEFAULT_CAPABILITIES and
-INLINE_IMAGES_ONLY here are read from it, as is the adapter registry.
+declared once, in provider_types.py: ProviderType, OPTIONS and DEFAULT_CAPABILITIES here are
+read from it, as is the adapter registry.
 
 Imports nothing else of hapaxd but this package; no grpc, no HTTP client.
 """
@@ -41,11 +41,6 @@ PROVIDER_TYPES: tuple[ProviderType, ...] = TYPE_NAMES
 DEFAULT_CAPABILITIES: Mapping[ProviderType, tuple[CapabilityName, ...]] = {
     name: kind.capabilities for name, kind in KIND.items()
 }
-# A provider able to take images takes them by URL too (`image_urls`), unless its type takes
-# inline images only: that is the type's, not a setting (the gateway never fetches URLs).
-INLINE_IMAGES_ONLY: frozenset[ProviderType] = frozenset(
-    name for name, kind in KIND.items() if not kind.image_urls
-)
 
 
 def _url(value: str) -> str:
@@ -148,7 +143,9 @@ class ProviderSettings(_Frozen):
             names = self.capabilities
         if names is None:
             names = list(DEFAULT_CAPABILITIES[self.type])
-        if "images" in names and self.type not in INLINE_IMAGES_ONLY:
+        # Able to take images, it takes them by URL too, unless its type takes inline images
+        # only (provider_types.py): the type's, not a setting.
+        if "images" in names and KIND[self.type].image_urls:
             return frozenset((*names, "image_urls"))
         return frozenset(names)
 
