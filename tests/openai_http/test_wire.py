@@ -13,7 +13,17 @@ import pytest
 from openai.types import CreateEmbeddingResponse, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from hapaxd.core.errors import FieldViolation, InvalidRequest
+from hapaxd.calls.errors import view_of
+from hapaxd.core.errors import (
+    ApiKeyMissing,
+    CapabilityMissing,
+    DeadlineExceeded,
+    FieldViolation,
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    RateLimited,
+)
 from hapaxd.core.types import (
     Chunk,
     Completion,
@@ -42,7 +52,9 @@ from hapaxd.openai_http.wire import (
     completion_body,
     embed_arguments,
     embeddings_body,
+    error_body,
     models_body,
+    retry_after_header,
 )
 
 USER = {"role": "user", "content": "hi"}
@@ -913,3 +925,37 @@ def test_the_model_list() -> None:
     }
     assert [Model.model_validate(m).id for m in body["data"]] == ["default", "gpt-x"]
     assert models_body([]) == {"object": "list", "data": []}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind", "code"),
+    [
+        (
+            InvalidRequest([FieldViolation("temperature", "bad")]),
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        (ModelNotFound("nope", ["default"]), 404, "not_found_error", "model_not_found"),
+        (CapabilityMissing("m", "image_urls"), 400, "invalid_request_error", "capability_missing"),
+        (ApiKeyMissing(), 401, "authentication_error", "api_key_missing"),
+        (RateLimited("search", "tokens_per_minute", 2.5), 429, "rate_limit_error", "rate_limited"),
+        (Overloaded(10, 1.0), 503, "server_error", "overloaded"),
+        (DeadlineExceeded([]), 504, "timeout_error", "deadline_exceeded"),
+        (ZeroDivisionError("secret"), 500, "server_error", "internal"),
+    ],
+)
+def test_an_error_view_becomes_openais_error_body_and_status(
+    error: BaseException, status: int, kind: str, code: str
+) -> None:
+    view = view_of(error, "r-1")
+    got_status, body = error_body(view)
+    assert got_status == status
+    assert body["error"]["type"] == kind and body["error"]["code"] == code
+    assert body["error"]["message"] == view.message and "secret" not in view.message
+    assert body["error"]["param"] == ("temperature" if code == "invalid_request" else None)
+    retry = retry_after_header(view)
+    if code in ("rate_limited", "overloaded"):
+        assert retry == {"Retry-After": "3" if code == "rate_limited" else "1"}
+    else:
+        assert retry == {}
