@@ -152,3 +152,43 @@ async def test_content_is_logged_only_when_configured_and_then_redacted(
     assert "[REDACTED]" in unary["completion"] and "4111" not in unary["completion"]
     assert stream["prompt"] == "stream me"
     assert stream["completion"].endswith("You said: stream me")
+
+
+def test_the_line_record_is_what_logger_info_would_make() -> None:
+    """The access log fills its records from a template (no LogRecord.__init__ per line): the
+    record carries the same attributes, level, message, logger and clock as one logging makes,
+    so handlers, filters and formatters see no difference."""
+    from hapaxd.calls.record import CallRecord
+    from hapaxd.observability.access_log import AccessLog
+
+    logger = logging.getLogger("hapaxd.access.test-template")
+    logger.propagate = False
+    kept: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = kept.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        info = CallRecord(method="Complete", request_id="r-1", model="m", provider="p")
+        AccessLog(logger=logger).write("Complete", info, "OK", 0.0123, None, "")
+        info.error_reason = "MALFORMED_REQUEST"
+        AccessLog(logger=logger).write("Complete", info, "INVALID_ARGUMENT", 0.001, None, "")
+    finally:
+        logger.removeHandler(handler)
+    made, warned = kept
+    fields = {k: v for k, v in vars(made).items() if k not in vars(logging.LogRecord(*_ARGS))}
+    reference = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s %s", ("a", "b"), None)
+    assert set(vars(made)) == set(vars(reference)) | set(fields)
+    assert made.getMessage() == "Complete OK" and made.levelname == "INFO"
+    assert warned.levelno == logging.WARNING and warned.levelname == "WARNING"
+    assert made.name == logger.name and made.exc_info is None and made.args is None
+    assert abs(made.created - reference.created) < 5
+    assert made.msecs == pytest.approx((made.created % 1) * 1000, abs=1e-3)
+    assert made.relativeCreated == pytest.approx(reference.relativeCreated, abs=5000)
+    assert fields["request_id"] == "r-1" and fields["latency_ms"] == 12.3
+    line = json.loads(JsonFormatter().format(made))
+    assert line["message"] == "Complete OK" and line["level"] == "info"
+    assert line["logger"] == logger.name and line["request_id"] == "r-1"
+
+
+_ARGS = ("", 0, "", 0, "", (), None)

@@ -399,6 +399,33 @@ async def test_slow_stream_within_idle_timeout_completes(
     assert_well_formed(await collect(provider), TEXT, Usage(11, 4))
 
 
+@pytest.mark.parametrize("case", NETWORK, ids=str)
+async def test_a_stream_longer_than_total_is_cut(
+    case: Case, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    """Each chunk comes well within idle, but the whole stream outlasts timeouts.total."""
+    reply = Reply(text="one two three four five six seven eight", chunks=8, chunk_delay=0.1)
+    fake_upstream.set_default(reply)
+    provider = make(case, Timeouts(connect=2, first_byte=5, idle=1, total=0.35))
+    chunks, error = await stream_until_error(provider)
+    assert 1 <= len(chunks) < 8
+    assert error.failure_class is FailureClass.TIMEOUT
+    assert "timeouts.total" in error.message
+    await fake_upstream.wait_for_disconnects(1)
+
+
+@pytest.mark.parametrize("case", NETWORK, ids=str)
+async def test_headers_later_than_total_are_cut_by_total(
+    case: Case, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.set_default(Hang(seconds=0.6, then=Reply(text=TEXT)))
+    provider = make(case, Timeouts(connect=2, first_byte=5, idle=5, total=0.2))
+    with pytest.raises(UpstreamError) as caught:
+        await provider.complete(REQUEST)
+    assert caught.value.failure_class is FailureClass.TIMEOUT
+    assert "timeouts.total" in caught.value.message
+
+
 @pytest.mark.parametrize("mode", ["complete", "stream", "probe"])
 @pytest.mark.parametrize("case", WITH_AZURE, ids=str)
 async def test_connection_refused_then_back(

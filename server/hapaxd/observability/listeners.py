@@ -11,6 +11,7 @@ cannot be asked.
 from __future__ import annotations
 
 import logging
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 
@@ -34,27 +35,68 @@ log = logging.getLogger("hapaxd")
 health_log = logging.getLogger("hapaxd.health")
 
 
+class _Attempt(NamedTuple):
+    requests: Any  # hapax_provider_requests_total{provider, model, outcome}
+    latency: Any  # hapax_request_latency_seconds{provider}
+
+
+class _Served(NamedTuple):
+    ttft: Any  # hapax_time_to_first_token_seconds{provider, model}
+    prompt: Any  # hapax_tokens_total{provider, model, kind="prompt"}
+    completion: Any  # ... kind="completion"
+
+
 class PrometheusListener:
-    """Events recorded as the metrics of one Metrics registry, label values bounded."""
+    """Events recorded as the metrics of one Metrics registry, label values bounded.
+
+    The children of the per-call series (an attempt's outcome and latency, time to first chunk,
+    tokens) are kept by their bounded label values: prometheus_client's `labels()` takes a lock
+    and checks every value, on each of the three or four events a call emits. Keyed by bounded
+    values, the kept children are as many as the series (a name the config does not know is
+    "other"), and a reload that changes what is known needs nothing dropped."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._attempts: dict[tuple[str, str, str], _Attempt] = {}
+        self._served: dict[tuple[str, str], _Served] = {}
+
+    def _attempt(self, provider: str, model: str, outcome: str) -> _Attempt:
+        m = self.metrics
+        key = (m.provider(provider), m.model(model), bounded(outcome, OUTCOMES))
+        children = self._attempts.get(key)
+        if children is None:
+            children = self._attempts[key] = _Attempt(
+                m.provider_requests.labels(*key), m.request_latency.labels(key[0])
+            )
+        return children
+
+    def _of(self, provider: str, model: str) -> _Served:
+        m = self.metrics
+        key = (m.provider(provider), m.model(model))
+        children = self._served.get(key)
+        if children is None:
+            children = self._served[key] = _Served(
+                m.ttft.labels(*key),
+                m.tokens.labels(*key, "prompt"),
+                m.tokens.labels(*key, "completion"),
+            )
+        return children
 
     def __call__(self, event: Event) -> None:
         m = self.metrics
         match event:
             case AttemptFinished(provider, model, outcome, seconds):
-                name = m.provider(provider)
-                m.provider_requests.labels(name, m.model(model), bounded(outcome, OUTCOMES)).inc()
-                m.request_latency.labels(name).observe(seconds)
+                attempt = self._attempt(provider, model, outcome)
+                attempt.requests.inc()
+                attempt.latency.observe(seconds)
             case FirstChunk(provider, model, seconds):
-                m.ttft.labels(m.provider(provider), m.model(model)).observe(seconds)
+                self._of(provider, model).ttft.observe(seconds)
             case TokensUsed(provider, model, prompt, completion):
-                name, model = m.provider(provider), m.model(model)
+                served = self._of(provider, model)
                 if prompt > 0:
-                    m.tokens.labels(name, model, "prompt").inc(prompt)
+                    served.prompt.inc(prompt)
                 if completion > 0:
-                    m.tokens.labels(name, model, "completion").inc(completion)
+                    served.completion.inc(completion)
             case Retried(provider):
                 m.retries.labels(m.provider(provider)).inc()
             case FailedOver(from_provider, to_provider):

@@ -10,25 +10,36 @@ from typing import Any
 
 from hapaxd.config import LoggingSettings
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+_encode = json.JSONEncoder(default=str).encode  # json.dumps(entry, default=str), made once
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamp = (-1, "")  # (a whole second, its rendering): one tuple, one swap
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached, stamp = self._stamp
+        if second != cached:  # strftime once a second, not once a line
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._stamp = (second, stamp)
         entry: dict[str, Any] = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "timestamp": f"{stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key[0] != "_":
                 entry[key] = value
         if record.exc_info:  # for operators' eyes only: clients never see a traceback
             entry["error"] = repr(record.exc_info[1])
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _encode(entry)
 
 
 def _not_a_vanished_caller(record: logging.LogRecord) -> bool:

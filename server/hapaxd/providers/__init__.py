@@ -2,6 +2,7 @@
 
     http_client.py  the one pooled aiohttp client: transport errors -> UpstreamError, HTTP status
                     -> FailureClass (via core/failures.py), `x-request-id` sent upstream
+    exchange_timer.py  one timer per upstream call for first_byte, idle and total
     framing.py      incremental SSE and NDJSON decoders for streamed bodies
     relay.py        what every network adapter shares: JSON in a stream, an error inside a 200
                     body, a malformed answer, and the loop that relays a stream as Chunks

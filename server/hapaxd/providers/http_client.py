@@ -22,6 +22,7 @@ import aiohttp
 from hapaxd.core.errors import UpstreamError
 from hapaxd.core.failures import FailureClass, from_http_status
 from hapaxd.core.provider import ProviderSpec
+from hapaxd.providers.exchange_timer import ExchangeTimer
 
 # classify(status, body) -> FailureClass, one per vendor
 Classifier = Callable[[int, Any], FailureClass]
@@ -113,10 +114,13 @@ class HttpClient:
         self._error_text = error_text
         self._session: aiohttp.ClientSession | None = None
         self._drains: set[asyncio.Task[None]] = set()  # bodies read off after their stream ended
-        t = spec.timeouts
-        # No sock_read: aiohttp would apply it to the wait for the headers as well, cutting a slow
-        # non-streamed answer at `idle` instead of `first_byte`. _read bounds each body read.
-        self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect)
+        # aiohttp times only opening a new connection (sock_connect); the rest of the exchange
+        # (first_byte, idle, total) has one ExchangeTimer, so a pooled connection's call sets
+        # no timer of aiohttp's. Waiting for a free connection of the pool counts against
+        # first_byte, like the rest of the wait for the headers.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=spec.timeouts.connect, sock_read=None
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -156,34 +160,44 @@ class HttpClient:
         request_id: str = "",
         headers: Mapping[str, str] = NO_HEADERS,
     ) -> Any:
-        with self._mapped():
+        with self._mapped(), self._timer() as timer:
             response = await self._send(
-                "POST", url, self._with_request_id(headers, request_id), body
+                timer, "POST", url, self._with_request_id(headers, request_id), body
             )
             async with response:
-                raw = await self._read_whole(response)
+                raw = await self._read_whole(timer, response)
                 self._raise_for_status(response, raw)
-            return self._parse(raw)
+        return self._parse(raw)
 
     async def get_json(self, url: str, headers: Mapping[str, str] = NO_HEADERS) -> Any:
-        with self._mapped():
-            response = await self._send("GET", url, headers)
+        with self._mapped(), self._timer() as timer:
+            response = await self._send(timer, "GET", url, headers)
             async with response:
-                raw = await self._read_whole(response)
+                raw = await self._read_whole(timer, response)
                 self._raise_for_status(response, raw)
-            return self._parse(raw)
+        return self._parse(raw)
 
-    async def _read_whole(self, response: aiohttp.ClientResponse) -> bytes:
-        """A whole (unary) body, which follows its headers at once: one timer for all of it
-        (`idle`), not one per read as a stream's (one timer costs ~10 us a call)."""
-        idle = self._spec.timeouts.idle
+    async def _read_whole(self, timer: ExchangeTimer, response: aiohttp.ClientResponse) -> bytes:
+        """A whole (unary) body, which follows its headers at once: `idle` bounds all of it."""
         try:
-            async with asyncio.timeout(idle):
-                return await response.read()
+            return await timer.within(self._spec.timeouts.idle, response.read())
         except TimeoutError:
-            raise UpstreamError(
-                FailureClass.TIMEOUT, self._spec.name, f"upstream went silent for {idle:g}s"
-            ) from None
+            raise self._timed_out(timer, "") from None
+
+    def _timer(self) -> ExchangeTimer:
+        t = self._spec.timeouts
+        return ExchangeTimer(t.total, min(t.first_byte, t.idle))
+
+    def _timed_out(self, timer: ExchangeTimer, waiting_for: str) -> UpstreamError:
+        """TIMEOUT, saying which of the provider's timeouts cut the exchange."""
+        t = self._spec.timeouts
+        if timer.past_total:
+            message = f"the upstream call took longer than {t.total:g}s (timeouts.total)"
+        elif waiting_for:
+            message = f"no {waiting_for} within {t.first_byte:g}s"
+        else:
+            message = f"upstream went silent for {t.idle:g}s"
+        return UpstreamError(FailureClass.TIMEOUT, self._spec.name, message)
 
     def post_stream(
         self,
@@ -200,13 +214,13 @@ class HttpClient:
     async def _stream(
         self, stream: StreamBody, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> AsyncGenerator[bytes, None]:
-        with self._mapped():
-            response = await self._send("POST", url, headers, body)
+        with self._mapped(), self._timer() as timer:
+            response = await self._send(timer, "POST", url, headers, body)
             try:
                 if response.status >= 400:
-                    raw = b"".join([data async for data in self._read(response)])
+                    raw = b"".join([data async for data in self._read(timer, response)])
                     self._raise_for_status(response, raw)
-                async for data in self._read(response):
+                async for data in self._read(timer, response):
                     yield data
             finally:
                 # Once aiohttp has seen the body's end it has pooled the connection itself.
@@ -240,17 +254,18 @@ class HttpClient:
             else:
                 response.close()
 
-    async def _read(self, response: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
-        """The body as it arrives; TIMEOUT when the upstream is silent for longer than idle."""
+    async def _read(
+        self, timer: ExchangeTimer, response: aiohttp.ClientResponse
+    ) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives; TIMEOUT when the upstream is silent for longer than idle (or
+        the exchange outlasts total)."""
         idle = self._spec.timeouts.idle
+        content = response.content
         while True:
             try:
-                async with asyncio.timeout(idle):
-                    data = await response.content.readany()
+                data = await timer.within(idle, content.readany())
             except TimeoutError:
-                raise UpstreamError(
-                    FailureClass.TIMEOUT, self._spec.name, f"upstream went silent for {idle:g}s"
-                ) from None
+                raise self._timed_out(timer, "") from None
             if not data:
                 return
             yield data
@@ -284,21 +299,21 @@ class HttpClient:
         )
 
     async def _send(
-        self, method: str, url: str, headers: Mapping[str, str], body: Any = None
+        self,
+        timer: ExchangeTimer,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: Any = None,
     ) -> aiohttp.ClientResponse:
         """The response, once its headers arrived within first_byte."""
-        first_byte = self._spec.timeouts.first_byte
+        request = self.session.request(method, url, json=body, headers=headers)
         try:
-            async with asyncio.timeout(first_byte):
-                return await self.session.request(method, url, json=body, headers=headers)
+            return await timer.within(self._spec.timeouts.first_byte, request)
         except aiohttp.ClientError:
             raise  # aiohttp's own timeouts are TimeoutErrors too; _mapped() classifies them
         except TimeoutError:
-            raise UpstreamError(
-                FailureClass.TIMEOUT,
-                self._spec.name,
-                f"no response headers within {first_byte:g}s",
-            ) from None
+            raise self._timed_out(timer, "response headers") from None
 
     @contextlib.contextmanager
     def _mapped(self) -> Iterator[None]:
