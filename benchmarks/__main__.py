@@ -1,7 +1,8 @@
 """`python -m benchmarks` (what `make bench` runs): each question's file in turn: the gateway
 against the floor (gateway.py), uvloop against asyncio (event_loops.py), the circuit breaker's
-window (breaker_window.py), 10,000 open streams (streams.py), then what admission costs
-(admission.py). About 4 minutes; `--quick` for a ~45 s smoke run."""
+window (breaker_window.py), 10,000 open streams (streams.py), what admission costs
+(admission.py), then the usage ledger's rows per second and usage query (ledger.py). About 5
+minutes; `--quick` for a ~1 min smoke run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 import sys
 import time
 
-from benchmarks import admission, breaker_window, event_loops, gateway, report, streams
+from benchmarks import admission, breaker_window, event_loops, gateway, ledger, report, streams
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_arguments(parser)
     parser.add_argument(
         "--only",
-        choices=("gateway", "event-loops", "breaker-window", "streams", "admission"),
+        choices=("gateway", "event-loops", "breaker-window", "streams", "admission", "ledger"),
         help="run one of the benchmarks",
     )
     args = parser.parse_args(argv)
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(results) > 1:
             print()
         print(admission.format_table(results["admission"]), flush=True)
+    if args.only in (None, "ledger"):
+        rows = ledger.Config.quick() if args.quick else ledger.Config()
+        results["ledger"] = ledger.run(rows)
+        if len(results) > 1:
+            print()
+        print(ledger.format_table(results["ledger"]), flush=True)
     print(f"\n(benchmarks took {time.perf_counter() - began:.0f} s)")
     if args.json:
         report.write_json(args.json, results)

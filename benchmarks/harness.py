@@ -142,7 +142,28 @@ def gateway_settings(upstream_port: int, overrides: dict[str, Any] | None = None
     )
     if "auth" in config.Settings.model_fields:  # a tree from before auth has no such section
         data.setdefault("auth", {"enabled": False})
+    if "ledger" in config.Settings.model_fields and not data.get("ledger", {}).get("path"):
+        # The usage ledger is on by default: each gateway writes its own file, in a temporary
+        # folder, never the user's ~/.local/state.
+        ledger = {**data.get("ledger", {}), "path": os.path.join(_state_dir(), "usage.db")}
+        data["ledger"] = ledger
     return config.parse(data, {})
+
+
+def _state_dir() -> str:
+    """A temporary folder of this process's own, removed when it exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    global _STATE
+    if _STATE is None:
+        _STATE = tempfile.mkdtemp(prefix="hapax-bench-")
+        atexit.register(shutil.rmtree, _STATE, True)
+    return _STATE
+
+
+_STATE: str | None = None
 
 
 async def _serve(

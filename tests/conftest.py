@@ -23,6 +23,15 @@ from hapaxd.app import App
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.support.logcapture"]
 
+# Every gateway the tests start (in this process or as a subprocess, which inherits it) keeps its
+# usage ledger under one temporary state directory, never in the user's ~/.local/state.
+if not os.environ.get("HAPAX_STATE_DIR"):
+    import atexit
+    import tempfile
+
+    os.environ["HAPAX_STATE_DIR"] = tempfile.mkdtemp(prefix="hapax-tests-state-")
+    atexit.register(shutil.rmtree, os.environ["HAPAX_STATE_DIR"], True)
+
 LOCAL = {"name": "local", "type": "local", "models": {"*": "local"}}
 
 # --- what `make check` leaves out ----------------------------------------------------------------

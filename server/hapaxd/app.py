@@ -9,9 +9,12 @@ import contextlib
 import gc
 import hashlib
 import logging
+import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +30,8 @@ from hapax.v1 import (
     embedding_service_pb2_grpc,
     model_service_pb2,
     model_service_pb2_grpc,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
 )
 from hapaxd.admission.keys import KeyRing
 from hapaxd.admission.limits import Limiter, Store
@@ -39,11 +44,19 @@ from hapaxd.api.embedding import EmbeddingServicer
 from hapaxd.api.models import ModelServicer
 from hapaxd.api.observing import ObservingInterceptor
 from hapaxd.api.tls import server_credentials
+from hapaxd.api.usage import UsageServicer
 from hapaxd.api.wrapping import Combined, Registering
+from hapaxd.calls.charges import Charges
 from hapaxd.calls.door import ADMIN_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE, Door
 from hapaxd.calls.generation import Generation, Generations
 from hapaxd.calls.pipeline import Calls
-from hapaxd.config import ConfigError, ProviderSettings, ServerSettings, Settings
+from hapaxd.config import (
+    ConfigError,
+    LedgerSettings,
+    ProviderSettings,
+    ServerSettings,
+    Settings,
+)
 from hapaxd.config.watch import FileWatch
 from hapaxd.core.breaker import CircuitBreaker
 from hapaxd.core.dedup import Deduplicator
@@ -53,8 +66,9 @@ from hapaxd.core.router import Router
 from hapaxd.core.routes import RouteTable
 from hapaxd.core.upstream import Upstream
 from hapaxd.core.validation import Limits
+from hapaxd.ledger import Ledger, SqliteStore
 from hapaxd.observability import Observability
-from hapaxd.observability.metrics import HAPAX_PREFIX
+from hapaxd.observability.metrics import HAPAX_PREFIX, Metrics
 from hapaxd.openai_http.server import OpenAIDoor
 from hapaxd.providers.registry import build_provider, spec_of
 
@@ -65,6 +79,7 @@ COMPLETION_SERVICE = completion_service_pb2.DESCRIPTOR.services_by_name[
 ].full_name
 EMBEDDING_SERVICE = embedding_service_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+USAGE_SERVICE = usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 HEALTH_SERVICES = ("", COMPLETION_SERVICE)
 # The methods the call pipeline runs (calls/pipeline.py); the admission interceptor is the door
 # of every other one.
@@ -177,6 +192,11 @@ class App:
     ) -> None:
         self.settings = settings
         self.observability = observability or Observability(settings)
+        # One row per call that reached a provider, written off the call path (ledger/).
+        self.ledger = open_ledger(
+            settings.ledger, self.observability.metrics, settings.prices.currency
+        )
+        self.observability.observer.use_ledger(self.ledger)
         self._clock = clock
         # Who hears what the domain reports, in order; the health monitor joins below.
         self.listeners: list[Listener] = [*self.observability.listeners, *listeners]
@@ -243,6 +263,9 @@ class App:
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(lambda: self.upstreams), registering
         )
+        usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
+            UsageServicer(self.ledger, lambda: self.settings.prices.currency), registering
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registering)
         # What reflection.enable_server_reflection does for an aio server, through the wrapper.
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
@@ -251,6 +274,7 @@ class App:
                     COMPLETION_SERVICE,
                     EMBEDDING_SERVICE,
                     MODEL_SERVICE,
+                    USAGE_SERVICE,
                     ADMIN_SERVICE,
                     HEALTH_SERVICE,
                     REFLECTION_SERVICE,
@@ -301,7 +325,10 @@ class App:
             fail_open=settings.rate_limit.on_store_error == "open",
             listeners=self.listeners,
         )
-        return Generation(settings, routes, upstreams, router, dedup, limiter, _keys(settings))
+        charges = Charges(settings)
+        return Generation(
+            settings, routes, upstreams, router, dedup, limiter, charges, _keys(settings)
+        )
 
     def _monitor(self, generation: Generation) -> HealthMonitor:
         settings = generation.settings
@@ -347,6 +374,15 @@ class App:
         metrics = self.observability.metrics
         try:
             settings = load()
+            if (
+                self.ledger is not None
+                and settings.prices.currency != self.settings.prices.currency
+            ):
+                raise ConfigError(
+                    f"prices.currency: the usage ledger keeps costs in "
+                    f"{self.settings.prices.currency}; another currency takes another "
+                    "ledger.path and a restart"
+                )
         except ConfigError as exc:
             metrics.reloads.labels("failure").inc()
             log.error("config reload (%s) refused, keeping the running settings:\n%s", why, exc)
@@ -389,6 +425,8 @@ class App:
         stopped again before the error leaves, so nothing is left running."""
         await self.server.start()
         try:
+            if self.ledger is not None:
+                self.ledger.start()
             await self.monitor.publish()
             self.monitor.start()
             await self.observability.start(ready=lambda: self.monitor.any_usable())
@@ -402,6 +440,8 @@ class App:
             self.port,
             ", ".join(f"{u.name} ({u.provider.type})" for u in self.upstreams),
         )
+        if self.ledger is not None:
+            log.info("usage ledger: %s", ledger_path(self.settings.ledger))
         if self.generations.current.keys is None:
             log.warning(
                 "authentication is off (auth.enabled: false): every caller that reaches port %d "
@@ -433,7 +473,47 @@ class App:
             await self.limiter.store.aclose()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        if self.ledger is not None:  # every call has ended: its row is queued; write them all
+            await self.ledger.aclose()
         await self.observability.stop()
+
+
+def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Ledger | None:
+    """The usage ledger on its SQLite file (None when `ledger.enabled` is off); rows it writes
+    and drops are counted in `metrics`. ConfigError when the file cannot be opened, or keeps
+    costs in another currency."""
+    if not settings.enabled:
+        return None
+    path = ledger_path(settings)
+    try:
+        store = SqliteStore(path, retention_days=settings.retention_days, currency=currency)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"ledger.path: {exc}") from None
+    return Ledger(
+        store,
+        spool_path=path.with_name(path.name + ".spool"),
+        batch_size=settings.batch_size,
+        flush_interval=settings.flush_interval,
+        queue_limit=settings.queue_limit,
+        spool_limit_bytes=settings.spool_limit_bytes,
+        on_dropped=metrics.ledger_dropped.inc,
+        on_written=metrics.ledger_written.inc,
+    )
+
+
+def ledger_path(settings: LedgerSettings, environ: Mapping[str, str] | None = None) -> Path:
+    """`ledger.path`, or usage.db in the state directory: $HAPAX_STATE_DIR, else
+    $XDG_STATE_HOME/hapax, else ~/.local/state/hapax."""
+    if settings.path:
+        return Path(settings.path).expanduser()
+    env = os.environ if environ is None else environ
+    if env.get("HAPAX_STATE_DIR"):
+        base = Path(env["HAPAX_STATE_DIR"])
+    elif env.get("XDG_STATE_HOME"):
+        base = Path(env["XDG_STATE_HOME"]) / "hapax"
+    else:
+        base = Path.home() / ".local" / "state" / "hapax"
+    return base.expanduser() / "usage.db"
 
 
 def _keys(settings: Settings) -> KeyRing | None:
@@ -441,7 +521,7 @@ def _keys(settings: Settings) -> KeyRing | None:
 
 
 # Sections a reload does not apply: the listener and the side port are bound once.
-RESTART_ONLY = ("server", "metrics", "logging", "openai_http")
+RESTART_ONLY = ("server", "metrics", "logging", "openai_http", "ledger")
 LIVE_SERVER_KEYS = {"max_in_flight"}
 
 

@@ -185,3 +185,18 @@ def test_http_clients_benchmark_measures_every_client_against_aiohttp() -> None:
     assert result["empty_figures"] == []
     assert set(result["verdict"]["wins"]) == set(http_clients.ALTERNATIVES)
     assert "Verdict:" in http_clients.format_table(result)
+
+
+def test_ledger_benchmark_writes_rows_and_answers_the_usage_query() -> None:
+    from benchmarks import ledger
+
+    result = ledger.run(ledger.Config(rows=2000, query_rounds=1, driver_rows=1000))
+
+    assert_measured(
+        result,
+        "load.rows_per_s+",
+        "query.rollups_ms+",
+        "query.raw_rows_ms+",
+        "drivers.sqlite3_to_thread_rows_per_s+",
+    )
+    assert result["load"]["rows"] == 2000 and result["query"]["groups"] > 0

@@ -34,17 +34,35 @@ TELEMETRY = ("prometheus_client", "opentelemetry")
 RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "config": (("config",), GRPC + STUBS + HTTP + TELEMETRY),
     "core": (("config", "core"), GRPC + STUBS + HTTP + TELEMETRY),
+    "costs": (("core", "costs"), GRPC + STUBS + HTTP + TELEMETRY),
+    "ledger": (("ledger",), GRPC + STUBS + HTTP + TELEMETRY),
     "providers": (("config", "core", "providers"), GRPC + STUBS + TELEMETRY),
     "admission": (("config", "core", "admission"), GRPC + STUBS + HTTP + TELEMETRY),
     "tls": (("config", "tls"), GRPC + STUBS + HTTP + TELEMETRY),
-    "calls": (("config", "core", "admission", "calls"), GRPC + STUBS + HTTP + TELEMETRY),
-    "observability": (("config", "core", "admission", "calls", "tls", "observability"), ()),
+    "calls": (
+        ("config", "core", "costs", "admission", "calls"),
+        GRPC + STUBS + HTTP + TELEMETRY,
+    ),
+    "observability": (
+        ("config", "core", "costs", "ledger", "admission", "calls", "tls", "observability"),
+        (),
+    ),
     "api": (
-        ("config", "core", "admission", "calls", "tls", "observability", "api"),
+        (
+            "config",
+            "core",
+            "costs",
+            "ledger",
+            "admission",
+            "calls",
+            "tls",
+            "observability",
+            "api",
+        ),
         HTTP + TELEMETRY,
     ),
     "openai_http": (
-        ("config", "core", "admission", "calls", "tls", "observability", "openai_http"),
+        ("config", "core", "costs", "admission", "calls", "tls", "observability", "openai_http"),
         GRPC + STUBS + TELEMETRY,
     ),
 }

@@ -3,6 +3,8 @@
     hapax complete "Say hello" [--stream] [--model M] [--max-tokens N] [--temperature T]
     hapax embed "some text" ["more text" ...] [--model M] [--dimensions N]
     hapax models
+    hapax usage [--from DAY] [--to DAY] [--by day,key,team,model,provider] [--key-id ID]
+                [--team T] [--model M] [--provider P]
     hapax health [SERVICE]
 
 Common options: --target host:port (or $HAPAX_TARGET, default localhost:50051), --key KEY (or
@@ -16,6 +18,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from hapax.client import Client, CompleteOptions
 from hapax.errors import HapaxError
@@ -41,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--model", default="")
     embed.add_argument("--dimensions", type=int)
     commands.add_parser("models", parents=[common], help="the logical models and their routes")
+    usage = commands.add_parser(
+        "usage", parents=[common], help="calls, tokens, cost and energy from the usage ledger"
+    )
+    usage.add_argument("--from", dest="start_day", default="", help="first UTC day, YYYY-MM-DD")
+    usage.add_argument("--to", dest="end_day", default="", help="last UTC day (default today)")
+    usage.add_argument("--by", default="model", help="group by: day,key,team,model,provider")
+    usage.add_argument("--key-id", default="")
+    usage.add_argument("--team", default="")
+    usage.add_argument("--model", default="")
+    usage.add_argument("--provider", default="")
     health = commands.add_parser("health", parents=[common], help="the gRPC health status")
     health.add_argument("service", nargs="?", default="")
     return parser
@@ -59,6 +72,40 @@ def describe(error: HapaxError) -> str:
     if error.request_id:
         lines.append(f"  request id {error.request_id}")
     return "\n".join(lines)
+
+
+USAGE_FIELDS = {
+    "day": "day",
+    "key": "key_id",
+    "team": "team",
+    "model": "model",
+    "provider": "provider",
+}  # --by name -> UsageRow field
+
+
+def usage_table(reply: Any, by: Sequence[str]) -> str:
+    """GetUsage's rows as an aligned text table: the group columns, then the totals. Cost is
+    exact (nanos of the currency) and shown to the micro-unit; unpriced calls have no cost."""
+    head = [*by, "calls", "errors", "prompt", "completion", "cost", "unpriced", "energy_wh"]
+    rows = [head]
+    for row in reply.rows:
+        cost = f"{row.cost.nanos / 1e9:.6f} {row.cost.currency}".strip()
+        rows.append(
+            [
+                *(getattr(row, USAGE_FIELDS[g]) or "-" for g in by),
+                str(row.calls),
+                str(row.errors),
+                str(row.prompt_tokens),
+                str(row.completion_tokens),
+                cost,
+                str(row.unpriced_calls),
+                f"{row.energy_joules / 3600:.4f}",
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows
+    )
 
 
 def _run(args: argparse.Namespace, out: object = sys.stdout) -> int:
@@ -91,6 +138,18 @@ def _run(args: argparse.Namespace, out: object = sys.stdout) -> int:
                 able = [f.name for f, on in model.capabilities.ListFields() if on]
                 default = " (default)" if model.name == listing.default_model else ""
                 write(f"{model.name}{default}\t{routes}\t{','.join(able)}\n")
+        elif args.command == "usage":
+            by = [g for g in args.by.split(",") if g]
+            totals = client.usage(
+                start_day=args.start_day,
+                end_day=args.end_day,
+                key_id=args.key_id,
+                team=args.team,
+                model=args.model,
+                provider=args.provider,
+                group_by=by,
+            )
+            write(usage_table(totals, by))
         elif args.command == "health":
             status = client.health(args.service)
             write(status + "\n")

@@ -20,8 +20,15 @@ from hapax.v1 import embedding_service_pb2 as embed_pb
 from hapax.v1 import embedding_service_pb2_grpc as embed_grpc
 from hapax.v1 import model_service_pb2 as model_pb
 from hapax.v1 import model_service_pb2_grpc as model_grpc
+from hapax.v1 import usage_service_pb2 as usage_pb
+from hapax.v1 import usage_service_pb2_grpc as usage_grpc
 
-SERVICES = ("hapax.v1.CompletionService", "hapax.v1.EmbeddingService", "hapax.v1.ModelService")
+SERVICES = (
+    "hapax.v1.CompletionService",
+    "hapax.v1.EmbeddingService",
+    "hapax.v1.ModelService",
+    "hapax.v1.UsageService",
+)
 ROLES = {
     "system": pb.ROLE_SYSTEM,
     "user": pb.ROLE_USER,
@@ -150,6 +157,37 @@ def _embed_request(
     return request
 
 
+class UsageOptions(TypedDict, total=False):
+    """What `usage` takes besides the range: filters, and the fields to group by ("day",
+    "key", "team", "model", "provider")."""
+
+    start_day: str
+    end_day: str
+    key_id: str
+    team: str
+    model: str
+    provider: str
+    group_by: Sequence[str]
+
+
+USAGE_GROUPS = {
+    "day": usage_pb.USAGE_GROUP_DAY,
+    "key": usage_pb.USAGE_GROUP_KEY,
+    "team": usage_pb.USAGE_GROUP_TEAM,
+    "model": usage_pb.USAGE_GROUP_MODEL,
+    "provider": usage_pb.USAGE_GROUP_PROVIDER,
+}
+
+
+def _usage_request(options: UsageOptions) -> usage_pb.GetUsageRequest:
+    fields: dict[str, Any] = {k: v for k, v in options.items() if k != "group_by"}
+    try:
+        groups = [USAGE_GROUPS[g] for g in options.get("group_by", ())]
+    except KeyError as unknown:
+        raise ValueError(f"group_by: {unknown} is not one of {', '.join(USAGE_GROUPS)}") from None
+    return usage_pb.GetUsageRequest(**fields, group_by=groups)
+
+
 def _status_name(reply: health_pb2.HealthCheckResponse) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
@@ -166,6 +204,7 @@ class _Base:
         self._complete = pb_grpc.CompletionServiceStub(channel)
         self._embed = embed_grpc.EmbeddingServiceStub(channel)
         self._models = model_grpc.ModelServiceStub(channel)
+        self._usage = usage_grpc.UsageServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
 
     def _call(self, timeout: float | None) -> dict[str, Any]:
@@ -261,6 +300,16 @@ class Client(_Base):
         except grpc.RpcError as error:
             raise HapaxError.from_rpc_error(error) from None
 
+    def usage(
+        self, *, timeout: float | None = None, **options: Unpack[UsageOptions]
+    ) -> usage_pb.GetUsageResponse:
+        """Calls, tokens, cost and energy from the gateway's usage ledger (UsageOptions)."""
+        request = _usage_request(options)
+        try:
+            return self._usage.GetUsage(request, **self._call(timeout))  # type: ignore[no-any-return]
+        except grpc.RpcError as error:
+            raise HapaxError.from_rpc_error(error) from None
+
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The gRPC health status name: SERVING or NOT_SERVING."""
         request = health_pb2.HealthCheckRequest(service=service)
@@ -337,6 +386,15 @@ class AsyncClient(_Base):
             return await self._models.ListModels(  # type: ignore[no-any-return]
                 model_pb.ListModelsRequest(), **self._call(timeout)
             )
+        except grpc.RpcError as error:
+            raise HapaxError.from_rpc_error(error) from None
+
+    async def usage(
+        self, *, timeout: float | None = None, **options: Unpack[UsageOptions]
+    ) -> usage_pb.GetUsageResponse:
+        request = _usage_request(options)
+        try:
+            return await self._usage.GetUsage(request, **self._call(timeout))  # type: ignore[no-any-return]
         except grpc.RpcError as error:
             raise HapaxError.from_rpc_error(error) from None
 

@@ -26,6 +26,7 @@ class Caller:
 
     id: str
     admin: bool = False
+    team: str = ""  # the key's `owner`: the team its usage and budgets count against
     metadata_keys: frozenset[str] | None = None  # None: any
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
@@ -39,6 +40,7 @@ class Caller:
         return cls(
             id=key.id,
             admin=key.admin,
+            team=key.owner,
             metadata_keys=None if key.metadata_keys is None else frozenset(key.metadata_keys),
             requests_per_minute=key.requests_per_minute,
             tokens_per_minute=key.tokens_per_minute,

@@ -39,6 +39,7 @@ from hapaxd.core.types import (
     Usage,
 )
 from hapaxd.core.validation import Limits, RawMessage, build_request
+from hapaxd.costs import Charge
 
 log = logging.getLogger("hapaxd.api.completion")
 
@@ -204,14 +205,22 @@ def _extra_fields(request: Request) -> dict[str, Any]:
     return fields
 
 
-def usage_message(usage: Usage) -> pb.Usage:
-    return pb.Usage(
+def usage_message(usage: Usage, charge: Charge | None = None) -> pb.Usage:
+    """The token counts, and (when known) the call's cost and energy."""
+    message = pb.Usage(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
         cached_prompt_tokens=usage.cached_prompt_tokens,
         reasoning_tokens=usage.reasoning_tokens,
     )
+    if charge is not None:
+        if charge.cost_nanos is not None:
+            message.cost.currency = charge.currency
+            message.cost.nanos = charge.cost_nanos
+        if charge.energy_joules is not None:
+            message.energy_joules = charge.energy_joules
+    return message
 
 
 def route_message(route: Route) -> pb.Route:
@@ -224,13 +233,13 @@ def route_message(route: Route) -> pb.Route:
 
 
 def to_response(
-    completion: Completion, route: Route, request: CompletionRequest
+    completion: Completion, route: Route, request: CompletionRequest, charge: Charge | None = None
 ) -> pb.CompleteResponse:
     response = pb.CompleteResponse(
         id=request.request_id,
         text=completion.text,
         finish_reason=FINISH[completion.finish_reason],
-        usage=usage_message(completion.usage),
+        usage=usage_message(completion.usage, charge),
         route=route_message(route),
         model=request.model,
     )
@@ -248,7 +257,7 @@ def to_stream_end(end: StreamEnd, request_id: str, model: str) -> pb.StreamCompl
     return pb.StreamCompleteResponse(
         id=request_id,
         finish_reason=FINISH[end.finish],
-        usage=usage_message(end.usage),
+        usage=usage_message(end.usage, end.charge),
         route=route_message(end.route),
         model=model,
     )
@@ -288,7 +297,7 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         # own, and a call whose headers were sent is committed, which gRPC's retry policy could
         # no longer retry. A failed call carries it in its trailers too (api/call.py abort).
         context.set_trailing_metadata(((REQUEST_ID_KEY, record.request_id),))
-        return to_response(answer.completion, answer.route, answer.request)
+        return to_response(answer.completion, answer.route, answer.request, answer.charge)
 
     async def StreamComplete(
         self, request: pb.StreamCompleteRequest, context: grpc.aio.ServicerContext

@@ -18,6 +18,7 @@ from hapaxd.calls.metadata import REQUEST_ID_KEY
 from hapaxd.calls.pipeline import Calls
 from hapaxd.core.types import EmbeddingRequest, Embeddings, Route
 from hapaxd.core.validation import Limits, build_embedding_request
+from hapaxd.costs import Charge
 
 
 def to_domain(request: pb.EmbedRequest, request_id: str, limits: Limits) -> EmbeddingRequest:
@@ -34,11 +35,13 @@ def to_domain(request: pb.EmbedRequest, request_id: str, limits: Limits) -> Embe
     )
 
 
-def to_response(vectors: Embeddings, route: Route, request: EmbeddingRequest) -> pb.EmbedResponse:
+def to_response(
+    vectors: Embeddings, route: Route, request: EmbeddingRequest, charge: Charge | None = None
+) -> pb.EmbedResponse:
     return pb.EmbedResponse(
         id=request.request_id,
         embeddings=[pb.Embedding(index=i, values=v) for i, v in enumerate(vectors.vectors)],
-        usage=usage_message(vectors.usage),
+        usage=usage_message(vectors.usage, charge),
         route=route_message(route),
         model=request.model,
     )
@@ -59,4 +62,4 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         except CallFailed as failed:
             await abort(context, failed.view, record)
         context.set_trailing_metadata(((REQUEST_ID_KEY, record.request_id),))  # as Complete's
-        return to_response(found.embeddings, found.route, found.request)
+        return to_response(found.embeddings, found.route, found.request, found.charge)

@@ -21,6 +21,7 @@ from hapaxd.core.errors import (
     DeadlineExceeded,
     GatewayError,
     InvalidRequest,
+    LedgerOff,
     LimitsUnavailable,
     MalformedRequest,
     ModelNotFound,
@@ -105,6 +106,8 @@ def _map(error: GatewayError) -> Table:
         case CapabilityMissing():
             meta = {"model": error.model, "capability": error.capability}
             return "FAILED_PRECONDITION", meta, None, ()
+        case LedgerOff():
+            return "FAILED_PRECONDITION", {}, None, ()
         case CallerRejected():
             return "INVALID_ARGUMENT", _attempts_metadata(error.attempts), None, ()
         case NoProviderAvailable():

@@ -1,5 +1,6 @@
 """One generation of everything a call takes from the settings: the route table, the upstreams,
-the router and the deduplicator, the key ring and the rate limiter (its store). A reload builds a
+the router and the deduplicator, the key ring, the rate limiter (its store) and the prices
+(calls/charges.py). A reload builds a
 new generation and swaps it in whole; a call takes the generation current when it begins and
 keeps it to its end (`async with generations.use() as generation`), so calls in flight finish on
 the settings they started with: their key checked against that ring, their ticket settled on the
@@ -18,6 +19,7 @@ from types import TracebackType
 
 from hapaxd.admission.keys import KeyRing
 from hapaxd.admission.limits import Limiter
+from hapaxd.calls.charges import Charges
 from hapaxd.config import Settings
 from hapaxd.core.dedup import Deduplicator
 from hapaxd.core.router import Router
@@ -33,6 +35,7 @@ class Generation:
     router: Router
     dedup: Deduplicator
     limiter: Limiter
+    charges: Charges
     keys: KeyRing | None = None  # None: auth is off
     number: int = 1
     calls: int = 0  # calls in flight that began on this generation

@@ -44,6 +44,7 @@ from hapaxd.core.types import (
     Usage,
 )
 from hapaxd.core.validation import Limits
+from hapaxd.costs import Charge
 
 R = TypeVar("R", bound=AnyRequest)
 A = TypeVar("A", Completion, Embeddings)
@@ -60,6 +61,7 @@ class Answer:
     completion: Completion
     route: Route
     request: CompletionRequest
+    charge: Charge
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class Vectors:
     embeddings: Embeddings
     route: Route
     request: EmbeddingRequest
+    charge: Charge
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class StreamEnd:
     finish: FinishReason
     usage: Usage
     route: Route
+    charge: Charge
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,16 +135,16 @@ class Calls:
         self.limits = limits
 
     async def complete(self, record: CallRecord, parse: Parse[CompletionRequest]) -> Answer:
-        completion, route, request = await self._unary(record, parse, _complete)
-        return Answer(completion, route, request)
+        completion, route, request, charge = await self._unary(record, parse, _complete)
+        return Answer(completion, route, request, charge)
 
     async def embed(self, record: CallRecord, parse: Parse[EmbeddingRequest]) -> Vectors:
-        vectors, route, request = await self._unary(record, parse, _embed)
-        return Vectors(vectors, route, request)
+        vectors, route, request, charge = await self._unary(record, parse, _embed)
+        return Vectors(vectors, route, request, charge)
 
     async def _unary(
         self, record: CallRecord, parse: Parse[R], ask: Ask[R, A]
-    ) -> tuple[A, Route, R]:
+    ) -> tuple[A, Route, R, Charge]:
         """A call with one answer: the whole path, `ask` putting it to the deduplicator."""
         door = self.door
         try:
@@ -148,6 +152,7 @@ class Calls:
             async with self.generations.use() as generation:
                 verify(generation.keys, record, ANY_KEY, record.method)
                 request = parse(record.request_id, self.limits)
+                record.tags = dict(request.metadata)
                 request = _routed(request, record, generation, request.needs())
                 ticket = await _admitted(generation, record, request, False)
                 used = None
@@ -156,8 +161,11 @@ class Calls:
                     used = answer.usage.total_tokens
                 finally:
                     ticket.settle(used)
-            record.answered(route, answer.usage)
-            return answer, route, request
+                charge = generation.charges.of(
+                    route, answer.usage, embedding=isinstance(answer, Embeddings)
+                )
+            record.answered(route, answer.usage, charge)
+            return answer, route, request, charge
         except Exception as error:
             raise CallFailed(record.failed(error)) from None
         finally:
@@ -178,6 +186,7 @@ class Calls:
             async with self.generations.use() as generation:
                 verify(generation.keys, record, ANY_KEY, record.method)
                 request = parse(record.request_id, self.limits)
+                record.tags = dict(request.metadata)
                 request = _routed(request, record, generation, request.needs() | STREAMING)
                 ticket = await _admitted(generation, record, request, True)
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
@@ -192,12 +201,15 @@ class Calls:
                             finish = item.finish_reason
                         if item.usage is not None:
                             usage = item.usage
+                        if not delivered:
+                            record.first_token()
                         delivered += item.size()
                         yield item
                 if route is not None:
                     used = usage.total_tokens
-                    record.answered(route, usage)
-                    yield StreamEnd(finish, usage, route)
+                    charge = generation.charges.of(route, usage)
+                    record.answered(route, usage, charge)
+                    yield StreamEnd(finish, usage, route, charge)
         except Exception as error:
             raise CallFailed(record.failed(error)) from None
         finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from hapaxd.calls import metadata
 from hapaxd.calls.errors import ErrorView, view_of
 from hapaxd.core.errors import GatewayError
 from hapaxd.core.types import Route, Usage
+from hapaxd.costs import Charge
 
 log = logging.getLogger("hapaxd.calls")
 Certificate = Callable[[], tuple[str, list[str]]]  # the peer's (subject, SANs)
@@ -54,20 +56,47 @@ class CallRecord:
     # certificate (subject, subject alternative names), asked before the call's first await.
     headers: Sequence[tuple[str, Any]] = ()
     certificate: Certificate | None = None
+    # For the usage ledger (ledger/): which door, when the call began (wall clock, and the
+    # monotonic clock its time to first token is measured on), the caller's metadata tags, and
+    # what the answer was: the upstream model, every token count, its charge.
+    door: str = "grpc"
+    started_at: float = dataclasses.field(default_factory=time.time)
+    opened: float = dataclasses.field(default_factory=time.perf_counter)
+    first_token_seconds: float | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    upstream_model: str = ""
+    cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    charge: Charge | None = None
 
     def admitted(self, key: Caller) -> None:
         """The call presented this key: from now on its id is the caller's identity."""
         self.key, self.client, self.caller = key, key.id, key.id
 
-    def answered(self, route: Route, usage: Usage) -> None:
-        """Note what the router returned for an answered call."""
+    def answered(self, route: Route, usage: Usage, charge: Charge | None = None) -> None:
+        """Note what the router returned for an answered call, and what it cost."""
         self.provider, self.attempts, self.deduplicated = (
             route.provider,
             route.attempts,
             route.shared,
         )
+        self.upstream_model = route.upstream_model
         self.upstream_seconds = route.upstream_seconds
         self.prompt_tokens, self.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        self.cached_prompt_tokens = usage.cached_prompt_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+        self.charge = charge
+
+    def first_token(self) -> None:
+        """A stream's first chunk is on its way to the caller."""
+        if self.first_token_seconds is None:
+            self.first_token_seconds = time.perf_counter() - self.opened
+
+    @property
+    def reached_provider(self) -> bool:
+        """The call was put to a provider (or shared the answer of one that was): the calls the
+        usage ledger keeps a row of. Refused calls (key, limits, validation) were not."""
+        return self.attempts > 0 or self.deduplicated
 
     def failed(self, error: BaseException) -> ErrorView:
         """Note why the call failed, and what its caller is told (our own bugs are logged here,
@@ -94,6 +123,7 @@ def open_record(
     peer: str = "",
     deadline: float | None = None,
     certificate: Certificate | None = None,
+    door: str = "grpc",
 ) -> CallRecord:
     """A call's record, opened from what its door read from the transport when it began."""
     request_id, caller = metadata.read(headers)
@@ -105,4 +135,5 @@ def open_record(
         deadline=deadline,
         headers=headers,
         certificate=certificate,
+        door=door,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -428,6 +429,62 @@ class ReloadSettings(_Frozen):
     watch_interval: Seconds = 1.0
 
 
+class PriceSettings(_Frozen):
+    """One model's price, in units of `prices.currency` per 1,000,000 tokens."""
+
+    prompt: Decimal = Field(ge=0, allow_inf_nan=False)
+    completion: Decimal = Field(ge=0, allow_inf_nan=False)
+    cached_prompt: Decimal | None = Field(None, ge=0, allow_inf_nan=False)  # None: prompt's
+    embedding: Decimal | None = Field(None, ge=0, allow_inf_nan=False)  # None: prompt's
+
+
+class PricesSettings(_Frozen):
+    """What calls cost: `models` (keyed by upstream model, "provider/model" or a glob pattern)
+    over the table shipped with hapaxd (costs/default_prices.yaml, in USD) unless `defaults` is
+    off. A model with no price is unpriced: its calls have no cost, never a cost of zero."""
+
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    defaults: bool = True
+    models: dict[Text, PriceSettings] = {}
+
+    @model_validator(mode="after")
+    def _defaults_are_usd(self) -> PricesSettings:
+        if self.defaults and self.currency != "USD":
+            raise ValueError(
+                f"the default price table is in USD, not {self.currency}: set prices.defaults: "
+                "false and price every model in prices.models"
+            )
+        return self
+
+
+class EnergyFigureSettings(_Frozen):
+    joules_per_prompt_token: float = Field(ge=0, allow_inf_nan=False)
+    joules_per_completion_token: float = Field(ge=0, allow_inf_nan=False)
+
+
+class EnergySettings(_Frozen):
+    """Energy per call: `models` (keys as for prices) over the shipped estimates
+    (costs/default_energy.yaml) unless `defaults` is off."""
+
+    defaults: bool = True
+    models: dict[Text, EnergyFigureSettings] = {}
+
+
+class LedgerSettings(_Frozen):
+    """The usage ledger: one row per call that reached a provider, written in batches off the
+    call path (ledger/). `path` "" is usage.db in the state directory ($HAPAX_STATE_DIR, else
+    $XDG_STATE_HOME/hapax, else ~/.local/state/hapax); the spool beside it keeps rows the
+    database could not take yet. Changing a ledger setting takes a restart."""
+
+    enabled: bool = True
+    path: str = ""
+    batch_size: int = Field(500, ge=1, le=100_000)
+    flush_interval: Seconds = 1.0
+    queue_limit: int = Field(10_000, ge=1)
+    spool_limit_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    retention_days: int | None = Field(90, ge=1)  # raw rows; daily rollups are kept
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -446,6 +503,9 @@ class Settings(_Frozen):
     auth: AuthSettings = AuthSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     reload: ReloadSettings = ReloadSettings()
+    prices: PricesSettings = PricesSettings()
+    energy: EnergySettings = EnergySettings()
+    ledger: LedgerSettings = LedgerSettings()
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

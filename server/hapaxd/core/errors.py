@@ -300,6 +300,15 @@ class AdminKeyRequired(PermissionDenied):
         self.subject = {"service": service}
 
 
+class LedgerOff(GatewayError):
+    """A usage query while the usage ledger is off: there is no usage to answer with."""
+
+    reason = "USAGE_LEDGER_OFF"
+
+    def __init__(self) -> None:
+        super().__init__("the usage ledger is off (ledger.enabled: false): no usage is kept")
+
+
 class RateLimited(GatewayError):
     """A key went over one of its limits: `limit` is "requests_per_minute", "tokens_per_minute"
     or "concurrent_streams"; `retry_after` is how long until it would be admitted (seconds)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hapaxd.calls.record import CallRecord
+from hapaxd.ledger import Ledger, LedgerRow
 from hapaxd.observability.access_log import AccessLog, ContentFilter, log
 from hapaxd.observability.metrics import ERROR_TYPES, METHODS, OTHER, Metrics
 
@@ -66,8 +67,10 @@ class CallObserver:
         tag_client: Callable[[str], None] | None = None,
         content: ContentFilter | None = None,
         logger: logging.Logger = log,
+        ledger: Ledger | None = None,
     ) -> None:
         self._metrics = metrics
+        self._ledger = ledger
         self.methods = {path: Method(metrics, name) for path, name in METHODS.items()}
         self._by_name = {m.name: m for m in self.methods.values()}
         self.other = Method(metrics, OTHER)
@@ -75,6 +78,10 @@ class CallObserver:
         self.content = content is not None  # collect completion text for the log line
         self._access = AccessLog(trace_id=trace_id, content=content, logger=logger)
         self._tag_client = tag_client
+
+    def use_ledger(self, ledger: Ledger | None) -> None:
+        """Hand each call that reached a provider to `ledger` as a row when it ends."""
+        self._ledger = ledger
 
     def method(self, name: str) -> Method:
         """The metric children of a method, by its bare name ("other" for one unknown)."""
@@ -106,8 +113,24 @@ class CallObserver:
             self._count_error(info.error_reason or code)
         if self._tag_client is not None and info.client:
             self._tag_client(info.client)
+        if info.charge is not None:
+            self._charged(info)
+        if self._ledger is not None and info.reached_provider:
+            self._ledger.record(ledger_row(info, code, elapsed))
         if self._access.enabled():
             self._access.write(method.name, info, code, elapsed, request, completion)
+
+    def _charged(self, info: CallRecord) -> None:
+        charge = info.charge
+        assert charge is not None
+        m = self._metrics
+        model, provider = m.model(info.model), m.provider(info.provider)
+        if charge.cost_nanos is None:
+            m.unpriced.labels(model, provider).inc()
+        elif charge.cost_nanos:
+            m.cost.labels(model, provider, charge.currency).inc(charge.cost_nanos / 1e9)
+        if charge.energy_joules:
+            m.energy.labels(model, provider).inc(charge.energy_joules)
 
     def _count_error(self, reason: str) -> None:
         child = self._errors.get(reason)
@@ -117,3 +140,38 @@ class CallObserver:
             if label == OTHER and len(self._errors) > 64:
                 self._errors.clear()  # unknown reasons map to "other"; keep the cache small
         child.inc()
+
+
+def ledger_row(info: CallRecord, code: str, elapsed: float) -> LedgerRow:
+    """The usage ledger's row of a call that reached a provider. An answer shared with an
+    identical call in flight is rowed with no tokens and no cost: the call that asked the
+    provider carries them, so no sum counts them twice. A call that ended without an answer
+    costs nothing here (cost 0); what an upstream bills for a stream it broke off is not known
+    to the gateway."""
+    charge, shared = info.charge, info.deduplicated
+    ttft = info.first_token_seconds
+    return LedgerRow(
+        request_id=info.request_id,
+        started_at=info.started_at,
+        duration_ms=elapsed * 1000,
+        ttft_ms=None if ttft is None else ttft * 1000,
+        door=info.door,
+        method=info.method,
+        key_id=info.client,
+        team=info.key.team if info.key is not None else "",
+        tags=info.tags,
+        model=info.model,
+        provider=info.provider,
+        upstream_model=info.upstream_model,
+        attempts=info.attempts,
+        prompt_tokens=0 if shared else info.prompt_tokens,
+        completion_tokens=0 if shared else info.completion_tokens,
+        cached_prompt_tokens=0 if shared else info.cached_prompt_tokens,
+        reasoning_tokens=0 if shared else info.reasoning_tokens,
+        cost_nanos=0 if charge is None else charge.cost_nanos,
+        currency="" if charge is None else charge.currency,
+        energy_joules=None if charge is None else charge.energy_joules,
+        code=code,
+        reason=info.error_reason,
+        shared=shared,
+    )

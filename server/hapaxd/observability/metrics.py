@@ -241,6 +241,37 @@ class Metrics:
             registry=r,
         )
 
+        self.cost = Counter(
+            "hapax_cost_total",
+            "What answered calls cost at the configured prices, in units of `currency`, by "
+            "logical model and provider (unpriced calls add nothing: see "
+            "hapax_unpriced_calls_total).",
+            ["model", "provider", "currency"],
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "hapax_unpriced_calls_total",
+            "Answered calls whose model has no price (no cost, which is not a cost of zero).",
+            ["model", "provider"],
+            registry=r,
+        )
+        self.energy = Counter(
+            "hapax_energy_joules_total",
+            "Estimated energy of answered calls, in joules, by logical model and provider.",
+            ["model", "provider"],
+            registry=r,
+        )
+        self.ledger_written = Counter(
+            "hapax_ledger_rows_written_total",
+            "Usage ledger rows written to its store.",
+            registry=r,
+        )
+        self.ledger_dropped = Counter(
+            "hapax_ledger_rows_dropped_total",
+            "Usage ledger rows dropped: the store could not take them and the spool was full.",
+            registry=r,
+        )
+
         self._healthy: dict[str, bool] = {}
         self._initialise_methods()
         self.reconfigure(settings, RouteTable(settings))
@@ -292,6 +323,9 @@ class Metrics:
                 self.ttft.labels(provider, model)
                 for kind in TOKEN_KINDS:
                     self.tokens.labels(provider, model, kind)
+                self.cost.labels(model, provider, settings.prices.currency)
+                self.unpriced.labels(model, provider)
+                self.energy.labels(model, provider)
         keys = settings.auth.keys if settings.auth.enabled else []
         self.clients = frozenset(k.id for k in keys)
         for key in keys:

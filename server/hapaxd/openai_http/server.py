@@ -26,6 +26,7 @@ from hapaxd.config import OpenAIHttpSettings
 from hapaxd.core.errors import FieldViolation, InvalidRequest
 from hapaxd.core.types import Chunk, CompletionRequest, EmbeddingRequest, Route
 from hapaxd.core.validation import Limits, build_embedding_request, build_request
+from hapaxd.costs import Charge
 from hapaxd.observability.call_observer import CallObserver
 from hapaxd.openai_http import wire
 from hapaxd.tls.certificates import ReloadingContext, client_identity
@@ -60,6 +61,7 @@ class Call:
             peer=_peer(request),
             # Under mutual TLS a client certificate may stand for a key, as on the gRPC port.
             certificate=(lambda: client_identity(tls.getpeercert(True))) if tls else None,
+            door="http",
         )
         self.request: Any = None  # the domain request, once built (the access log's prompt)
         self.completion = ""
@@ -174,7 +176,7 @@ class OpenAIDoor:
             call.completion = answer.completion.text
             return web.json_response(
                 wire.completion_body(answer.completion, answer.route, answer.request),
-                headers=_route_headers(call.record, answer.route),
+                headers=_route_headers(call.record, answer.route, answer.charge),
             )
 
         async def stream(call: Call) -> web.StreamResponse:
@@ -251,7 +253,7 @@ class OpenAIDoor:
             found = await self._calls.embed(call.record, _noting(call, parse))
             return web.json_response(
                 wire.embeddings_body(found.embeddings, found.request.model, encoding),
-                headers=_route_headers(call.record, found.route),
+                headers=_route_headers(call.record, found.route, found.charge),
             )
 
         return await self._serve(request, EMBED, work)
@@ -285,9 +287,19 @@ def _event(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
-def _route_headers(record: CallRecord, route: Route) -> dict[str, str]:
-    return {
+def _route_headers(record: CallRecord, route: Route, charge: Charge) -> dict[str, str]:
+    """What served the answer and what it cost: `x-hapax-cost` is the amount and its currency
+    (`0.000123000 USD`), absent for a model with no price; `x-hapax-energy-joules` the estimate,
+    absent when none is known. A streamed answer's headers leave before its cost is known: its
+    cost is in the ledger and the metrics. The amount keeps all nine decimals: it is exact."""
+    headers = {
         metadata.REQUEST_ID_KEY: record.request_id,
         "x-hapax-provider": route.provider,
         "x-hapax-attempts": str(route.attempts),
     }
+    if charge.cost_nanos is not None:
+        units, nanos = divmod(charge.cost_nanos, 1_000_000_000)
+        headers["x-hapax-cost"] = f"{units}.{nanos:09d} {charge.currency}"
+    if charge.energy_joules is not None:
+        headers["x-hapax-energy-joules"] = f"{charge.energy_joules:.6g}"
+    return headers

@@ -5,7 +5,7 @@ package dev.hapax.v1;
 
 /**
  * <pre>
- * Usage counts tokens as the upstream reported them.
+ * Usage counts tokens as the upstream reported them, and what they cost.
  * </pre>
  *
  * Protobuf type {@code hapax.v1.Usage}
@@ -47,6 +47,7 @@ private static final long serialVersionUID = 0L;
             dev.hapax.v1.Usage.class, dev.hapax.v1.Usage.Builder.class);
   }
 
+  private int bitField0_;
   public static final int PROMPT_TOKENS_FIELD_NUMBER = 1;
   private int promptTokens_ = 0;
   /**
@@ -122,6 +123,84 @@ private static final long serialVersionUID = 0L;
     return reasoningTokens_;
   }
 
+  public static final int COST_FIELD_NUMBER = 6;
+  private dev.hapax.v1.Cost cost_;
+  /**
+   * <pre>
+   * Cost is what the call cost at the gateway's price for the model that served it (its config
+   * `prices`, over the default table shipped with it). Unset when that model has no price: an
+   * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+   * identical call in flight (that call paid for it).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost cost = 6;</code>
+   * @return Whether the cost field is set.
+   */
+  @java.lang.Override
+  public boolean hasCost() {
+    return cost_ != null;
+  }
+  /**
+   * <pre>
+   * Cost is what the call cost at the gateway's price for the model that served it (its config
+   * `prices`, over the default table shipped with it). Unset when that model has no price: an
+   * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+   * identical call in flight (that call paid for it).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost cost = 6;</code>
+   * @return The cost.
+   */
+  @java.lang.Override
+  public dev.hapax.v1.Cost getCost() {
+    return cost_ == null ? dev.hapax.v1.Cost.getDefaultInstance() : cost_;
+  }
+  /**
+   * <pre>
+   * Cost is what the call cost at the gateway's price for the model that served it (its config
+   * `prices`, over the default table shipped with it). Unset when that model has no price: an
+   * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+   * identical call in flight (that call paid for it).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost cost = 6;</code>
+   */
+  @java.lang.Override
+  public dev.hapax.v1.CostOrBuilder getCostOrBuilder() {
+    return cost_ == null ? dev.hapax.v1.Cost.getDefaultInstance() : cost_;
+  }
+
+  public static final int ENERGY_JOULES_FIELD_NUMBER = 7;
+  private double energyJoules_ = 0D;
+  /**
+   * <pre>
+   * Energy joules is an estimate of the energy the upstream spent on the call, from its tokens
+   * and a per-model figure (the README's "Costs, budgets and usage" says the method and its
+   * uncertainty). Unset when no figure is known for the model.
+   * </pre>
+   *
+   * <code>optional double energy_joules = 7;</code>
+   * @return Whether the energyJoules field is set.
+   */
+  @java.lang.Override
+  public boolean hasEnergyJoules() {
+    return ((bitField0_ & 0x00000001) != 0);
+  }
+  /**
+   * <pre>
+   * Energy joules is an estimate of the energy the upstream spent on the call, from its tokens
+   * and a per-model figure (the README's "Costs, budgets and usage" says the method and its
+   * uncertainty). Unset when no figure is known for the model.
+   * </pre>
+   *
+   * <code>optional double energy_joules = 7;</code>
+   * @return The energyJoules.
+   */
+  @java.lang.Override
+  public double getEnergyJoules() {
+    return energyJoules_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -150,6 +229,12 @@ private static final long serialVersionUID = 0L;
     }
     if (reasoningTokens_ != 0) {
       output.writeInt32(5, reasoningTokens_);
+    }
+    if (cost_ != null) {
+      output.writeMessage(6, getCost());
+    }
+    if (((bitField0_ & 0x00000001) != 0)) {
+      output.writeDouble(7, energyJoules_);
     }
     getUnknownFields().writeTo(output);
   }
@@ -180,6 +265,14 @@ private static final long serialVersionUID = 0L;
       size += com.google.protobuf.CodedOutputStream
         .computeInt32Size(5, reasoningTokens_);
     }
+    if (cost_ != null) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(6, getCost());
+    }
+    if (((bitField0_ & 0x00000001) != 0)) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeDoubleSize(7, energyJoules_);
+    }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
     return size;
@@ -205,6 +298,17 @@ private static final long serialVersionUID = 0L;
         != other.getCachedPromptTokens()) return false;
     if (getReasoningTokens()
         != other.getReasoningTokens()) return false;
+    if (hasCost() != other.hasCost()) return false;
+    if (hasCost()) {
+      if (!getCost()
+          .equals(other.getCost())) return false;
+    }
+    if (hasEnergyJoules() != other.hasEnergyJoules()) return false;
+    if (hasEnergyJoules()) {
+      if (java.lang.Double.doubleToLongBits(getEnergyJoules())
+          != java.lang.Double.doubleToLongBits(
+              other.getEnergyJoules())) return false;
+    }
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -226,6 +330,15 @@ private static final long serialVersionUID = 0L;
     hash = (53 * hash) + getCachedPromptTokens();
     hash = (37 * hash) + REASONING_TOKENS_FIELD_NUMBER;
     hash = (53 * hash) + getReasoningTokens();
+    if (hasCost()) {
+      hash = (37 * hash) + COST_FIELD_NUMBER;
+      hash = (53 * hash) + getCost().hashCode();
+    }
+    if (hasEnergyJoules()) {
+      hash = (37 * hash) + ENERGY_JOULES_FIELD_NUMBER;
+      hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
+          java.lang.Double.doubleToLongBits(getEnergyJoules()));
+    }
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -323,7 +436,7 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * Usage counts tokens as the upstream reported them.
+   * Usage counts tokens as the upstream reported them, and what they cost.
    * </pre>
    *
    * Protobuf type {@code hapax.v1.Usage}
@@ -364,6 +477,12 @@ private static final long serialVersionUID = 0L;
       totalTokens_ = 0;
       cachedPromptTokens_ = 0;
       reasoningTokens_ = 0;
+      cost_ = null;
+      if (costBuilder_ != null) {
+        costBuilder_.dispose();
+        costBuilder_ = null;
+      }
+      energyJoules_ = 0D;
       return this;
     }
 
@@ -412,6 +531,17 @@ private static final long serialVersionUID = 0L;
       if (((from_bitField0_ & 0x00000010) != 0)) {
         result.reasoningTokens_ = reasoningTokens_;
       }
+      if (((from_bitField0_ & 0x00000020) != 0)) {
+        result.cost_ = costBuilder_ == null
+            ? cost_
+            : costBuilder_.build();
+      }
+      int to_bitField0_ = 0;
+      if (((from_bitField0_ & 0x00000040) != 0)) {
+        result.energyJoules_ = energyJoules_;
+        to_bitField0_ |= 0x00000001;
+      }
+      result.bitField0_ |= to_bitField0_;
     }
 
     @java.lang.Override
@@ -473,6 +603,12 @@ private static final long serialVersionUID = 0L;
       if (other.getReasoningTokens() != 0) {
         setReasoningTokens(other.getReasoningTokens());
       }
+      if (other.hasCost()) {
+        mergeCost(other.getCost());
+      }
+      if (other.hasEnergyJoules()) {
+        setEnergyJoules(other.getEnergyJoules());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -524,6 +660,18 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000010;
               break;
             } // case 40
+            case 50: {
+              input.readMessage(
+                  getCostFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              bitField0_ |= 0x00000020;
+              break;
+            } // case 50
+            case 57: {
+              energyJoules_ = input.readDouble();
+              bitField0_ |= 0x00000040;
+              break;
+            } // case 57
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -757,6 +905,252 @@ private static final long serialVersionUID = 0L;
     public Builder clearReasoningTokens() {
       bitField0_ = (bitField0_ & ~0x00000010);
       reasoningTokens_ = 0;
+      onChanged();
+      return this;
+    }
+
+    private dev.hapax.v1.Cost cost_;
+    private com.google.protobuf.SingleFieldBuilderV3<
+        dev.hapax.v1.Cost, dev.hapax.v1.Cost.Builder, dev.hapax.v1.CostOrBuilder> costBuilder_;
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     * @return Whether the cost field is set.
+     */
+    public boolean hasCost() {
+      return ((bitField0_ & 0x00000020) != 0);
+    }
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     * @return The cost.
+     */
+    public dev.hapax.v1.Cost getCost() {
+      if (costBuilder_ == null) {
+        return cost_ == null ? dev.hapax.v1.Cost.getDefaultInstance() : cost_;
+      } else {
+        return costBuilder_.getMessage();
+      }
+    }
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     */
+    public Builder setCost(dev.hapax.v1.Cost value) {
+      if (costBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        cost_ = value;
+      } else {
+        costBuilder_.setMessage(value);
+      }
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     */
+    public Builder setCost(
+        dev.hapax.v1.Cost.Builder builderForValue) {
+      if (costBuilder_ == null) {
+        cost_ = builderForValue.build();
+      } else {
+        costBuilder_.setMessage(builderForValue.build());
+      }
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     */
+    public Builder mergeCost(dev.hapax.v1.Cost value) {
+      if (costBuilder_ == null) {
+        if (((bitField0_ & 0x00000020) != 0) &&
+          cost_ != null &&
+          cost_ != dev.hapax.v1.Cost.getDefaultInstance()) {
+          getCostBuilder().mergeFrom(value);
+        } else {
+          cost_ = value;
+        }
+      } else {
+        costBuilder_.mergeFrom(value);
+      }
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     */
+    public Builder clearCost() {
+      bitField0_ = (bitField0_ & ~0x00000020);
+      cost_ = null;
+      if (costBuilder_ != null) {
+        costBuilder_.dispose();
+        costBuilder_ = null;
+      }
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     */
+    public dev.hapax.v1.Cost.Builder getCostBuilder() {
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return getCostFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     */
+    public dev.hapax.v1.CostOrBuilder getCostOrBuilder() {
+      if (costBuilder_ != null) {
+        return costBuilder_.getMessageOrBuilder();
+      } else {
+        return cost_ == null ?
+            dev.hapax.v1.Cost.getDefaultInstance() : cost_;
+      }
+    }
+    /**
+     * <pre>
+     * Cost is what the call cost at the gateway's price for the model that served it (its config
+     * `prices`, over the default table shipped with it). Unset when that model has no price: an
+     * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+     * identical call in flight (that call paid for it).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost cost = 6;</code>
+     */
+    private com.google.protobuf.SingleFieldBuilderV3<
+        dev.hapax.v1.Cost, dev.hapax.v1.Cost.Builder, dev.hapax.v1.CostOrBuilder> 
+        getCostFieldBuilder() {
+      if (costBuilder_ == null) {
+        costBuilder_ = new com.google.protobuf.SingleFieldBuilderV3<
+            dev.hapax.v1.Cost, dev.hapax.v1.Cost.Builder, dev.hapax.v1.CostOrBuilder>(
+                getCost(),
+                getParentForChildren(),
+                isClean());
+        cost_ = null;
+      }
+      return costBuilder_;
+    }
+
+    private double energyJoules_ ;
+    /**
+     * <pre>
+     * Energy joules is an estimate of the energy the upstream spent on the call, from its tokens
+     * and a per-model figure (the README's "Costs, budgets and usage" says the method and its
+     * uncertainty). Unset when no figure is known for the model.
+     * </pre>
+     *
+     * <code>optional double energy_joules = 7;</code>
+     * @return Whether the energyJoules field is set.
+     */
+    @java.lang.Override
+    public boolean hasEnergyJoules() {
+      return ((bitField0_ & 0x00000040) != 0);
+    }
+    /**
+     * <pre>
+     * Energy joules is an estimate of the energy the upstream spent on the call, from its tokens
+     * and a per-model figure (the README's "Costs, budgets and usage" says the method and its
+     * uncertainty). Unset when no figure is known for the model.
+     * </pre>
+     *
+     * <code>optional double energy_joules = 7;</code>
+     * @return The energyJoules.
+     */
+    @java.lang.Override
+    public double getEnergyJoules() {
+      return energyJoules_;
+    }
+    /**
+     * <pre>
+     * Energy joules is an estimate of the energy the upstream spent on the call, from its tokens
+     * and a per-model figure (the README's "Costs, budgets and usage" says the method and its
+     * uncertainty). Unset when no figure is known for the model.
+     * </pre>
+     *
+     * <code>optional double energy_joules = 7;</code>
+     * @param value The energyJoules to set.
+     * @return This builder for chaining.
+     */
+    public Builder setEnergyJoules(double value) {
+      
+      energyJoules_ = value;
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Energy joules is an estimate of the energy the upstream spent on the call, from its tokens
+     * and a per-model figure (the README's "Costs, budgets and usage" says the method and its
+     * uncertainty). Unset when no figure is known for the model.
+     * </pre>
+     *
+     * <code>optional double energy_joules = 7;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearEnergyJoules() {
+      bitField0_ = (bitField0_ & ~0x00000040);
+      energyJoules_ = 0D;
       onChanged();
       return this;
     }

@@ -56,4 +56,63 @@ public interface UsageOrBuilder extends
    * @return The reasoningTokens.
    */
   int getReasoningTokens();
+
+  /**
+   * <pre>
+   * Cost is what the call cost at the gateway's price for the model that served it (its config
+   * `prices`, over the default table shipped with it). Unset when that model has no price: an
+   * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+   * identical call in flight (that call paid for it).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost cost = 6;</code>
+   * @return Whether the cost field is set.
+   */
+  boolean hasCost();
+  /**
+   * <pre>
+   * Cost is what the call cost at the gateway's price for the model that served it (its config
+   * `prices`, over the default table shipped with it). Unset when that model has no price: an
+   * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+   * identical call in flight (that call paid for it).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost cost = 6;</code>
+   * @return The cost.
+   */
+  dev.hapax.v1.Cost getCost();
+  /**
+   * <pre>
+   * Cost is what the call cost at the gateway's price for the model that served it (its config
+   * `prices`, over the default table shipped with it). Unset when that model has no price: an
+   * unpriced call has no cost, which is not a cost of zero. Zero for an answer shared with an
+   * identical call in flight (that call paid for it).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost cost = 6;</code>
+   */
+  dev.hapax.v1.CostOrBuilder getCostOrBuilder();
+
+  /**
+   * <pre>
+   * Energy joules is an estimate of the energy the upstream spent on the call, from its tokens
+   * and a per-model figure (the README's "Costs, budgets and usage" says the method and its
+   * uncertainty). Unset when no figure is known for the model.
+   * </pre>
+   *
+   * <code>optional double energy_joules = 7;</code>
+   * @return Whether the energyJoules field is set.
+   */
+  boolean hasEnergyJoules();
+  /**
+   * <pre>
+   * Energy joules is an estimate of the energy the upstream spent on the call, from its tokens
+   * and a per-model figure (the README's "Costs, budgets and usage" says the method and its
+   * uncertainty). Unset when no figure is known for the model.
+   * </pre>
+   *
+   * <code>optional double energy_joules = 7;</code>
+   * @return The energyJoules.
+   */
+  double getEnergyJoules();
 }

@@ -1,0 +1,104 @@
+"""UsageService: usage totals from the ledger's daily rollups (ledger/). The admission wrapper
+(api/admission.py) has checked the key before this runs: an admin key sees every key's usage,
+any other key only its own (the key filter is set to it, whatever the request says); with auth
+off every caller sees everything. Transport layer: request -> store query -> response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from hapax.v1 import completion_service_pb2 as completion_pb
+from hapax.v1 import usage_service_pb2 as pb
+from hapax.v1 import usage_service_pb2_grpc as pb_grpc
+from hapaxd.api.call import abort, record_of
+from hapaxd.core.errors import FieldViolation, GatewayError, InvalidRequest, LedgerOff
+from hapaxd.ledger import Ledger
+
+GROUPS = {
+    pb.USAGE_GROUP_DAY: "day",
+    pb.USAGE_GROUP_KEY: "key_id",
+    pb.USAGE_GROUP_TEAM: "team",
+    pb.USAGE_GROUP_MODEL: "model",
+    pb.USAGE_GROUP_PROVIDER: "provider",
+}
+DEFAULT_DAYS = 30
+
+
+def _day(value: str, field: str) -> datetime.date | None:
+    if not value:
+        return None
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest([FieldViolation(field, "not a day: YYYY-MM-DD")]) from None
+
+
+def days(request: pb.GetUsageRequest, today: datetime.date) -> tuple[str, str]:
+    """The request's range of UTC days (start, end), defaults filled; InvalidRequest if bad."""
+    end = _day(request.end_day, "end_day") or today
+    start = _day(request.start_day, "start_day") or end - datetime.timedelta(days=DEFAULT_DAYS)
+    if start > end:
+        raise InvalidRequest([FieldViolation("start_day", "after end_day")])
+    return start.isoformat(), end.isoformat()
+
+
+def _row(total: dict[str, Any], currency: str) -> pb.UsageRow:
+    row = pb.UsageRow(
+        day=total.get("day") or "",
+        key_id=total.get("key_id") or "",
+        team=total.get("team") or "",
+        model=total.get("model") or "",
+        provider=total.get("provider") or "",
+        calls=total["calls"],
+        errors=total["errors"],
+        prompt_tokens=total["prompt_tokens"],
+        completion_tokens=total["completion_tokens"],
+        cached_prompt_tokens=total["cached_prompt_tokens"],
+        reasoning_tokens=total["reasoning_tokens"],
+        unpriced_calls=total["unpriced_calls"],
+        energy_joules=total["energy_joules"] or 0.0,
+        shared_calls=total["shared_calls"],
+    )
+    row.cost.CopyFrom(completion_pb.Cost(currency=currency, nanos=total["cost_nanos"] or 0))
+    return row
+
+
+class UsageServicer(pb_grpc.UsageServiceServicer):
+    def __init__(self, ledger: Ledger | None, currency: Callable[[], str]) -> None:
+        self._ledger = ledger
+        self._currency = currency
+
+    async def GetUsage(
+        self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUsageResponse:
+        record = record_of(context)
+        try:
+            if self._ledger is None:
+                raise LedgerOff()
+            start, end = days(request, datetime.datetime.now(datetime.UTC).date())
+            key = record.key
+            key_id = request.key_id or None
+            if key is not None and not key.admin:
+                key_id = key.id  # a key sees only its own usage
+            group_by = [GROUPS[g] for g in request.group_by if g in GROUPS]
+            await self._ledger.flush()  # what was answered before this call is counted
+            totals = await asyncio.to_thread(
+                self._ledger.store.usage,
+                start,
+                end,
+                key_id=key_id,
+                team=request.team or None,
+                model=request.model or None,
+                provider=request.provider or None,
+                group_by=group_by,
+            )
+        except GatewayError as error:
+            await abort(context, record.failed(error), record)
+        currency = self._currency()
+        return pb.GetUsageResponse(rows=[_row(t, currency) for t in totals])
