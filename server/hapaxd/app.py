@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import hashlib
 import logging
@@ -33,6 +34,7 @@ from hapax.v1 import (
     usage_service_pb2,
     usage_service_pb2_grpc,
 )
+from hapaxd.admission.budgets import BudgetBook, Budgets, seed_from
 from hapaxd.admission.keys import KeyRing
 from hapaxd.admission.limits import Limiter, Store
 from hapaxd.admission.stores import build_store, same_store
@@ -197,6 +199,8 @@ class App:
             settings.ledger, self.observability.metrics, settings.prices.currency
         )
         self.observability.observer.use_ledger(self.ledger)
+        # What budgets have spent: the gateway's, kept across reloads, seeded from the ledger.
+        self.budget_book = BudgetBook()
         self._clock = clock
         # Who hears what the domain reports, in order; the health monitor joins below.
         self.listeners: list[Listener] = [*self.observability.listeners, *listeners]
@@ -326,8 +330,9 @@ class App:
             listeners=self.listeners,
         )
         charges = Charges(settings)
+        budgets = Budgets(settings.budgets, self.budget_book, settings.prices.currency, time.time)
         return Generation(
-            settings, routes, upstreams, router, dedup, limiter, charges, _keys(settings)
+            settings, routes, upstreams, router, dedup, limiter, charges, budgets, _keys(settings)
         )
 
     def _monitor(self, generation: Generation) -> HealthMonitor:
@@ -414,6 +419,21 @@ class App:
         if store is not None:
             self._later(store.aclose())
 
+    async def _seed_budgets(self, ledger: Ledger) -> None:
+        """Spend so far in each budget's window, from the ledger's rollups: a restart does not
+        reset a budget."""
+        budgets = self.generations.current.budgets
+        if not budgets.limits:
+            return
+        today = datetime.datetime.now(datetime.UTC).date().isoformat()
+
+        def sums(start: str, key_id: str | None, team: str | None) -> tuple[int, int]:
+            [total] = ledger.store.usage(start, today, key_id=key_id, team=team)
+            tokens = int(total["prompt_tokens"]) + int(total["completion_tokens"])
+            return int(total["cost_nanos"] or 0), tokens
+
+        await asyncio.to_thread(seed_from, budgets, sums)
+
     def _later(self, work: Coroutine[Any, Any, object]) -> None:
         """Run `work` in the background; stop() waits for it."""
         task = asyncio.get_running_loop().create_task(work)
@@ -427,6 +447,7 @@ class App:
         try:
             if self.ledger is not None:
                 self.ledger.start()
+                await self._seed_budgets(self.ledger)
             await self.monitor.publish()
             self.monitor.start()
             await self.observability.start(ready=lambda: self.monitor.any_usable())

@@ -10,6 +10,8 @@ the upstream call paid for it. Plain Python: no grpc, no HTTP client.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from hapaxd.config import Settings
 from hapaxd.core.types import Route, Usage
 from hapaxd.costs import Charge, EnergyTable, PriceTable, cost_nanos
@@ -29,6 +31,17 @@ class Charges:
         )
         self._types = {p.name: p.type for p in settings.providers}
         self.shared = Charge(0, self.currency, 0.0)
+
+    def worst(self, targets: Iterable[tuple[str, str]], prompt: int, completion: int) -> int | None:
+        """The dearest cost (nanos) of `prompt` and `completion` tokens among the (provider,
+        upstream model) targets that may serve a call; None when none of them has a price."""
+        usage = Usage(prompt_tokens=prompt, completion_tokens=completion)
+        costs = [
+            cost_nanos(price, usage)
+            for provider, model in targets
+            if (price := self.prices.lookup(provider, model)) is not None
+        ]
+        return max(costs, default=None)
 
     def of(self, route: Route, usage: Usage, *, embedding: bool = False) -> Charge:
         """The charge of an answered call: its cost (None when the model has no price) and its

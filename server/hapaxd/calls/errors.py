@@ -16,6 +16,7 @@ import dataclasses
 from hapaxd.core.errors import (
     MAX_LISTED,
     Attempt,
+    BudgetExceeded,
     CallerRejected,
     CapabilityMissing,
     DeadlineExceeded,
@@ -125,6 +126,10 @@ def _map(error: GatewayError) -> Table:
             return "UNAUTHENTICATED", {}, None, ()
         case PermissionDenied():
             return "PERMISSION_DENIED", {"client": error.client, **error.subject}, None, ()
+        case BudgetExceeded():
+            meta = {"client": error.client, "budget": error.budget}
+            quota = (_quota(f"budget:{error.budget}", error.message),)
+            return "RESOURCE_EXHAUSTED", meta, error.retry_after, quota
         case RateLimited():
             meta = {"client": error.client, "limit": error.limit}
             quota = (_quota(f"api_key:{error.client}", error.limit),)

@@ -1,12 +1,12 @@
 """One generation of everything a call takes from the settings: the route table, the upstreams,
-the router and the deduplicator, the key ring, the rate limiter (its store) and the prices
-(calls/charges.py). A reload builds a
-new generation and swaps it in whole; a call takes the generation current when it begins and
-keeps it to its end (`async with generations.use() as generation`), so calls in flight finish on
-the settings they started with: their key checked against that ring, their ticket settled on the
-store that admitted them. A retired generation runs its `on_idle` once its last call has left:
-closing the adapters of providers the new one no longer has, and its store when the new one has
-another.
+the router and the deduplicator, the key ring, the rate limiter (its store), the prices
+(calls/charges.py) and the budgets (their spend is the gateway's, kept across reloads). A
+reload builds a new generation and swaps it in whole; a call takes the generation current when
+it begins and keeps it to its end (`async with generations.use() as generation`), so calls in
+flight finish on the settings they started with: their key checked against that ring, their
+ticket settled on the store that admitted them. A retired generation runs its `on_idle` once its
+last call has left: closing the adapters of providers the new one no longer has, and its store
+when the new one has another.
 
 Plain Python: no grpc, no HTTP client.
 """
@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from types import TracebackType
 
+from hapaxd.admission.budgets import Budgets
 from hapaxd.admission.keys import KeyRing
 from hapaxd.admission.limits import Limiter
 from hapaxd.calls.charges import Charges
@@ -36,6 +37,7 @@ class Generation:
     dedup: Deduplicator
     limiter: Limiter
     charges: Charges
+    budgets: Budgets
     keys: KeyRing | None = None  # None: auth is off
     number: int = 1
     calls: int = 0  # calls in flight that began on this generation

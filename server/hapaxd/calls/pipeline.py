@@ -22,7 +22,8 @@ import dataclasses
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
-from hapaxd.admission.limits import NO_LIMITS, Ticket
+from hapaxd.admission.budgets import NO_HOLD, Hold
+from hapaxd.admission.limits import NO_LIMITS, Ticket, delivered_tokens, estimate_tokens
 from hapaxd.calls.door import Door, verify
 from hapaxd.calls.errors import CallFailed
 from hapaxd.calls.generation import Generation, Generations
@@ -114,6 +115,25 @@ async def _admitted(
     return await generation.limiter.admit(record.key, request, stream)
 
 
+def _budgeted(
+    generation: Generation, request: AnyRequest, record: CallRecord, needs: frozenset[Capability]
+) -> Hold:
+    """The call's worst case reserved in its key's and team's budgets (BudgetExceeded when it
+    does not fit one); a hold to settle with what it cost. Checked and reserved with no await
+    in between: concurrent calls cannot together pass a budget."""
+    budgets = generation.budgets
+    if record.key is None or not budgets.limits:
+        return NO_HOLD
+    targets = [t for rank in generation.routes.able_ranks(request.model, needs) for t in rank]
+    max_tokens = request.max_tokens if isinstance(request, CompletionRequest) else 0
+    return budgets.reserve(
+        record.key,
+        estimate_tokens(request),
+        max_tokens,
+        lambda prompt, completion: generation.charges.worst(targets, prompt, completion),
+    )
+
+
 def _complete(
     dedup: Deduplicator, request: CompletionRequest, record: CallRecord
 ) -> Awaitable[tuple[Completion, Route]]:
@@ -153,17 +173,23 @@ class Calls:
                 verify(generation.keys, record, ANY_KEY, record.method)
                 request = parse(record.request_id, self.limits)
                 record.tags = dict(request.metadata)
-                request = _routed(request, record, generation, request.needs())
+                needs = request.needs()
+                request = _routed(request, record, generation, needs)
                 ticket = await _admitted(generation, record, request, False)
-                used = None
+                hold = _budgeted(generation, request, record, needs)
+                used, cost = None, None
                 try:
-                    answer, route = await ask(generation.dedup, request, record)
-                    used = answer.usage.total_tokens
+                    try:
+                        answer, route = await ask(generation.dedup, request, record)
+                        used = 0 if route.shared else answer.usage.total_tokens
+                    finally:
+                        ticket.settle(used)
+                    charge = generation.charges.of(
+                        route, answer.usage, embedding=isinstance(answer, Embeddings)
+                    )
+                    cost = charge.cost_nanos
                 finally:
-                    ticket.settle(used)
-                charge = generation.charges.of(
-                    route, answer.usage, embedding=isinstance(answer, Embeddings)
-                )
+                    hold.settle(cost, used or 0)  # no answer: nothing spent
             record.answered(route, answer.usage, charge)
             return answer, route, request, charge
         except Exception as error:
@@ -181,14 +207,25 @@ class Calls:
         door must close this generator when it stops reading (contextlib.aclosing)."""
         door = self.door
         ticket, used, delivered = NO_LIMITS, None, 0
+        hold, cost, prompt = NO_HOLD, None, 0
+        targets: list[tuple[str, str]] = []
         try:
             door.enter(record)
             async with self.generations.use() as generation:
                 verify(generation.keys, record, ANY_KEY, record.method)
                 request = parse(record.request_id, self.limits)
                 record.tags = dict(request.metadata)
-                request = _routed(request, record, generation, request.needs() | STREAMING)
+                needs = request.needs() | STREAMING
+                request = _routed(request, record, generation, needs)
                 ticket = await _admitted(generation, record, request, True)
+                hold, prompt = _budgeted(generation, request, record, needs), 0
+                if hold.entries:
+                    targets = [
+                        t
+                        for rank in generation.routes.able_ranks(request.model, needs)
+                        for t in rank
+                    ]
+                    prompt = estimate_tokens(request)
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
                 async with generation.dedup.stream(
                     request, record.deadline, record.caller
@@ -206,14 +243,20 @@ class Calls:
                         delivered += item.size()
                         yield item
                 if route is not None:
-                    used = usage.total_tokens
+                    used = 0 if route.shared else usage.total_tokens
                     charge = generation.charges.of(route, usage)
+                    cost = charge.cost_nanos
+                    hold.settle(cost, used)
                     record.answered(route, usage, charge)
                     yield StreamEnd(finish, usage, route, charge)
         except Exception as error:
             raise CallFailed(record.failed(error)) from None
         finally:
             ticket.settle(used, delivered)
+            if not hold.settled:  # no usage came: what it delivered, at the dearest price
+                out = delivered_tokens(delivered) if delivered else 0
+                spent = generation.charges.worst(targets, prompt, out) if out else 0
+                hold.settle(spent, prompt + out if out else 0)
             door.leave(record)
 
     async def models(self, record: CallRecord, parse: Callable[[], object]) -> Listing:

@@ -470,6 +470,45 @@ class EnergySettings(_Frozen):
     models: dict[Text, EnergyFigureSettings] = {}
 
 
+class BudgetSettings(_Frozen):
+    """One budget: a cap on what one key (`key`: its id) or one team (`team`: the keys whose
+    `owner` it is) spends per UTC `window`, in money (`money`, in prices.currency) or tokens
+    (`tokens`, prompt plus completion)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    key: str | None = None
+    team: str | None = None
+    money: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
+    tokens: int | None = Field(None, ge=1)
+    window: Literal["day", "week", "month", "total"] = "month"
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> BudgetSettings:
+        if (self.key is None) == (self.team is None):
+            raise ValueError(f"budget {self.name!r}: give exactly one of key and team")
+        if (self.money is None) == (self.tokens is None):
+            raise ValueError(f"budget {self.name!r}: give exactly one of money and tokens")
+        return self
+
+
+class BudgetsSettings(_Frozen):
+    """Budgets, enforced when a call is admitted (admission/budgets.py). A call reserves its
+    worst case: its prompt's estimate plus `max_tokens` (or `default_max_tokens` when it sets
+    none), at the dearest price among the providers of its model; the real cost replaces the
+    reservation when it ends."""
+
+    default_max_tokens: int = Field(4096, ge=1)
+    limits: list[BudgetSettings] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BudgetsSettings:
+        names = [b.name for b in self.limits]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"budget names must be unique: {', '.join(twice)} twice")
+        return self
+
+
 class LedgerSettings(_Frozen):
     """The usage ledger: one row per call that reached a provider, written in batches off the
     call path (ledger/). `path` "" is usage.db in the state directory ($HAPAX_STATE_DIR, else
@@ -506,6 +545,7 @@ class Settings(_Frozen):
     prices: PricesSettings = PricesSettings()
     energy: EnergySettings = EnergySettings()
     ledger: LedgerSettings = LedgerSettings()
+    budgets: BudgetsSettings = BudgetsSettings()
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -523,9 +563,26 @@ class Settings(_Frozen):
                 "auth.keys: no API keys while auth is enabled: add keys (hapaxd hash-key makes "
                 "one), or set auth.enabled: false to serve every caller that reaches the port"
             )
+        problems += self._budget_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _budget_problems(self) -> list[str]:
+        """Each budget names a key or a team the config has, and budgets need auth on."""
+        if not self.budgets.limits:
+            return []
+        if not self.auth.enabled:
+            return ["budgets: a budget counts a key's calls; it takes auth.enabled: true"]
+        ids = {k.id for k in self.auth.keys}
+        teams = {k.owner for k in self.auth.keys if k.owner}
+        problems = []
+        for i, budget in enumerate(self.budgets.limits):
+            if budget.key is not None and budget.key not in ids:
+                problems.append(f"budgets.limits[{i}].key: no key has the id {budget.key!r}")
+            if budget.team is not None and budget.team not in teams:
+                problems.append(f"budgets.limits[{i}].team: no key has the owner {budget.team!r}")
+        return problems
 
     def dedup_enabled(self, model: str) -> bool:
         override = self.models.get(model)

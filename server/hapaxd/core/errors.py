@@ -300,6 +300,17 @@ class AdminKeyRequired(PermissionDenied):
         self.subject = {"service": service}
 
 
+class BudgetExceeded(GatewayError):
+    """A call whose worst case does not fit a budget of its key or team (admission/budgets.py);
+    `retry_after`: seconds until the budget's window resets (None for a total budget)."""
+
+    reason = "BUDGET_EXCEEDED"
+
+    def __init__(self, budget: str, client: str, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.budget, self.client, self.retry_after = budget, client, retry_after
+
+
 class LedgerOff(GatewayError):
     """A usage query while the usage ledger is off: there is no usage to answer with."""
 
