@@ -25,12 +25,17 @@ FROM python:3.11-slim
 
 RUN groupadd --system --gid 10001 hapax \
  && useradd --system --uid 10001 --gid hapax --no-create-home --home-dir /nonexistent \
-            --shell /usr/sbin/nologin hapax
+            --shell /usr/sbin/nologin hapax \
+ && mkdir -p /var/lib/hapax && chown 10001:10001 /var/lib/hapax
 
 COPY --from=builder /opt/hapax /opt/hapax
 
+# The usage ledger (usage.db and its spool) lives in HAPAX_STATE_DIR: mount a volume there to
+# keep it across containers.
 ENV PATH=/opt/hapax/bin:$PATH \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    HAPAX_STATE_DIR=/var/lib/hapax
+VOLUME /var/lib/hapax
 
 USER 10001:10001
 

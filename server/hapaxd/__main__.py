@@ -118,6 +118,32 @@ def _check_tls(settings: config.Settings) -> list[str]:
     return problems
 
 
+def _usage_lines(settings: config.Settings) -> list[str]:
+    """Where usage is kept, and what budgets can promise with it."""
+    from hapaxd.ledger.paths import ledger_path
+
+    lines = []
+    if settings.ledger.enabled:
+        lines.append(f"usage ledger: {ledger_path(settings.ledger.path)}")
+    else:
+        lines.append(
+            "usage ledger: off (no usage is kept; UsageService answers FAILED_PRECONDITION)"
+        )
+    budgets = settings.budgets.limits
+    if budgets:
+        lines.append(f"budgets: {', '.join(b.name for b in budgets)}")
+        if not settings.ledger.enabled:
+            lines.append(
+                "warning: budgets without the usage ledger start from zero at every restart "
+                "(their spend is rebuilt from the ledger)"
+            )
+        lines.append(
+            "warning: budgets are kept by this gateway process: replicas each keep their own "
+            "(shared budgets are not built yet)"
+        )
+    return lines
+
+
 def _check_config(settings: config.Settings, secrets: bool) -> int:
     problems = _check_tls(settings)
     if problems:
@@ -134,6 +160,8 @@ def _check_config(settings: config.Settings, secrets: bool) -> int:
         )
     else:
         print("auth: off (every caller that reaches the port is served)")
+    for line in _usage_lines(settings):
+        print(line)
     if not secrets:
         needed = [
             f"{env} ({key}{'' if os.environ.get(env) else ', not set'})"

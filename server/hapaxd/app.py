@@ -10,12 +10,10 @@ import datetime
 import gc
 import hashlib
 import logging
-import os
 import signal
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -69,6 +67,7 @@ from hapaxd.core.routes import RouteTable
 from hapaxd.core.upstream import Upstream
 from hapaxd.core.validation import Limits
 from hapaxd.ledger import Ledger, SqliteStore
+from hapaxd.ledger.paths import ledger_path
 from hapaxd.observability import Observability
 from hapaxd.observability.metrics import HAPAX_PREFIX, Metrics
 from hapaxd.openai_http.server import OpenAIDoor
@@ -268,7 +267,12 @@ class App:
             AdminServicer(lambda: self.upstreams), registering
         )
         usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
-            UsageServicer(self.ledger, lambda: self.settings.prices.currency), registering
+            UsageServicer(
+                self.ledger,
+                lambda: self.settings.prices.currency,
+                lambda: self.generations.current.budgets,
+            ),
+            registering,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registering)
         # What reflection.enable_server_reflection does for an aio server, through the wrapper.
@@ -397,6 +401,8 @@ class App:
             log.error("config reload (%s) failed, keeping the running settings: %s", why, exc)
             return False
         needs_restart = await self.reload(settings)
+        if self.ledger is not None:  # the calls before the reload are in the ledger after it
+            await self.ledger.flush()
         metrics.reloads.labels("success").inc()
         metrics.last_reload.set_to_current_time()
         log.info(
@@ -462,7 +468,7 @@ class App:
             ", ".join(f"{u.name} ({u.provider.type})" for u in self.upstreams),
         )
         if self.ledger is not None:
-            log.info("usage ledger: %s", ledger_path(self.settings.ledger))
+            log.info("usage ledger: %s", ledger_path(self.settings.ledger.path))
         if self.generations.current.keys is None:
             log.warning(
                 "authentication is off (auth.enabled: false): every caller that reaches port %d "
@@ -505,7 +511,7 @@ def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Le
     costs in another currency."""
     if not settings.enabled:
         return None
-    path = ledger_path(settings)
+    path = ledger_path(settings.path)
     try:
         store = SqliteStore(path, retention_days=settings.retention_days, currency=currency)
     except (ValueError, OSError, sqlite3.Error) as exc:
@@ -520,21 +526,6 @@ def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Le
         on_dropped=metrics.ledger_dropped.inc,
         on_written=metrics.ledger_written.inc,
     )
-
-
-def ledger_path(settings: LedgerSettings, environ: Mapping[str, str] | None = None) -> Path:
-    """`ledger.path`, or usage.db in the state directory: $HAPAX_STATE_DIR, else
-    $XDG_STATE_HOME/hapax, else ~/.local/state/hapax."""
-    if settings.path:
-        return Path(settings.path).expanduser()
-    env = os.environ if environ is None else environ
-    if env.get("HAPAX_STATE_DIR"):
-        base = Path(env["HAPAX_STATE_DIR"])
-    elif env.get("XDG_STATE_HOME"):
-        base = Path(env["XDG_STATE_HOME"]) / "hapax"
-    else:
-        base = Path.home() / ".local" / "state" / "hapax"
-    return base.expanduser() / "usage.db"
 
 
 def _keys(settings: Settings) -> KeyRing | None:

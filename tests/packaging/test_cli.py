@@ -89,6 +89,24 @@ def test_check_config_accepts_a_good_file(tmp_path: pathlib.Path) -> None:
     assert "local (local), ollama (ollama)" in result.stdout
 
 
+def test_check_config_says_where_usage_is_kept_and_what_budgets_can_promise(
+    tmp_path: pathlib.Path,
+) -> None:
+    budgets = (
+        "auth:\n  keys:\n    - {id: search, sha256: " + "a" * 64 + "}\n"
+        "budgets:\n  limits:\n    - {name: search-daily, key: search, money: 5, window: day}\n"
+        "ledger: {enabled: false}\n"
+    )
+    result = check_config(write(tmp_path, GOOD + budgets))
+    assert result.returncode == 0, result.stderr
+    assert "usage ledger: off" in result.stdout
+    assert "budgets: search-daily" in result.stdout
+    assert "start from zero at every restart" in result.stdout
+    assert "replicas each keep their own" in result.stdout
+    kept = check_config(write(tmp_path, GOOD), env={"HAPAX_STATE_DIR": str(tmp_path / "state")})
+    assert f"usage ledger: {tmp_path / 'state' / 'usage.db'}" in kept.stdout
+
+
 def test_check_config_names_the_bad_key_and_exits_2(tmp_path: pathlib.Path) -> None:
     result = check_config(write(tmp_path, GOOD.replace("http://127.0.0.1:11434", "nope")))
     assert result.returncode == 2

@@ -163,6 +163,20 @@ def test_final_stage_runs_as_a_non_root_user() -> None:
     assert user not in ("root", "0"), user
 
 
+def test_the_usage_ledger_has_a_directory_the_runtime_user_owns() -> None:
+    """The ledger is on by default and the user has no home: HAPAX_STATE_DIR points at a
+    directory made for it (and a volume), or the gateway would refuse to start."""
+    final = stages()[-1]
+    env = " ".join(final.all("ENV"))
+    match = re.search(r"HAPAX_STATE_DIR=(\S+)", env)
+    assert match is not None, env
+    state = match.group(1)
+    user = final.last("USER").split(":")[0]
+    runs = " ".join(final.all("RUN"))
+    assert f"mkdir -p {state}" in runs and f"chown {user}:" in runs and state in runs
+    assert state in " ".join(final.all("VOLUME"))
+
+
 def test_exposes_grpc_and_metrics_ports() -> None:
     ports = {p.split("/")[0] for args in stages()[-1].all("EXPOSE") for p in args.split()}
     assert {"50051", "9090"} <= ports

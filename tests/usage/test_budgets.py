@@ -213,3 +213,37 @@ def test_a_window_rolling_over_admits_again() -> None:
     assert caught.value.retry_after == pytest.approx(30)
     now[0] += 31  # the next day (UTC)
     budgets.reserve(caller, 10, 80, lambda p, c: None).settle(None, 90)
+
+
+async def test_usage_shows_where_each_budget_stands(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    from hapax.v1 import usage_service_pb2 as usage_pb
+    from hapax.v1 import usage_service_pb2_grpc as usage_grpc
+    from tests.admission.conftest import NARROW_KEY, OPS_KEY
+
+    fake_upstream.set_default(Reply(prompt_tokens=4, completion_tokens=6))  # USD 0.01 a call
+    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(Decimal("1"))]))
+    for n in range(3):
+        await complete(gateway, n)
+    stub = usage_grpc.UsageServiceStub(gateway.channel)
+    mine = await stub.GetUsage(usage_pb.GetUsageRequest(), metadata=bearer(SEARCH_KEY))
+    [status] = mine.budgets
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert (status.name, status.key_id, status.window, status.window_start) == (
+        "search-daily",
+        "search",
+        "day",
+        today,
+    )
+    assert (status.unit, status.limit, status.spent, status.reserved) == (
+        "USD",
+        1_000_000_000,
+        30_000_000,
+        0,
+    )
+    assert status.remaining == 970_000_000
+    admin = await stub.GetUsage(usage_pb.GetUsageRequest(), metadata=bearer(OPS_KEY))
+    assert [b.name for b in admin.budgets] == ["search-daily"]
+    other = await stub.GetUsage(usage_pb.GetUsageRequest(), metadata=bearer(NARROW_KEY))
+    assert list(other.budgets) == []

@@ -211,3 +211,40 @@ async def test_a_ledger_keeps_one_currency(
     await gateway.app.stop(grace=0)
     with pytest.raises(config.ConfigError, match="keeps costs in USD, not EUR"):
         App(euros, address="127.0.0.1:0")
+
+
+def test_a_ledger_path_that_cannot_be_written_stops_the_gateway_with_its_reason(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Not a silent gateway without a ledger: the operator sees why at start (a read-only
+    filesystem, a home directory that does not exist), and chooses a path or turns it off."""
+    from hapaxd import config
+    from hapaxd.app import App
+    from hapaxd.ledger.paths import ledger_path
+
+    (tmp_path / "a-file").write_text("")
+    blocked = settings(fake_upstream, tmp_path).model_copy(
+        update={"ledger": config.LedgerSettings(path=str(tmp_path / "a-file" / "usage.db"))}
+    )
+    with pytest.raises(config.ConfigError, match=r"^ledger\.path: "):
+        App(blocked, address="127.0.0.1:0")
+    environ = {"HAPAX_STATE_DIR": "/var/lib/hapax", "HOME": "/nonexistent"}
+    assert ledger_path("", environ) == Path("/var/lib/hapax/usage.db")
+    assert ledger_path("", {"XDG_STATE_HOME": "/x"}) == Path("/x/hapax/usage.db")
+    assert ledger_path("~/u.db", {}) == Path.home() / "u.db"
+
+
+async def test_a_reload_writes_the_ledger_rows_of_the_calls_before_it(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    from hapaxd import config
+
+    ledger = config.LedgerSettings(path=str(tmp_path / "usage.db"), flush_interval=600)
+    slow = settings(fake_upstream, tmp_path).model_copy(update={"ledger": ledger})
+    gateway = await start_gateway(slow)
+    await gateway.stub.Complete(
+        pb.CompleteRequest(prompt="a"), metadata=(("x-request-id", "before-reload"),)
+    )
+    assert ledger_rows(tmp_path / "usage.db") == []  # the batch interval is ten minutes
+    assert await gateway.app.reload_from(lambda: slow, "test")
+    assert [r["request_id"] for r in ledger_rows(tmp_path / "usage.db")] == ["before-reload"]

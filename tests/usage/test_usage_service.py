@@ -148,3 +148,34 @@ async def test_hapax_usage_prints_a_table(used: Gateway) -> None:
     search = next(line.split() for line in lines if line.startswith("search") and "default" in line)
     assert search[:6] == ["search", "default", "3", "0", "3000", "300"]
     assert search[6:8] == ["0.004200", "USD"]
+
+
+def test_hapax_usage_says_where_each_budget_stands() -> None:
+    from hapax.cli import budget_lines
+
+    reply = usage_pb.GetUsageResponse(
+        budgets=[
+            usage_pb.BudgetStatus(
+                name="search-daily",
+                key_id="search",
+                window="day",
+                window_start="2026-12-06",
+                unit="USD",
+                limit=50_000_000_000,
+                spent=1_250_000_000,
+                reserved=100_000_000,
+                remaining=48_650_000_000,
+            ),
+            usage_pb.BudgetStatus(
+                name="all", team="platform", window="total", unit="tokens", limit=1000, spent=10
+            ),
+        ]
+    )
+    lines = budget_lines(reply).strip().splitlines()
+    assert lines == [
+        "budget search-daily (key search) this day (from 2026-12-06): 1.250000 USD spent, "
+        "0.100000 USD reserved, 48.650000 USD left of 50.000000 USD",
+        "budget all (team platform) in total: 10 tokens spent, 0 tokens reserved, 0 tokens left "
+        "of 1,000 tokens",
+    ]
+    assert budget_lines(usage_pb.GetUsageResponse()) == ""

@@ -108,6 +108,23 @@ def usage_table(reply: Any, by: Sequence[str]) -> str:
     )
 
 
+def budget_lines(reply: Any) -> str:
+    """Where each budget the caller may see stands, a line each (nothing when none)."""
+    lines = []
+    for b in reply.budgets:
+        who = f"key {b.key_id}" if b.key_id else f"team {b.team}"
+        since = f"this {b.window} (from {b.window_start})" if b.window_start else "in total"
+
+        def amount(value: int, unit: str = b.unit) -> str:
+            return f"{value:,} tokens" if unit == "tokens" else f"{value / 1e9:.6f} {unit}"
+
+        lines.append(
+            f"budget {b.name} ({who}) {since}: {amount(b.spent)} spent, {amount(b.reserved)}"
+            f" reserved, {amount(b.remaining)} left of {amount(b.limit)}\n"
+        )
+    return ("\n" if lines else "") + "".join(lines)
+
+
 def _run(args: argparse.Namespace, out: object = sys.stdout) -> int:
     write = out.write  # type: ignore[attr-defined]
     with Client(args.target, api_key=args.key, timeout=args.timeout) as client:
@@ -150,6 +167,7 @@ def _run(args: argparse.Namespace, out: object = sys.stdout) -> int:
                 group_by=by,
             )
             write(usage_table(totals, by))
+            write(budget_lines(totals))
         elif args.command == "health":
             status = client.health(args.service)
             write(status + "\n")

@@ -16,6 +16,8 @@ import grpc
 from hapax.v1 import completion_service_pb2 as completion_pb
 from hapax.v1 import usage_service_pb2 as pb
 from hapax.v1 import usage_service_pb2_grpc as pb_grpc
+from hapaxd.admission.budgets import Budgets
+from hapaxd.admission.keys import Caller
 from hapaxd.api.call import abort, record_of
 from hapaxd.core.errors import FieldViolation, GatewayError, InvalidRequest, LedgerOff
 from hapaxd.ledger import Ledger
@@ -69,10 +71,37 @@ def _row(total: dict[str, Any], currency: str) -> pb.UsageRow:
     return row
 
 
+def budget_statuses(budgets: Budgets, caller: Caller | None) -> list[pb.BudgetStatus]:
+    """The budgets `caller` may see (all for an admin key or with auth off), in their current
+    windows."""
+    found = []
+    for budget, window, spent, reserved in budgets.status():
+        if caller is not None and not caller.admin and not budget.covers(caller):
+            continue
+        found.append(
+            pb.BudgetStatus(
+                name=budget.name,
+                key_id=budget.key or "",
+                team=budget.team or "",
+                window=budget.window,
+                window_start=window,
+                unit=budget.unit(budgets.currency),
+                limit=budget.amount,
+                spent=spent,
+                reserved=reserved,
+                remaining=max(0, budget.amount - spent - reserved),
+            )
+        )
+    return found
+
+
 class UsageServicer(pb_grpc.UsageServiceServicer):
-    def __init__(self, ledger: Ledger | None, currency: Callable[[], str]) -> None:
+    def __init__(
+        self, ledger: Ledger | None, currency: Callable[[], str], budgets: Callable[[], Budgets]
+    ) -> None:
         self._ledger = ledger
         self._currency = currency
+        self._budgets = budgets
 
     async def GetUsage(
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
@@ -101,4 +130,7 @@ class UsageServicer(pb_grpc.UsageServiceServicer):
         except GatewayError as error:
             await abort(context, record.failed(error), record)
         currency = self._currency()
-        return pb.GetUsageResponse(rows=[_row(t, currency) for t in totals])
+        return pb.GetUsageResponse(
+            rows=[_row(t, currency) for t in totals],
+            budgets=budget_statuses(self._budgets(), record.key),
+        )

@@ -511,9 +511,9 @@ class BudgetsSettings(_Frozen):
 
 class LedgerSettings(_Frozen):
     """The usage ledger: one row per call that reached a provider, written in batches off the
-    call path (ledger/). `path` "" is usage.db in the state directory ($HAPAX_STATE_DIR, else
-    $XDG_STATE_HOME/hapax, else ~/.local/state/hapax); the spool beside it keeps rows the
-    database could not take yet. Changing a ledger setting takes a restart."""
+    call path (ledger/) to SQLite (`path` "": usage.db in the state directory, $HAPAX_STATE_DIR,
+    else $XDG_STATE_HOME/hapax, else ~/.local/state/hapax). The spool beside it (usage.db.spool)
+    keeps rows the database could not take yet. Changing a ledger setting takes a restart."""
 
     enabled: bool = True
     path: str = ""

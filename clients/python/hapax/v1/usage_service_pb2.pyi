@@ -42,10 +42,36 @@ class GetUsageRequest(_message.Message):
     def __init__(self, start_day: _Optional[str] = ..., end_day: _Optional[str] = ..., key_id: _Optional[str] = ..., team: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., group_by: _Optional[_Iterable[_Union[UsageGroup, str]]] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
-    __slots__ = ("rows",)
+    __slots__ = ("rows", "budgets")
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
-    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+    budgets: _containers.RepeatedCompositeFieldContainer[BudgetStatus]
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., budgets: _Optional[_Iterable[_Union[BudgetStatus, _Mapping]]] = ...) -> None: ...
+
+class BudgetStatus(_message.Message):
+    __slots__ = ("name", "key_id", "team", "window", "window_start", "unit", "limit", "spent", "reserved", "remaining")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    key_id: str
+    team: str
+    window: str
+    window_start: str
+    unit: str
+    limit: int
+    spent: int
+    reserved: int
+    remaining: int
+    def __init__(self, name: _Optional[str] = ..., key_id: _Optional[str] = ..., team: _Optional[str] = ..., window: _Optional[str] = ..., window_start: _Optional[str] = ..., unit: _Optional[str] = ..., limit: _Optional[int] = ..., spent: _Optional[int] = ..., reserved: _Optional[int] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class UsageRow(_message.Message):
     __slots__ = ("day", "key_id", "team", "model", "provider", "calls", "errors", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "unpriced_calls", "energy_joules", "shared_calls")

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hapax/v1/usage_service.proto.
  */
 export const file_hapax_v1_usage_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxoYXBheC92MS91c2FnZV9zZXJ2aWNlLnByb3RvEghoYXBheC52MSKcAQoPR2V0VXNhZ2VSZXF1ZXN0EhEKCXN0YXJ0X2RheRgBIAEoCRIPCgdlbmRfZGF5GAIgASgJEg4KBmtleV9pZBgDIAEoCRIMCgR0ZWFtGAQgASgJEg0KBW1vZGVsGAUgASgJEhAKCHByb3ZpZGVyGAYgASgJEiYKCGdyb3VwX2J5GAcgAygOMhQuaGFwYXgudjEuVXNhZ2VHcm91cCI0ChBHZXRVc2FnZVJlc3BvbnNlEiAKBHJvd3MYASADKAsyEi5oYXBheC52MS5Vc2FnZVJvdyLCAgoIVXNhZ2VSb3cSCwoDZGF5GAEgASgJEg4KBmtleV9pZBgCIAEoCRIMCgR0ZWFtGAMgASgJEg0KBW1vZGVsGAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEg0KBWNhbGxzGAYgASgDEg4KBmVycm9ycxgHIAEoAxIVCg1wcm9tcHRfdG9rZW5zGAggASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAkgASgDEhwKFGNhY2hlZF9wcm9tcHRfdG9rZW5zGAogASgDEhgKEHJlYXNvbmluZ190b2tlbnMYCyABKAMSHAoEY29zdBgMIAEoCzIOLmhhcGF4LnYxLkNvc3QSFgoOdW5wcmljZWRfY2FsbHMYDSABKAMSFQoNZW5lcmd5X2pvdWxlcxgOIAEoARIUCgxzaGFyZWRfY2FsbHMYDyABKAMqmgEKClVzYWdlR3JvdXASGwoXVVNBR0VfR1JPVVBfVU5TUEVDSUZJRUQQABITCg9VU0FHRV9HUk9VUF9EQVkQARITCg9VU0FHRV9HUk9VUF9LRVkQAhIUChBVU0FHRV9HUk9VUF9URUFNEAMSFQoRVVNBR0VfR1JPVVBfTU9ERUwQBBIYChRVU0FHRV9HUk9VUF9QUk9WSURFUhAFMlEKDFVzYWdlU2VydmljZRJBCghHZXRVc2FnZRIZLmhhcGF4LnYxLkdldFVzYWdlUmVxdWVzdBoaLmhhcGF4LnYxLkdldFVzYWdlUmVzcG9uc2VCXgoMZGV2LmhhcGF4LnYxQhFVc2FnZVNlcnZpY2VQcm90b1ABWi5naXRodWIuY29tL2hhcGF4L2hhcGF4L2dlbi9nby9oYXBheC92MTtoYXBheHYxqgIISGFwYXguVjFiBnByb3RvMw", [file_hapax_v1_completion_service]);
+  fileDesc("ChxoYXBheC92MS91c2FnZV9zZXJ2aWNlLnByb3RvEghoYXBheC52MSKcAQoPR2V0VXNhZ2VSZXF1ZXN0EhEKCXN0YXJ0X2RheRgBIAEoCRIPCgdlbmRfZGF5GAIgASgJEg4KBmtleV9pZBgDIAEoCRIMCgR0ZWFtGAQgASgJEg0KBW1vZGVsGAUgASgJEhAKCHByb3ZpZGVyGAYgASgJEiYKCGdyb3VwX2J5GAcgAygOMhQuaGFwYXgudjEuVXNhZ2VHcm91cCJdChBHZXRVc2FnZVJlc3BvbnNlEiAKBHJvd3MYASADKAsyEi5oYXBheC52MS5Vc2FnZVJvdxInCgdidWRnZXRzGAIgAygLMhYuaGFwYXgudjEuQnVkZ2V0U3RhdHVzIrEBCgxCdWRnZXRTdGF0dXMSDAoEbmFtZRgBIAEoCRIOCgZrZXlfaWQYAiABKAkSDAoEdGVhbRgDIAEoCRIOCgZ3aW5kb3cYBCABKAkSFAoMd2luZG93X3N0YXJ0GAUgASgJEgwKBHVuaXQYBiABKAkSDQoFbGltaXQYByABKAMSDQoFc3BlbnQYCCABKAMSEAoIcmVzZXJ2ZWQYCSABKAMSEQoJcmVtYWluaW5nGAogASgDIsICCghVc2FnZVJvdxILCgNkYXkYASABKAkSDgoGa2V5X2lkGAIgASgJEgwKBHRlYW0YAyABKAkSDQoFbW9kZWwYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSDQoFY2FsbHMYBiABKAMSDgoGZXJyb3JzGAcgASgDEhUKDXByb21wdF90b2tlbnMYCCABKAMSGQoRY29tcGxldGlvbl90b2tlbnMYCSABKAMSHAoUY2FjaGVkX3Byb21wdF90b2tlbnMYCiABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgLIAEoAxIcCgRjb3N0GAwgASgLMg4uaGFwYXgudjEuQ29zdBIWCg51bnByaWNlZF9jYWxscxgNIAEoAxIVCg1lbmVyZ3lfam91bGVzGA4gASgBEhQKDHNoYXJlZF9jYWxscxgPIAEoAyqaAQoKVXNhZ2VHcm91cBIbChdVU0FHRV9HUk9VUF9VTlNQRUNJRklFRBAAEhMKD1VTQUdFX0dST1VQX0RBWRABEhMKD1VTQUdFX0dST1VQX0tFWRACEhQKEFVTQUdFX0dST1VQX1RFQU0QAxIVChFVU0FHRV9HUk9VUF9NT0RFTBAEEhgKFFVTQUdFX0dST1VQX1BST1ZJREVSEAUyUQoMVXNhZ2VTZXJ2aWNlEkEKCEdldFVzYWdlEhkuaGFwYXgudjEuR2V0VXNhZ2VSZXF1ZXN0GhouaGFwYXgudjEuR2V0VXNhZ2VSZXNwb25zZUJeCgxkZXYuaGFwYXgudjFCEVVzYWdlU2VydmljZVByb3RvUAFaLmdpdGh1Yi5jb20vaGFwYXgvaGFwYXgvZ2VuL2dvL2hhcGF4L3YxO2hhcGF4djGqAghIYXBheC5WMWIGcHJvdG8z", [file_hapax_v1_completion_service]);
 
 /**
  * GetUsageRequest says which days, which calls and how to group them.
@@ -78,7 +78,7 @@ export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
   messageDesc(file_hapax_v1_usage_service, 0);
 
 /**
- * GetUsageResponse holds one row per group.
+ * GetUsageResponse holds one row per group, and where the caller's budgets stand.
  *
  * @generated from message hapax.v1.GetUsageResponse
  */
@@ -89,6 +89,14 @@ export type GetUsageResponse = Message<"hapax.v1.GetUsageResponse"> & {
    * @generated from field: repeated hapax.v1.UsageRow rows = 1;
    */
   rows: UsageRow[];
+
+  /**
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   *
+   * @generated from field: repeated hapax.v1.BudgetStatus budgets = 2;
+   */
+  budgets: BudgetStatus[];
 };
 
 /**
@@ -97,6 +105,90 @@ export type GetUsageResponse = Message<"hapax.v1.GetUsageResponse"> & {
  */
 export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
   messageDesc(file_hapax_v1_usage_service, 1);
+
+/**
+ * BudgetStatus is where one budget stands in its current window.
+ *
+ * @generated from message hapax.v1.BudgetStatus
+ */
+export type BudgetStatus = Message<"hapax.v1.BudgetStatus"> & {
+  /**
+   * Name is the budget's name in the config.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Key id is the key it covers, or empty for a team's budget.
+   *
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * Team is the team it covers, or empty for a key's budget.
+   *
+   * @generated from field: string team = 3;
+   */
+  team: string;
+
+  /**
+   * Window is "day", "week" (from Monday), "month" (UTC calendar windows) or "total".
+   *
+   * @generated from field: string window = 4;
+   */
+  window: string;
+
+  /**
+   * Window start is the window's first day, "YYYY-MM-DD"; empty for a total budget.
+   *
+   * @generated from field: string window_start = 5;
+   */
+  windowStart: string;
+
+  /**
+   * Unit is what the amounts count: a currency code (amounts in nanos of it) or "tokens".
+   *
+   * @generated from field: string unit = 6;
+   */
+  unit: string;
+
+  /**
+   * Limit is the budget's cap.
+   *
+   * @generated from field: int64 limit = 7;
+   */
+  limit: bigint;
+
+  /**
+   * Spent is what ended calls cost in this window.
+   *
+   * @generated from field: int64 spent = 8;
+   */
+  spent: bigint;
+
+  /**
+   * Reserved is what calls in flight reserved (their worst case).
+   *
+   * @generated from field: int64 reserved = 9;
+   */
+  reserved: bigint;
+
+  /**
+   * Remaining is limit less spent and reserved, never below zero.
+   *
+   * @generated from field: int64 remaining = 10;
+   */
+  remaining: bigint;
+};
+
+/**
+ * Describes the message hapax.v1.BudgetStatus.
+ * Use `create(BudgetStatusSchema)` to create a new message.
+ */
+export const BudgetStatusSchema: GenMessage<BudgetStatus> = /*@__PURE__*/
+  messageDesc(file_hapax_v1_usage_service, 2);
 
 /**
  * UsageRow is the total of one group. The group's fields are set; the others are empty.
@@ -215,7 +307,7 @@ export type UsageRow = Message<"hapax.v1.UsageRow"> & {
  * Use `create(UsageRowSchema)` to create a new message.
  */
 export const UsageRowSchema: GenMessage<UsageRow> = /*@__PURE__*/
-  messageDesc(file_hapax_v1_usage_service, 2);
+  messageDesc(file_hapax_v1_usage_service, 3);
 
 /**
  * UsageGroup is a field usage can be grouped by.

@@ -5,7 +5,7 @@ package dev.hapax.v1;
 
 /**
  * <pre>
- * GetUsageResponse holds one row per group.
+ * GetUsageResponse holds one row per group, and where the caller's budgets stand.
  * </pre>
  *
  * Protobuf type {@code hapax.v1.GetUsageResponse}
@@ -21,6 +21,7 @@ private static final long serialVersionUID = 0L;
   }
   private GetUsageResponse() {
     rows_ = java.util.Collections.emptyList();
+    budgets_ = java.util.Collections.emptyList();
   }
 
   @java.lang.Override
@@ -109,6 +110,72 @@ private static final long serialVersionUID = 0L;
     return rows_.get(index);
   }
 
+  public static final int BUDGETS_FIELD_NUMBER = 2;
+  @SuppressWarnings("serial")
+  private java.util.List<dev.hapax.v1.BudgetStatus> budgets_;
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  @java.lang.Override
+  public java.util.List<dev.hapax.v1.BudgetStatus> getBudgetsList() {
+    return budgets_;
+  }
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  @java.lang.Override
+  public java.util.List<? extends dev.hapax.v1.BudgetStatusOrBuilder> 
+      getBudgetsOrBuilderList() {
+    return budgets_;
+  }
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  @java.lang.Override
+  public int getBudgetsCount() {
+    return budgets_.size();
+  }
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  @java.lang.Override
+  public dev.hapax.v1.BudgetStatus getBudgets(int index) {
+    return budgets_.get(index);
+  }
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  @java.lang.Override
+  public dev.hapax.v1.BudgetStatusOrBuilder getBudgetsOrBuilder(
+      int index) {
+    return budgets_.get(index);
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -126,6 +193,9 @@ private static final long serialVersionUID = 0L;
     for (int i = 0; i < rows_.size(); i++) {
       output.writeMessage(1, rows_.get(i));
     }
+    for (int i = 0; i < budgets_.size(); i++) {
+      output.writeMessage(2, budgets_.get(i));
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -138,6 +208,10 @@ private static final long serialVersionUID = 0L;
     for (int i = 0; i < rows_.size(); i++) {
       size += com.google.protobuf.CodedOutputStream
         .computeMessageSize(1, rows_.get(i));
+    }
+    for (int i = 0; i < budgets_.size(); i++) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(2, budgets_.get(i));
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -156,6 +230,8 @@ private static final long serialVersionUID = 0L;
 
     if (!getRowsList()
         .equals(other.getRowsList())) return false;
+    if (!getBudgetsList()
+        .equals(other.getBudgetsList())) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -170,6 +246,10 @@ private static final long serialVersionUID = 0L;
     if (getRowsCount() > 0) {
       hash = (37 * hash) + ROWS_FIELD_NUMBER;
       hash = (53 * hash) + getRowsList().hashCode();
+    }
+    if (getBudgetsCount() > 0) {
+      hash = (37 * hash) + BUDGETS_FIELD_NUMBER;
+      hash = (53 * hash) + getBudgetsList().hashCode();
     }
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
@@ -268,7 +348,7 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * GetUsageResponse holds one row per group.
+   * GetUsageResponse holds one row per group, and where the caller's budgets stand.
    * </pre>
    *
    * Protobuf type {@code hapax.v1.GetUsageResponse}
@@ -311,6 +391,13 @@ private static final long serialVersionUID = 0L;
         rowsBuilder_.clear();
       }
       bitField0_ = (bitField0_ & ~0x00000001);
+      if (budgetsBuilder_ == null) {
+        budgets_ = java.util.Collections.emptyList();
+      } else {
+        budgets_ = null;
+        budgetsBuilder_.clear();
+      }
+      bitField0_ = (bitField0_ & ~0x00000002);
       return this;
     }
 
@@ -352,6 +439,15 @@ private static final long serialVersionUID = 0L;
         result.rows_ = rows_;
       } else {
         result.rows_ = rowsBuilder_.build();
+      }
+      if (budgetsBuilder_ == null) {
+        if (((bitField0_ & 0x00000002) != 0)) {
+          budgets_ = java.util.Collections.unmodifiableList(budgets_);
+          bitField0_ = (bitField0_ & ~0x00000002);
+        }
+        result.budgets_ = budgets_;
+      } else {
+        result.budgets_ = budgetsBuilder_.build();
       }
     }
 
@@ -429,6 +525,32 @@ private static final long serialVersionUID = 0L;
           }
         }
       }
+      if (budgetsBuilder_ == null) {
+        if (!other.budgets_.isEmpty()) {
+          if (budgets_.isEmpty()) {
+            budgets_ = other.budgets_;
+            bitField0_ = (bitField0_ & ~0x00000002);
+          } else {
+            ensureBudgetsIsMutable();
+            budgets_.addAll(other.budgets_);
+          }
+          onChanged();
+        }
+      } else {
+        if (!other.budgets_.isEmpty()) {
+          if (budgetsBuilder_.isEmpty()) {
+            budgetsBuilder_.dispose();
+            budgetsBuilder_ = null;
+            budgets_ = other.budgets_;
+            bitField0_ = (bitField0_ & ~0x00000002);
+            budgetsBuilder_ = 
+              com.google.protobuf.GeneratedMessageV3.alwaysUseFieldBuilders ?
+                 getBudgetsFieldBuilder() : null;
+          } else {
+            budgetsBuilder_.addAllMessages(other.budgets_);
+          }
+        }
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -468,6 +590,19 @@ private static final long serialVersionUID = 0L;
               }
               break;
             } // case 10
+            case 18: {
+              dev.hapax.v1.BudgetStatus m =
+                  input.readMessage(
+                      dev.hapax.v1.BudgetStatus.parser(),
+                      extensionRegistry);
+              if (budgetsBuilder_ == null) {
+                ensureBudgetsIsMutable();
+                budgets_.add(m);
+              } else {
+                budgetsBuilder_.addMessage(m);
+              }
+              break;
+            } // case 18
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -795,6 +930,336 @@ private static final long serialVersionUID = 0L;
         rows_ = null;
       }
       return rowsBuilder_;
+    }
+
+    private java.util.List<dev.hapax.v1.BudgetStatus> budgets_ =
+      java.util.Collections.emptyList();
+    private void ensureBudgetsIsMutable() {
+      if (!((bitField0_ & 0x00000002) != 0)) {
+        budgets_ = new java.util.ArrayList<dev.hapax.v1.BudgetStatus>(budgets_);
+        bitField0_ |= 0x00000002;
+       }
+    }
+
+    private com.google.protobuf.RepeatedFieldBuilderV3<
+        dev.hapax.v1.BudgetStatus, dev.hapax.v1.BudgetStatus.Builder, dev.hapax.v1.BudgetStatusOrBuilder> budgetsBuilder_;
+
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public java.util.List<dev.hapax.v1.BudgetStatus> getBudgetsList() {
+      if (budgetsBuilder_ == null) {
+        return java.util.Collections.unmodifiableList(budgets_);
+      } else {
+        return budgetsBuilder_.getMessageList();
+      }
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public int getBudgetsCount() {
+      if (budgetsBuilder_ == null) {
+        return budgets_.size();
+      } else {
+        return budgetsBuilder_.getCount();
+      }
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public dev.hapax.v1.BudgetStatus getBudgets(int index) {
+      if (budgetsBuilder_ == null) {
+        return budgets_.get(index);
+      } else {
+        return budgetsBuilder_.getMessage(index);
+      }
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder setBudgets(
+        int index, dev.hapax.v1.BudgetStatus value) {
+      if (budgetsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureBudgetsIsMutable();
+        budgets_.set(index, value);
+        onChanged();
+      } else {
+        budgetsBuilder_.setMessage(index, value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder setBudgets(
+        int index, dev.hapax.v1.BudgetStatus.Builder builderForValue) {
+      if (budgetsBuilder_ == null) {
+        ensureBudgetsIsMutable();
+        budgets_.set(index, builderForValue.build());
+        onChanged();
+      } else {
+        budgetsBuilder_.setMessage(index, builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder addBudgets(dev.hapax.v1.BudgetStatus value) {
+      if (budgetsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureBudgetsIsMutable();
+        budgets_.add(value);
+        onChanged();
+      } else {
+        budgetsBuilder_.addMessage(value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder addBudgets(
+        int index, dev.hapax.v1.BudgetStatus value) {
+      if (budgetsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureBudgetsIsMutable();
+        budgets_.add(index, value);
+        onChanged();
+      } else {
+        budgetsBuilder_.addMessage(index, value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder addBudgets(
+        dev.hapax.v1.BudgetStatus.Builder builderForValue) {
+      if (budgetsBuilder_ == null) {
+        ensureBudgetsIsMutable();
+        budgets_.add(builderForValue.build());
+        onChanged();
+      } else {
+        budgetsBuilder_.addMessage(builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder addBudgets(
+        int index, dev.hapax.v1.BudgetStatus.Builder builderForValue) {
+      if (budgetsBuilder_ == null) {
+        ensureBudgetsIsMutable();
+        budgets_.add(index, builderForValue.build());
+        onChanged();
+      } else {
+        budgetsBuilder_.addMessage(index, builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder addAllBudgets(
+        java.lang.Iterable<? extends dev.hapax.v1.BudgetStatus> values) {
+      if (budgetsBuilder_ == null) {
+        ensureBudgetsIsMutable();
+        com.google.protobuf.AbstractMessageLite.Builder.addAll(
+            values, budgets_);
+        onChanged();
+      } else {
+        budgetsBuilder_.addAllMessages(values);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder clearBudgets() {
+      if (budgetsBuilder_ == null) {
+        budgets_ = java.util.Collections.emptyList();
+        bitField0_ = (bitField0_ & ~0x00000002);
+        onChanged();
+      } else {
+        budgetsBuilder_.clear();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public Builder removeBudgets(int index) {
+      if (budgetsBuilder_ == null) {
+        ensureBudgetsIsMutable();
+        budgets_.remove(index);
+        onChanged();
+      } else {
+        budgetsBuilder_.remove(index);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public dev.hapax.v1.BudgetStatus.Builder getBudgetsBuilder(
+        int index) {
+      return getBudgetsFieldBuilder().getBuilder(index);
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public dev.hapax.v1.BudgetStatusOrBuilder getBudgetsOrBuilder(
+        int index) {
+      if (budgetsBuilder_ == null) {
+        return budgets_.get(index);  } else {
+        return budgetsBuilder_.getMessageOrBuilder(index);
+      }
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public java.util.List<? extends dev.hapax.v1.BudgetStatusOrBuilder> 
+         getBudgetsOrBuilderList() {
+      if (budgetsBuilder_ != null) {
+        return budgetsBuilder_.getMessageOrBuilderList();
+      } else {
+        return java.util.Collections.unmodifiableList(budgets_);
+      }
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public dev.hapax.v1.BudgetStatus.Builder addBudgetsBuilder() {
+      return getBudgetsFieldBuilder().addBuilder(
+          dev.hapax.v1.BudgetStatus.getDefaultInstance());
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public dev.hapax.v1.BudgetStatus.Builder addBudgetsBuilder(
+        int index) {
+      return getBudgetsFieldBuilder().addBuilder(
+          index, dev.hapax.v1.BudgetStatus.getDefaultInstance());
+    }
+    /**
+     * <pre>
+     * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+     * key), each in its current window. They do not depend on the request's days or filters.
+     * </pre>
+     *
+     * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+     */
+    public java.util.List<dev.hapax.v1.BudgetStatus.Builder> 
+         getBudgetsBuilderList() {
+      return getBudgetsFieldBuilder().getBuilderList();
+    }
+    private com.google.protobuf.RepeatedFieldBuilderV3<
+        dev.hapax.v1.BudgetStatus, dev.hapax.v1.BudgetStatus.Builder, dev.hapax.v1.BudgetStatusOrBuilder> 
+        getBudgetsFieldBuilder() {
+      if (budgetsBuilder_ == null) {
+        budgetsBuilder_ = new com.google.protobuf.RepeatedFieldBuilderV3<
+            dev.hapax.v1.BudgetStatus, dev.hapax.v1.BudgetStatus.Builder, dev.hapax.v1.BudgetStatusOrBuilder>(
+                budgets_,
+                ((bitField0_ & 0x00000002) != 0),
+                getParentForChildren(),
+                isClean());
+        budgets_ = null;
+      }
+      return budgetsBuilder_;
     }
     @java.lang.Override
     public final Builder setUnknownFields(

@@ -50,4 +50,53 @@ public interface GetUsageResponseOrBuilder extends
    */
   dev.hapax.v1.UsageRowOrBuilder getRowsOrBuilder(
       int index);
+
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  java.util.List<dev.hapax.v1.BudgetStatus> 
+      getBudgetsList();
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  dev.hapax.v1.BudgetStatus getBudgets(int index);
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  int getBudgetsCount();
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  java.util.List<? extends dev.hapax.v1.BudgetStatusOrBuilder> 
+      getBudgetsOrBuilderList();
+  /**
+   * <pre>
+   * Budgets are the budgets covering the caller's key or its team (every budget, for an admin
+   * key), each in its current window. They do not depend on the request's days or filters.
+   * </pre>
+   *
+   * <code>repeated .hapax.v1.BudgetStatus budgets = 2;</code>
+   */
+  dev.hapax.v1.BudgetStatusOrBuilder getBudgetsOrBuilder(
+      int index);
 }

@@ -25,6 +25,11 @@ public final class UsageServiceProto {
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
       internal_static_hapax_v1_GetUsageResponse_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_hapax_v1_BudgetStatus_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_hapax_v1_BudgetStatus_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_hapax_v1_UsageRow_descriptor;
   static final 
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
@@ -43,25 +48,31 @@ public final class UsageServiceProto {
       "GetUsageRequest\022\021\n\tstart_day\030\001 \001(\t\022\017\n\007en" +
       "d_day\030\002 \001(\t\022\016\n\006key_id\030\003 \001(\t\022\014\n\004team\030\004 \001(" +
       "\t\022\r\n\005model\030\005 \001(\t\022\020\n\010provider\030\006 \001(\t\022&\n\010gr" +
-      "oup_by\030\007 \003(\0162\024.hapax.v1.UsageGroup\"4\n\020Ge" +
+      "oup_by\030\007 \003(\0162\024.hapax.v1.UsageGroup\"]\n\020Ge" +
       "tUsageResponse\022 \n\004rows\030\001 \003(\0132\022.hapax.v1." +
-      "UsageRow\"\302\002\n\010UsageRow\022\013\n\003day\030\001 \001(\t\022\016\n\006ke" +
-      "y_id\030\002 \001(\t\022\014\n\004team\030\003 \001(\t\022\r\n\005model\030\004 \001(\t\022" +
-      "\020\n\010provider\030\005 \001(\t\022\r\n\005calls\030\006 \001(\003\022\016\n\006erro" +
-      "rs\030\007 \001(\003\022\025\n\rprompt_tokens\030\010 \001(\003\022\031\n\021compl" +
-      "etion_tokens\030\t \001(\003\022\034\n\024cached_prompt_toke" +
-      "ns\030\n \001(\003\022\030\n\020reasoning_tokens\030\013 \001(\003\022\034\n\004co" +
-      "st\030\014 \001(\0132\016.hapax.v1.Cost\022\026\n\016unpriced_cal" +
-      "ls\030\r \001(\003\022\025\n\renergy_joules\030\016 \001(\001\022\024\n\014share" +
-      "d_calls\030\017 \001(\003*\232\001\n\nUsageGroup\022\033\n\027USAGE_GR" +
-      "OUP_UNSPECIFIED\020\000\022\023\n\017USAGE_GROUP_DAY\020\001\022\023" +
-      "\n\017USAGE_GROUP_KEY\020\002\022\024\n\020USAGE_GROUP_TEAM\020" +
-      "\003\022\025\n\021USAGE_GROUP_MODEL\020\004\022\030\n\024USAGE_GROUP_" +
-      "PROVIDER\020\0052Q\n\014UsageService\022A\n\010GetUsage\022\031" +
-      ".hapax.v1.GetUsageRequest\032\032.hapax.v1.Get" +
-      "UsageResponseB^\n\014dev.hapax.v1B\021UsageServ" +
-      "iceProtoP\001Z.github.com/hapax/hapax/gen/g" +
-      "o/hapax/v1;hapaxv1\252\002\010Hapax.V1b\006proto3"
+      "UsageRow\022\'\n\007budgets\030\002 \003(\0132\026.hapax.v1.Bud" +
+      "getStatus\"\261\001\n\014BudgetStatus\022\014\n\004name\030\001 \001(\t" +
+      "\022\016\n\006key_id\030\002 \001(\t\022\014\n\004team\030\003 \001(\t\022\016\n\006window" +
+      "\030\004 \001(\t\022\024\n\014window_start\030\005 \001(\t\022\014\n\004unit\030\006 \001" +
+      "(\t\022\r\n\005limit\030\007 \001(\003\022\r\n\005spent\030\010 \001(\003\022\020\n\010rese" +
+      "rved\030\t \001(\003\022\021\n\tremaining\030\n \001(\003\"\302\002\n\010UsageR" +
+      "ow\022\013\n\003day\030\001 \001(\t\022\016\n\006key_id\030\002 \001(\t\022\014\n\004team\030" +
+      "\003 \001(\t\022\r\n\005model\030\004 \001(\t\022\020\n\010provider\030\005 \001(\t\022\r" +
+      "\n\005calls\030\006 \001(\003\022\016\n\006errors\030\007 \001(\003\022\025\n\rprompt_" +
+      "tokens\030\010 \001(\003\022\031\n\021completion_tokens\030\t \001(\003\022" +
+      "\034\n\024cached_prompt_tokens\030\n \001(\003\022\030\n\020reasoni" +
+      "ng_tokens\030\013 \001(\003\022\034\n\004cost\030\014 \001(\0132\016.hapax.v1" +
+      ".Cost\022\026\n\016unpriced_calls\030\r \001(\003\022\025\n\renergy_" +
+      "joules\030\016 \001(\001\022\024\n\014shared_calls\030\017 \001(\003*\232\001\n\nU" +
+      "sageGroup\022\033\n\027USAGE_GROUP_UNSPECIFIED\020\000\022\023" +
+      "\n\017USAGE_GROUP_DAY\020\001\022\023\n\017USAGE_GROUP_KEY\020\002" +
+      "\022\024\n\020USAGE_GROUP_TEAM\020\003\022\025\n\021USAGE_GROUP_MO" +
+      "DEL\020\004\022\030\n\024USAGE_GROUP_PROVIDER\020\0052Q\n\014Usage" +
+      "Service\022A\n\010GetUsage\022\031.hapax.v1.GetUsageR" +
+      "equest\032\032.hapax.v1.GetUsageResponseB^\n\014de" +
+      "v.hapax.v1B\021UsageServiceProtoP\001Z.github." +
+      "com/hapax/hapax/gen/go/hapax/v1;hapaxv1\252" +
+      "\002\010Hapax.V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -79,9 +90,15 @@ public final class UsageServiceProto {
     internal_static_hapax_v1_GetUsageResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_hapax_v1_GetUsageResponse_descriptor,
-        new java.lang.String[] { "Rows", });
-    internal_static_hapax_v1_UsageRow_descriptor =
+        new java.lang.String[] { "Rows", "Budgets", });
+    internal_static_hapax_v1_BudgetStatus_descriptor =
       getDescriptor().getMessageTypes().get(2);
+    internal_static_hapax_v1_BudgetStatus_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_hapax_v1_BudgetStatus_descriptor,
+        new java.lang.String[] { "Name", "KeyId", "Team", "Window", "WindowStart", "Unit", "Limit", "Spent", "Reserved", "Remaining", });
+    internal_static_hapax_v1_UsageRow_descriptor =
+      getDescriptor().getMessageTypes().get(3);
     internal_static_hapax_v1_UsageRow_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_hapax_v1_UsageRow_descriptor,
