@@ -2,7 +2,8 @@
 # Debian packages the test suite drives as real peers: `prometheus` (gives the `prometheus` and
 # `promtool` binaries), `nghttp2-client` (gives `h2load`, the HTTP/2 load generator that drops
 # connections mid-call), `redis-server` (the shared rate-limit store; tests start their own on
-# loopback), and Go with Debian's gRPC libraries for the Go stubs and example (`protoc` and its
+# loopback), `postgresql` (the usage ledger's shared store, started by the tests on loopback),
+# and Go with Debian's gRPC libraries for the Go stubs and example (`protoc` and its
 # Go plugins generate them; they build in GOPATH mode from /usr/share/gocode), and a JDK with
 # Debian's grpc-java for the Java stubs and example (`grpc_java_plugin` generates them; javac
 # builds them against the jars in /usr/share/java, listed in tests/clients/test_java_example.py).
@@ -13,6 +14,10 @@ packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v h2load >/dev/null 2>&1 || packages+=(nghttp2-client)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+# PostgreSQL's server, for the usage ledger's PostgreSQL store (tests initdb their own on
+# loopback). Debian keeps initdb off PATH, in /usr/lib/postgresql/<version>/bin.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 ||
+  packages+=(postgresql)
 command -v go >/dev/null 2>&1 || packages+=(golang-go)
 command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
 command -v protoc-gen-go >/dev/null 2>&1 || packages+=(protoc-gen-go)

@@ -13,6 +13,7 @@ import logging
 import signal
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
@@ -67,6 +68,7 @@ from hapaxd.core.routes import RouteTable
 from hapaxd.core.upstream import Upstream
 from hapaxd.core.validation import Limits
 from hapaxd.ledger import Ledger, SqliteStore
+from hapaxd.ledger import Store as LedgerStore
 from hapaxd.ledger.paths import ledger_path
 from hapaxd.observability import Observability
 from hapaxd.observability.metrics import HAPAX_PREFIX, Metrics
@@ -506,16 +508,33 @@ class App:
 
 
 def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Ledger | None:
-    """The usage ledger on its SQLite file (None when `ledger.enabled` is off); rows it writes
-    and drops are counted in `metrics`. ConfigError when the file cannot be opened, or keeps
-    costs in another currency."""
+    """The usage ledger on its store, SQLite or PostgreSQL (None when `ledger.enabled` is off);
+    rows it writes and drops are counted in `metrics`. ConfigError when the SQLite file cannot
+    be opened, the PostgreSQL server cannot be reached at start (once running, rows wait in the
+    spool while it is down), or a store keeps costs in another currency."""
     if not settings.enabled:
         return None
     path = ledger_path(settings.path)
+    store: LedgerStore
     try:
-        store = SqliteStore(path, retention_days=settings.retention_days, currency=currency)
+        if settings.backend == "postgres":
+            import psycopg
+
+            from hapaxd.ledger.postgres_store import PostgresStore
+
+            try:
+                store = PostgresStore(
+                    postgres_dsn(settings),
+                    retention_days=settings.retention_days,
+                    currency=currency,
+                )
+            except psycopg.Error as exc:
+                raise ConfigError(f"ledger.postgres_url: cannot use the database: {exc}") from None
+        else:
+            store = SqliteStore(path, retention_days=settings.retention_days, currency=currency)
     except (ValueError, OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"ledger.path: {exc}") from None
+        key = "ledger.postgres_url" if settings.backend == "postgres" else "ledger.path"
+        raise ConfigError(f"{key}: {exc}") from None
     return Ledger(
         store,
         spool_path=path.with_name(path.name + ".spool"),
@@ -526,6 +545,15 @@ def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Le
         on_dropped=metrics.ledger_dropped.inc,
         on_written=metrics.ledger_written.inc,
     )
+
+
+def postgres_dsn(settings: LedgerSettings) -> str:
+    """`postgres_url` with the password from `postgres_password_env`, as libpq takes it."""
+    password = settings.postgres_password.get_secret_value()
+    if not password:
+        return settings.postgres_url
+    joiner = "&" if "?" in settings.postgres_url else "?"
+    return f"{settings.postgres_url}{joiner}password={urllib.parse.quote(password, safe='')}"
 
 
 def _keys(settings: Settings) -> KeyRing | None:

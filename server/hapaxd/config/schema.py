@@ -511,17 +511,41 @@ class BudgetsSettings(_Frozen):
 
 class LedgerSettings(_Frozen):
     """The usage ledger: one row per call that reached a provider, written in batches off the
-    call path (ledger/) to SQLite (`path` "": usage.db in the state directory, $HAPAX_STATE_DIR,
-    else $XDG_STATE_HOME/hapax, else ~/.local/state/hapax). The spool beside it (usage.db.spool)
-    keeps rows the database could not take yet. Changing a ledger setting takes a restart."""
+    call path (ledger/), to SQLite (`path` "": usage.db in the state directory, $HAPAX_STATE_DIR,
+    else $XDG_STATE_HOME/hapax, else ~/.local/state/hapax) or to PostgreSQL, which several
+    replicas share (`postgres_url`, its password in the variable `postgres_password_env`
+    names). The spool beside `path` (usage.db.spool) keeps rows the database could not take
+    yet. Changing a ledger setting takes a restart."""
 
     enabled: bool = True
+    backend: Literal["sqlite", "postgres"] = "sqlite"
     path: str = ""
+    postgres_url: str = ""  # postgresql://user@host:5432/db; no password here
+    postgres_password_env: str = ""  # the NAME of the environment variable holding it
+    postgres_password: SecretStr = SecretStr("")  # filled from postgres_password_env at load
     batch_size: int = Field(500, ge=1, le=100_000)
     flush_interval: Seconds = 1.0
     queue_limit: int = Field(10_000, ge=1)
     spool_limit_bytes: int = Field(64 * 1024 * 1024, ge=0)
     retention_days: int | None = Field(90, ge=1)  # raw rows; daily rollups are kept
+
+    @field_validator("postgres_url")
+    @classmethod
+    def _check_postgres_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
+            raise ValueError("not a PostgreSQL URL (postgresql://user@host:5432/database)")
+        if parts.password:
+            raise ValueError("no password in the URL; name its variable in postgres_password_env")
+        return value
+
+    @model_validator(mode="after")
+    def _postgres_needs_its_url(self) -> LedgerSettings:
+        if self.backend == "postgres" and not self.postgres_url:
+            raise key_problem("postgres_url", "required for backend postgres")
+        return self
 
 
 class Settings(_Frozen):
@@ -601,6 +625,8 @@ class Settings(_Frozen):
             found.append(("metrics.basic_auth_password_env", self.metrics.basic_auth_password_env))
         if self.rate_limit.redis_password_env:
             found.append(("rate_limit.redis_password_env", self.rate_limit.redis_password_env))
+        if self.ledger.postgres_password_env:
+            found.append(("ledger.postgres_password_env", self.ledger.postgres_password_env))
         found += [
             (f"auth.keys[{i}].key_env", k.key_env)
             for i, k in enumerate(self.auth.keys)

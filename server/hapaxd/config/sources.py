@@ -102,6 +102,11 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
         env = limits.get("redis_password_env")
         if env and isinstance(env, str) and (value := secret("rate_limit.redis_password_env", env)):
             limits["redis_password"] = value
+    ledger = data.get("ledger")
+    if isinstance(ledger, dict):
+        env = ledger.get("postgres_password_env")
+        if env and isinstance(env, str) and (value := secret("ledger.postgres_password_env", env)):
+            ledger["postgres_password"] = value
     metrics = data.get("metrics")
     if isinstance(metrics, dict):
         for key in ("bearer_token", "basic_auth_password"):

@@ -37,6 +37,7 @@ def _secrets(settings: Settings) -> list[str]:
         settings.metrics.bearer_token.get_secret_value(),
         settings.metrics.basic_auth_password.get_secret_value(),
         settings.rate_limit.redis_password.get_secret_value(),
+        settings.ledger.postgres_password.get_secret_value(),
     ]
     return [v for v in values if v]
 
