@@ -247,3 +247,23 @@ async def test_usage_shows_where_each_budget_stands(
     assert [b.name for b in admin.budgets] == ["search-daily"]
     other = await stub.GetUsage(usage_pb.GetUsageRequest(), metadata=bearer(NARROW_KEY))
     assert list(other.budgets) == []
+
+
+async def test_a_stream_cut_off_is_charged_what_it_delivered(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """No usage comes from a broken stream: its prompt's estimate and the tokens it delivered
+    are charged (never the whole reservation, never nothing)."""
+    fake_upstream.set_default(Reply(text="abcd" * 10, chunks=10, drop_after=2))
+    budget = {"name": "t", "key": "search", "tokens": 10_000, "window": "total"}
+    gateway = await start_gateway(settings(fake_upstream, tmp_path, [budget]))
+    request = pb.StreamCompleteRequest(prompt=PROMPT, max_tokens=MAX_TOKENS)
+    got = []
+    with pytest.raises(grpc.aio.AioRpcError):
+        async for message in gateway.stub.StreamComplete(request, metadata=bearer(SEARCH_KEY)):
+            got.append(message.delta)
+    delivered = len("".join(got))
+    assert delivered > 0
+    book = gateway.app.budget_book
+    assert sum(book.reserved.values()) == 0
+    assert sum(book.spent.values()) == 4 + -(-delivered // 4)  # prompt estimate + delivered

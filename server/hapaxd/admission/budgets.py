@@ -29,6 +29,9 @@ from hapaxd.core.errors import BudgetExceeded
 
 NANOS = 1_000_000_000
 Window = str  # "day" | "week" | "month" | "total"
+# (prompt tokens, completion tokens) -> the dearest cost in nanos among the providers that may
+# serve the call (None: none of them has a price)
+WorstCase = Callable[[int, int], int | None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ class Hold:
     book: BudgetBook
     entries: list[tuple[Budget, str, int]]  # (budget, window, reserved amount)
     settled: bool = False
+    prompt: int = 0  # the prompt's estimate it was reserved with
+    worst: WorstCase | None = None  # its pricing at the dearest provider
 
     def settle(self, cost_nanos: int | None, tokens: int) -> None:
         """Replace the reservations by what the call cost (cost None: it had no price; its money
@@ -104,11 +109,17 @@ class Hold:
             used = tokens if budget.tokens is not None else (cost_nanos or 0)
             self.book.spent[slot] = self.book.spent.get(slot, 0) + used
 
+    def settle_delivered(self, completion: int) -> None:
+        """A call that ended without its usage (a stream cut off or left): charged its prompt's
+        estimate and the `completion` tokens it delivered, at the dearest price; nothing when it
+        delivered nothing."""
+        if not completion or self.worst is None:
+            self.settle(0, 0)
+            return
+        self.settle(self.worst(self.prompt, completion), self.prompt + completion)
+
 
 NO_HOLD = Hold(BudgetBook(), [], settled=True)
-# (prompt tokens, completion tokens) -> the dearest cost in nanos among the providers that may
-# serve the call (None: none of them has a price)
-WorstCase = Callable[[int, int], int | None]
 
 
 class Budgets:
@@ -172,7 +183,7 @@ class Budgets:
         for budget, window, need in planned:
             slot = (budget.name, window)
             self.book.reserved[slot] = self.book.reserved.get(slot, 0) + need
-        return Hold(self.book, planned)
+        return Hold(self.book, planned, prompt=prompt_tokens, worst=worst)
 
     def _describe(self, budget: Budget, used: int) -> str:
         if budget.money_nanos is not None:

@@ -207,8 +207,7 @@ class Calls:
         door must close this generator when it stops reading (contextlib.aclosing)."""
         door = self.door
         ticket, used, delivered = NO_LIMITS, None, 0
-        hold, cost, prompt = NO_HOLD, None, 0
-        targets: list[tuple[str, str]] = []
+        hold = NO_HOLD
         try:
             door.enter(record)
             async with self.generations.use() as generation:
@@ -218,14 +217,7 @@ class Calls:
                 needs = request.needs() | STREAMING
                 request = _routed(request, record, generation, needs)
                 ticket = await _admitted(generation, record, request, True)
-                hold, prompt = _budgeted(generation, request, record, needs), 0
-                if hold.entries:
-                    targets = [
-                        t
-                        for rank in generation.routes.able_ranks(request.model, needs)
-                        for t in rank
-                    ]
-                    prompt = estimate_tokens(request)
+                hold = _budgeted(generation, request, record, needs)
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
                 async with generation.dedup.stream(
                     request, record.deadline, record.caller
@@ -245,8 +237,7 @@ class Calls:
                 if route is not None:
                     used = 0 if route.shared else usage.total_tokens
                     charge = generation.charges.of(route, usage)
-                    cost = charge.cost_nanos
-                    hold.settle(cost, used)
+                    hold.settle(charge.cost_nanos, used)
                     record.answered(route, usage, charge)
                     yield StreamEnd(finish, usage, route, charge)
         except Exception as error:
@@ -254,9 +245,7 @@ class Calls:
         finally:
             ticket.settle(used, delivered)
             if not hold.settled:  # no usage came: what it delivered, at the dearest price
-                out = delivered_tokens(delivered) if delivered else 0
-                spent = generation.charges.worst(targets, prompt, out) if out else 0
-                hold.settle(spent, prompt + out if out else 0)
+                hold.settle_delivered(delivered_tokens(delivered))
             door.leave(record)
 
     async def models(self, record: CallRecord, parse: Callable[[], object]) -> Listing:

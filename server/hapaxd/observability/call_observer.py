@@ -75,6 +75,7 @@ class CallObserver:
         self._by_name = {m.name: m for m in self.methods.values()}
         self.other = Method(metrics, OTHER)
         self._errors: dict[str, Any] = {}
+        self._charges: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         self.content = content is not None  # collect completion text for the log line
         self._access = AccessLog(trace_id=trace_id, content=content, logger=logger)
         self._tag_client = tag_client
@@ -121,16 +122,27 @@ class CallObserver:
             self._access.write(method.name, info, code, elapsed, request, completion)
 
     def _charged(self, info: CallRecord) -> None:
+        """The call's cost (or that it had no price) and energy, on series kept by their bounded
+        label values (as the provider metrics are: no labels() per call)."""
         charge = info.charge
         assert charge is not None
         m = self._metrics
-        model, provider = m.model(info.model), m.provider(info.provider)
+        key = (m.model(info.model), m.provider(info.provider), charge.currency)
+        series = self._charges.get(key)
+        if series is None:
+            model, provider, currency = key
+            series = self._charges[key] = (
+                m.cost.labels(model, provider, currency),
+                m.unpriced.labels(model, provider),
+                m.energy.labels(model, provider),
+            )
+        cost, unpriced, energy = series
         if charge.cost_nanos is None:
-            m.unpriced.labels(model, provider).inc()
+            unpriced.inc()
         elif charge.cost_nanos:
-            m.cost.labels(model, provider, charge.currency).inc(charge.cost_nanos / 1e9)
+            cost.inc(charge.cost_nanos / 1e9)
         if charge.energy_joules:
-            m.energy.labels(model, provider).inc(charge.energy_joules)
+            energy.inc(charge.energy_joules)
 
     def _count_error(self, reason: str) -> None:
         child = self._errors.get(reason)
