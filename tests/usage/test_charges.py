@@ -248,3 +248,19 @@ async def test_a_reload_writes_the_ledger_rows_of_the_calls_before_it(
     assert ledger_rows(tmp_path / "usage.db") == []  # the batch interval is ten minutes
     assert await gateway.app.reload_from(lambda: slow, "test")
     assert [r["request_id"] for r in ledger_rows(tmp_path / "usage.db")] == ["before-reload"]
+
+
+async def test_an_embed_call_has_its_ledger_row(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    gateway = await start_gateway(settings(fake_upstream, tmp_path))
+    stub = embed_grpc.EmbeddingServiceStub(gateway.channel)
+    usage = (
+        await stub.Embed(
+            embed_pb.EmbedRequest(inputs=["a", "b"]), metadata=(("x-request-id", "row-embed"),)
+        )
+    ).usage
+    await gateway.app.stop(grace=1)
+    [row] = ledger_rows(tmp_path / "usage.db")
+    assert (row["request_id"], row["method"], row["door"]) == ("row-embed", "Embed", "grpc")
+    assert row["prompt_tokens"] == usage.prompt_tokens and row["cost_nanos"] == usage.cost.nanos
