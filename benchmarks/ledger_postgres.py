@@ -1,5 +1,5 @@
 """Which driver for the usage ledger's PostgreSQL store, and does it keep up? A throwaway
-PostgreSQL server on loopback (tests/support/postgres.py; fsync on, as in production, unless
+PostgreSQL server on loopback (benchmarks/postgres_server.py; fsync on, as in production, unless
 `--no-fsync`). Rows per second PostgresStore.write takes in batches of 500 while 1,000,000 raw
 rows are loaded (the rows of benchmarks/ledger.py: 60 days, 50 keys, 10 models, 3 providers),
 then the time to answer one month's usage grouped by key and model from the rollups, next to the
@@ -32,10 +32,10 @@ import psycopg
 
 from benchmarks.ledger import END, batches
 from benchmarks.ledger import Config as RowsConfig
+from benchmarks.postgres_server import PostgresMissing, PostgresServer
 from hapaxd.ledger import LedgerRow
 from hapaxd.ledger.postgres_store import CALL_TYPES, WRITE_BATCH, PostgresStore, batch_columns
 from hapaxd.ledger.sqlite_store import day_of
-from tests.support.postgres import PostgresMissing, PostgresServer
 
 
 def numbered(query: str) -> str:
@@ -186,7 +186,7 @@ async def psycopg_copy(dsn: str, work: list[list[LedgerRow]]) -> float:
     """psycopg on this thread, COPY (binary) into a temporary table, then the store's statement
     reading it, in one transaction: the COPY variant below, for the driver rather than the
     statement to make the difference."""
-    PostgresStore(dsn).close()
+    make_tables(dsn)
     names = [name for name, _ in CALL_TYPES]
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute(TEMPORARY)
@@ -204,6 +204,15 @@ async def psycopg_copy(dsn: str, work: list[list[LedgerRow]]) -> float:
     return checked(written, work) / spent
 
 
+def make_tables(dsn: str) -> None:
+    """The store's tables in the database at `dsn` (a store makes them when it first connects)."""
+    store = PostgresStore(dsn)
+    try:
+        store.usage("2025-01-01", "2025-01-01")
+    finally:
+        store.close()
+
+
 def ordered(batch: list[LedgerRow]) -> list[LedgerRow]:
     """A batch as the store sends it: the first row of each request id, in request id order."""
     first: dict[str, LedgerRow] = {}
@@ -216,7 +225,7 @@ async def asyncpg_unnest(dsn: str, work: list[list[LedgerRow]]) -> float:
     """asyncpg on the loop, the store's statement: one round trip a batch, in binary."""
     import asyncpg
 
-    PostgresStore(dsn).close()  # the tables
+    make_tables(dsn)
     db = await asyncpg.connect(dsn)
     try:
         statement = await db.prepare(ASYNCPG_BATCH)
@@ -235,7 +244,7 @@ async def asyncpg_copy(dsn: str, work: list[list[LedgerRow]]) -> float:
     in one transaction."""
     import asyncpg
 
-    PostgresStore(dsn).close()
+    make_tables(dsn)
     db = await asyncpg.connect(dsn)
     try:
         await db.execute(TEMPORARY)

@@ -137,10 +137,27 @@ def _usage_lines(settings: config.Settings) -> list[str]:
                 "warning: budgets without the usage ledger start from zero at every restart "
                 "(their spend is rebuilt from the ledger)"
             )
-        lines.append(
-            "warning: budgets are kept by this gateway process: replicas each keep their own "
-            "(shared budgets are not built yet)"
-        )
+        shared = settings.budgets
+        if shared.backend == "redis":
+            lines.append(
+                f"budgets: shared by every replica in Redis at {shared.redis_url}; when it "
+                + (
+                    "cannot be asked, budgeted calls are refused (on_store_error: closed)"
+                    if shared.on_store_error == "closed"
+                    else "cannot be asked, budgeted calls are admitted unchecked and charged "
+                    "once it answers (on_store_error: open)"
+                )
+            )
+            if settings.ledger.enabled and settings.ledger.backend != "postgres":
+                lines.append(
+                    "warning: a budget window Redis loses is seeded again from this replica's "
+                    "own ledger only; with ledger.backend: postgres it is seeded from all"
+                )
+        else:
+            lines.append(
+                "warning: budgets are kept by this gateway process: replicas each keep their "
+                "own (budgets.backend: redis shares them)"
+            )
     return lines
 
 

@@ -33,10 +33,10 @@ from hapax.v1 import (
     usage_service_pb2,
     usage_service_pb2_grpc,
 )
-from hapaxd.admission.budgets import BudgetBook, Budgets, seed_from
+from hapaxd.admission.budgets import Budget, Budgets, BudgetStore, seed_from
 from hapaxd.admission.keys import KeyRing
 from hapaxd.admission.limits import Limiter, Store
-from hapaxd.admission.stores import build_store, same_store
+from hapaxd.admission.stores import build_budget_store, build_store, same_store
 from hapaxd.api.admin import AdminServicer
 from hapaxd.api.admission import AdmissionInterceptor
 from hapaxd.api.completion import CompletionServicer
@@ -47,6 +47,8 @@ from hapaxd.api.observing import ObservingInterceptor
 from hapaxd.api.tls import server_credentials
 from hapaxd.api.usage import UsageServicer
 from hapaxd.api.wrapping import Combined, Registering
+from hapaxd.cache.policy import CacheState, ResponseCache, embedder
+from hapaxd.cache.store import build_cache_store, same_cache_store
 from hapaxd.calls.charges import Charges
 from hapaxd.calls.door import ADMIN_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE, Door
 from hapaxd.calls.generation import Generation, Generations
@@ -61,7 +63,7 @@ from hapaxd.config import (
 from hapaxd.config.watch import FileWatch
 from hapaxd.core.breaker import CircuitBreaker
 from hapaxd.core.dedup import Deduplicator
-from hapaxd.core.events import Listener, Listeners
+from hapaxd.core.events import CacheEvicted, Listener, Listeners, emit
 from hapaxd.core.health import HealthMonitor
 from hapaxd.core.router import Router
 from hapaxd.core.routes import RouteTable
@@ -200,12 +202,20 @@ class App:
             settings.ledger, self.observability.metrics, settings.prices.currency
         )
         self.observability.observer.use_ledger(self.ledger)
-        # What budgets have spent: the gateway's, kept across reloads, seeded from the ledger.
-        self.budget_book = BudgetBook()
+        # What budgets have spent: kept across reloads, in this process (seeded from the
+        # ledger at start) or in a Redis the replicas share (seeded from the ledger per window).
+        budget_store = build_budget_store(settings.budgets, self._ledger_spent)
         self._clock = clock
         # Who hears what the domain reports, in order; the health monitor joins below.
         self.listeners: list[Listener] = [*self.observability.listeners, *listeners]
-        self.generations = Generations(self._generation(settings, store=None))
+        self.generations = Generations(
+            self._generation(
+                settings,
+                store=None,
+                budget_store=budget_store,
+                cache_state=self._cache_state(settings),
+            )
+        )
         self.monitor = self._monitor(self.generations.current)
         self.listeners.append(self.monitor)  # a breaker change may change gRPC health
         # Who may come in (start() warns when auth is off): the cap on calls in flight and who
@@ -316,11 +326,17 @@ class App:
         return self.generations.current.limiter
 
     def _generation(
-        self, settings: Settings, store: Store | None, keep: Sequence[Upstream] = ()
+        self,
+        settings: Settings,
+        store: Store | None,
+        budget_store: BudgetStore,
+        cache_state: CacheState,
+        keep: Sequence[Upstream] = (),
     ) -> Generation:
         """A generation of `settings`: `keep` are the running upstreams (built in the running
         settings' provider order), `store` the running rate-limit store, kept when the new
-        settings would build the same one (None: build one)."""
+        settings would build the same one (None: build one), and `budget_store` the running
+        budgets' store, kept alike."""
         running = self.settings.providers if keep else []
         kept = {_upstream_shape(self.settings, p): u for p, u in zip(running, keep, strict=True)}
         routes = RouteTable(settings)
@@ -336,10 +352,39 @@ class App:
             listeners=self.listeners,
         )
         charges = Charges(settings)
-        budgets = Budgets(settings.budgets, self.budget_book, settings.prices.currency, time.time)
-        return Generation(
-            settings, routes, upstreams, router, dedup, limiter, charges, budgets, _keys(settings)
+        if not same_store(self.settings.budgets, settings.budgets):
+            budget_store = build_budget_store(settings.budgets, self._ledger_spent)
+        budgets = Budgets(
+            settings.budgets, budget_store, settings.prices.currency, time.time, self.listeners
         )
+        if not same_cache_store(self.settings.cache, settings.cache):
+            cache_state = self._cache_state(settings)
+        cache = ResponseCache(
+            settings.cache,
+            cache_state,
+            embed=embedder(routes, router),
+            listeners=self.listeners,
+        )
+        return Generation(
+            settings,
+            routes,
+            upstreams,
+            router,
+            dedup,
+            limiter,
+            charges,
+            budgets,
+            cache,
+            _keys(settings),
+        )
+
+    def _cache_state(self, settings: Settings) -> CacheState:
+        """The response cache's store (and semantic indexes), kept across reloads."""
+
+        def evicted(count: int, held: int) -> None:
+            emit(self.listeners, CacheEvicted(count, held))
+
+        return CacheState(build_cache_store(settings.cache, on_evict=evicted))
 
     def _monitor(self, generation: Generation) -> HealthMonitor:
         settings = generation.settings
@@ -360,13 +405,26 @@ class App:
         async with self._reloading:
             old = self.settings
             running = self.generations.current
-            generation = self._generation(settings, running.limiter.store, keep=self.upstreams)
+            generation = self._generation(
+                settings,
+                running.limiter.store,
+                running.budgets.store,
+                running.cache.state,
+                keep=self.upstreams,
+            )
             kept = {id(u) for u in generation.upstreams}
             retired = [u for u in self.upstreams if id(u) not in kept]
-            # The old store, when the new generation has another: closed once the old
-            # generation's last call has settled its ticket on it.
-            store = running.limiter.store
-            replaced = store if store is not generation.limiter.store else None
+            # The old stores, when the new generation has others: closed once the old
+            # generation's last call has settled its ticket and its hold on them.
+            replaced = [
+                old
+                for old, new in (
+                    (running.limiter.store, generation.limiter.store),
+                    (running.budgets.store, generation.budgets.store),
+                    (running.cache.state, generation.cache.state),
+                )
+                if old is not new
+            ]
             monitor = self._monitor(generation)
             self.observability.reconfigure(settings, generation.routes)
             self.door.reconfigure(settings.auth, settings.server.max_in_flight)
@@ -421,26 +479,68 @@ class App:
         """reload_from() from a signal handler."""
         self._later(self.reload_from(load, why))
 
-    def _close(self, upstreams: list[Upstream], store: Store | None = None) -> None:
+    def _close(
+        self, upstreams: list[Upstream], stores: Sequence[Store | BudgetStore | CacheState]
+    ) -> None:
         for upstream in upstreams:
             self._later(upstream.provider.aclose())
-        if store is not None:
+        for store in stores:
             self._later(store.aclose())
+
+    async def _ledger_spent(self, budget: Budget, window: str) -> int:
+        """What the ledger holds for `budget` from the first day of `window` ("" total) to
+        today, in its unit: the spend a budget store that lacks the window starts from."""
+        if self.ledger is None:
+            return 0
+        today = datetime.datetime.now(datetime.UTC).date().isoformat()
+        [total] = await asyncio.to_thread(
+            self.ledger.store.usage,
+            window or "1970-01-01",
+            today,
+            key_id=budget.key,
+            team=budget.team,
+        )
+        if budget.money_nanos is not None:
+            return int(total["cost_nanos"] or 0)
+        return int(total["prompt_tokens"]) + int(total["completion_tokens"])
 
     async def _seed_budgets(self, ledger: Ledger) -> None:
         """Spend so far in each budget's window, from the ledger's rollups: a restart does not
-        reset a budget."""
-        budgets = self.generations.current.budgets
-        if not budgets.limits:
+        reset a budget. Read after the rows an earlier run left in the ledger's spool are
+        written and before any of this run's are, so each call is counted once. When the
+        ledger's database cannot be asked (PostgreSQL down), the start goes on: the ledger asks
+        again every few seconds, before it writes anything, and the spend is added then."""
+        if not self.generations.current.budgets.limits:
             return
-        today = datetime.datetime.now(datetime.UTC).date().isoformat()
+        late = False
 
-        def sums(start: str, key_id: str | None, team: str | None) -> tuple[int, int]:
-            [total] = ledger.store.usage(start, today, key_id=key_id, team=team)
-            tokens = int(total["prompt_tokens"]) + int(total["completion_tokens"])
-            return int(total["cost_nanos"] or 0), tokens
+        async def seed() -> None:
+            budgets = self.generations.current.budgets  # a reload may have come meanwhile
+            today = datetime.datetime.now(datetime.UTC).date().isoformat()
+            found: dict[tuple[str, str | None, str | None], tuple[int, int]] = {}
 
-        await asyncio.to_thread(seed_from, budgets, sums)
+            def sums(start: str, key_id: str | None, team: str | None) -> tuple[int, int]:
+                if (start, key_id, team) not in found:
+                    [total] = ledger.store.usage(start, today, key_id=key_id, team=team)
+                    tokens = int(total["prompt_tokens"]) + int(total["completion_tokens"])
+                    found[(start, key_id, team)] = int(total["cost_nanos"] or 0), tokens
+                return found[(start, key_id, team)]
+
+            def ask() -> None:  # every question first: a failure seeds nothing, not half
+                for budget, window in budgets.windows():
+                    sums(window or "1970-01-01", budget.key, budget.team)
+
+            await asyncio.to_thread(ask)
+            seed_from(budgets, sums)  # answered from `found`, here on the loop
+            if late:
+                log.info("budgets: seeded from the usage ledger")
+
+        if not await ledger.before_writes(seed):
+            late = True
+            log.warning(
+                "budgets: the usage ledger cannot be asked now; they count from zero until it "
+                "can (tried again every few seconds, the ledger's spend added then)"
+            )
 
     def _later(self, work: Coroutine[Any, Any, object]) -> None:
         """Run `work` in the background; stop() waits for it."""
@@ -500,6 +600,10 @@ class App:
                 await upstream.provider.aclose()
         with contextlib.suppress(Exception):
             await self.limiter.store.aclose()
+        with contextlib.suppress(Exception):
+            await self.generations.current.budgets.store.aclose()
+        with contextlib.suppress(Exception):
+            await self.generations.current.cache.state.aclose()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         if self.ledger is not None:  # every call has ended: its row is queued; write them all
@@ -510,8 +614,9 @@ class App:
 def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Ledger | None:
     """The usage ledger on its store, SQLite or PostgreSQL (None when `ledger.enabled` is off);
     rows it writes and drops are counted in `metrics`. ConfigError when the SQLite file cannot
-    be opened, the PostgreSQL server cannot be reached at start (once running, rows wait in the
-    spool while it is down), or a store keeps costs in another currency."""
+    be opened or keeps costs in another currency, or the PostgreSQL URL cannot be parsed. The
+    PostgreSQL server is not asked here: the store connects on its first write, and while it
+    cannot, rows wait in the spool (postgres_store.py)."""
     if not settings.enabled:
         return None
     path = ledger_path(settings.path)
@@ -529,7 +634,11 @@ def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Le
                     currency=currency,
                 )
             except psycopg.Error as exc:
-                raise ConfigError(f"ledger.postgres_url: cannot use the database: {exc}") from None
+                why = str(exc)
+                secret = settings.postgres_password.get_secret_value()
+                for shown in {secret, urllib.parse.quote(secret, safe="")} - {""}:
+                    why = why.replace(shown, "***")
+                raise ConfigError(f"ledger.postgres_url: not a usable URL: {why}") from None
         else:
             store = SqliteStore(path, retention_days=settings.retention_days, currency=currency)
     except (ValueError, OSError, sqlite3.Error) as exc:

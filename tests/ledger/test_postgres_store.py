@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from hapaxd.ledger import Ledger, LedgerRow, SqliteStore
-from hapaxd.ledger.postgres_store import PostgresStore
+from hapaxd.ledger.postgres_store import CurrencyMismatch, PostgresStore
 from hapaxd.ledger.sqlite_store import GROUPS
 from tests.ledger.test_sqlite_store import DAY, MAY_1, SUMS, make_row, random_rows, recount
 from tests.ledger.test_writer import until
@@ -66,6 +66,7 @@ def assert_rollups_match(dsn: str, sent: list[LedgerRow]) -> None:
 def test_the_tables_have_sqlite_stores_columns(
     store: PostgresStore, postgres_dsn: str, tmp_path: Path
 ) -> None:
+    store.usage("2025-05-01", "2025-05-01")  # the first call connects and makes them
     SqliteStore(tmp_path / "usage.db").close()
     with sqlite3.connect(tmp_path / "usage.db") as lite:
         for table in ("meta", "calls", "rollups"):
@@ -270,7 +271,9 @@ def test_no_retention_keeps_every_raw_row(store: PostgresStore, postgres_dsn: st
     assert raw(postgres_dsn, "SELECT day::text FROM calls") == [("1970-01-01",)]
 
 
-def test_writes_prune_by_themselves_at_most_hourly_and_opening_prunes(postgres_dsn: str) -> None:
+def test_writes_prune_by_themselves_at_most_hourly_and_connecting_prunes(
+    postgres_dsn: str,
+) -> None:
     clock = [MAY_1 + 30 * DAY]
     store = PostgresStore(postgres_dsn, retention_days=1, clock=lambda: clock[0])
     store.write([make_row("old", started_at=clock[0] - 2 * DAY)])
@@ -281,17 +284,31 @@ def test_writes_prune_by_themselves_at_most_hourly_and_opening_prunes(postgres_d
     store.write([make_row("newer", started_at=clock[0])])
     assert raw(postgres_dsn, "SELECT request_id FROM calls ORDER BY 1") == [("new",), ("newer",)]
     store.close()
-    PostgresStore(postgres_dsn, retention_days=1, clock=lambda: clock[0] + 3 * DAY).close()
+    later = PostgresStore(postgres_dsn, retention_days=1, clock=lambda: clock[0] + 3 * DAY)
+    assert raw(postgres_dsn, "SELECT COUNT(*) FROM calls") == [(2,)]  # made: not connected yet
+    later.usage("2025-05-01", "2025-05-01")  # its first connection prunes
+    later.close()
     assert raw(postgres_dsn, "SELECT COUNT(*) FROM calls") == [(0,)]
 
 
+def connected(store: PostgresStore) -> PostgresStore:
+    """`store`, connected (a store connects on its first call)."""
+    store.usage("2025-05-01", "2025-05-01")
+    return store
+
+
 def test_the_first_store_pins_the_currency(postgres_dsn: str) -> None:
-    PostgresStore(postgres_dsn, currency="USD").close()
-    with pytest.raises(ValueError, match="keeps costs in USD, not EUR"):
-        PostgresStore(postgres_dsn, currency="EUR")
-    PostgresStore(postgres_dsn, currency="USD").close()
-    PostgresStore(postgres_dsn).close()  # no prices: no currency to check
+    connected(PostgresStore(postgres_dsn, currency="USD")).close()
+    euros = PostgresStore(postgres_dsn, currency="EUR")  # made: the database not asked yet
+    for call in (lambda: euros.write([make_row("a")]), lambda: connected(euros)):
+        with pytest.raises(CurrencyMismatch, match="keeps costs in USD, not EUR") as refused:
+            call()
+        assert euros.unavailable(refused.value)  # the rows are kept (spooled), not dropped
+    euros.close()
+    connected(PostgresStore(postgres_dsn, currency="USD")).close()
+    connected(PostgresStore(postgres_dsn)).close()  # no prices: no currency to check
     assert raw(postgres_dsn, "SELECT value FROM meta WHERE key = 'currency'") == [("USD",)]
+    assert raw(postgres_dsn, "SELECT COUNT(*) FROM calls") == [(0,)]
 
 
 def test_stores_opening_a_new_database_at_once_all_open(postgres_dsn: str) -> None:
@@ -302,7 +319,7 @@ def test_stores_opening_a_new_database_at_once_all_open(postgres_dsn: str) -> No
     def open_one() -> None:
         start.wait()
         try:
-            opened.append(PostgresStore(postgres_dsn, currency="USD"))
+            opened.append(connected(PostgresStore(postgres_dsn, currency="USD")))
         except Exception as error:
             failures.append(error)
 
@@ -319,7 +336,7 @@ def test_stores_opening_a_new_database_at_once_all_open(postgres_dsn: str) -> No
 def test_a_role_that_may_only_use_the_tables_opens_the_store(postgres_dsn: str) -> None:
     """Tables an operator made: a role with no right to create anything opens the store and
     writes; a role that may not write is "unavailable" (the rows wait), not a row's fault."""
-    PostgresStore(postgres_dsn, currency="USD").close()
+    connected(PostgresStore(postgres_dsn, currency="USD")).close()
     database = postgres_dsn.rsplit("/", 1)[1]
     writer, reader = f"{database}_writer", f"{database}_reader"
     with psycopg.connect(postgres_dsn, autocommit=True) as db:

@@ -1,8 +1,9 @@
 """The README's metrics table (## Observability) is what /metrics exports: a real gateway takes a
 representative set of calls (a failover, a stream, an invalid request, a rate-limited call, a
-rate-limit store that cannot be reached, a reload), so that every family has samples; then every
-`hapax_*` family on /metrics is a row of the table with exactly its label names, and every row of
-the table is on /metrics."""
+rate-limit store and a budget store that cannot be reached, a reload, a response cache miss
+and hit), so that every family has
+samples; then every `hapax_*` family on /metrics is a row of the table with exactly its label
+names, and every row of the table is on /metrics."""
 
 from __future__ import annotations
 
@@ -109,17 +110,25 @@ async def test_the_readme_metrics_table_lists_every_exported_series_with_its_lab
         "circuit_breaker": {"failure_threshold": 2, "timeout": "1h"},
         "router": {"retry": {"max_attempts": 2, "initial_backoff": "1ms", "max_backoff": "2ms"}},
         "auth": {"keys": keys(search={"requests_per_minute": 2})},
+        "prices": {"models": {"*": {"prompt": 1, "completion": 1}}},
+        "cache": {"models": {"*": {"semantic": {"embedding_model": "embedder"}}}},
     }
     nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens here
     observed = await observe(
         settings_with(
             **config,
             rate_limit={"backend": "redis", "redis_url": nowhere, "on_store_error": "open"},
+            budgets={
+                "backend": "redis",
+                "redis_url": nowhere,
+                "on_store_error": "open",
+                "limits": [{"name": "all", "key": "search", "tokens": 10**9, "window": "total"}],
+            },
         )
     )
     stub, search, ops = observed.stub, bearer(SEARCH_KEY), bearer(OPS_KEY)
 
-    # The store cannot be asked (admitted, fail open); primary fails twice: a retry, its breaker
+    # The stores cannot be asked (admitted, fail open); primary fails twice: a retry, its breaker
     # opens, a failover to backup.
     fake_upstream.script(chat, Fail(500), Fail(500), Reply(prompt_tokens=3, chunks=2))
     reply = await stub.Complete(pb.CompleteRequest(prompt="hi"), metadata=search)
@@ -137,8 +146,19 @@ async def test_the_readme_metrics_table_lists_every_exported_series_with_its_lab
         await stub.Complete(pb.CompleteRequest(), metadata=ops)
     assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
+    # The response cache: the embedding of a semantic lookup fails (a miss); the answer is
+    # stored; the same request again is a hit, which saved what the first cost.
+    fake_upstream.script("openai.embeddings", Fail(400), Fail(400))
+    cacheable = pb.CompleteRequest(prompt="cache me", temperature=0)
+    await stub.Complete(cacheable, metadata=ops)
+    await observed.app.generations.current.cache.state.drain()
+    await stub.Complete(cacheable, metadata=ops)
+
     samples = await observed.samples()
     assert samples.value("hapax_rate_limiter_errors_total", backend="redis", outcome="admitted")
+    assert samples.value("hapax_budget_store_errors_total", backend="redis", outcome="admitted")
+    assert samples.value("hapax_cache_lookups_total", result="hit") == 1
+    assert samples.value("hapax_cache_errors_total", backend="local", operation="embed")
     assert samples.value("hapax_failovers_total", **{"from": "primary", "to": "backup"}) == 1
     assert samples.value("hapax_config_reloads_total", outcome="success") == 1
     assert samples.value(

@@ -200,3 +200,61 @@ def test_ledger_benchmark_writes_rows_and_answers_the_usage_query() -> None:
         "drivers.sqlite3_to_thread_rows_per_s+",
     )
     assert result["load"]["rows"] == 2000 and result["query"]["groups"] > 0
+
+
+def test_ledger_postgres_benchmark_writes_rows_and_answers_on_a_real_server() -> None:
+    from benchmarks import ledger_postgres
+
+    config = ledger_postgres.Config(
+        rows=2000, query_rounds=1, driver_rows=1000, driver_rounds=1, durable=False
+    )
+    result = ledger_postgres.run(config)
+
+    assert_measured(
+        result,
+        "load.rows_per_s+",
+        "query.rollups_ms+",
+        "query.raw_rows_ms+",
+        *(f"drivers.{name}_rows_per_s+" for name in ledger_postgres.DRIVERS),
+    )
+    assert result["load"]["rows"] == 2000 and result["query"]["groups"] > 0
+    assert "asyncpg" in ledger_postgres.format_table(result)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_ledger_cost_benchmark_measures_the_gateway_with_the_ledger_on_off_and_on_again(
+    backend: str,
+) -> None:
+    from benchmarks import ledger_cost
+
+    config = ledger_cost.Config(
+        backend=backend, cells=(("unary", 2), ("stream", 2)), rounds=1, warmup=0,
+        initial_warmup=0, max_requests=30, pin=False, durable=False,
+    )  # fmt: skip
+    result = ledger_cost.run(config)
+
+    assert [(c["kind"], c["concurrency"]) for c in result["cells"]] == [("unary", 2), ("stream", 2)]
+    for cell in result["cells"]:
+        for variant in ledger_cost.VARIANTS:
+            assert cell[variant]["errors"] == 0, cell[variant].get("first_error")
+            assert cell[variant]["requests"] == 30
+    assert_measured(
+        result,
+        *(f"cells.*.{variant}.rps+" for variant in ledger_cost.VARIANTS),
+        # CPU from /proc counts 10 ms ticks: at these sizes a figure may be 0, never absent.
+        *(f"cells.*.{variant}.server_cpu_us_per_request" for variant in ledger_cost.VARIANTS),
+        "cells.*.off_over_on.cpu_per_request_ratio",
+        "cells.*.on_again_over_on.cpu_per_request_ratio",
+        "cells.*.on_again_over_on.rps_ratio+",
+    )
+    if backend == "postgres":  # every call's row reached the database: the ledger wrote there
+        assert (
+            result["rows_written"]
+            == result["requests_measured"]
+            == {
+                "ledger_on": 60,
+                "ledger_on_again": 60,
+            }
+        )
+        assert_measured(result, "postgres")
+    assert "ledger on" in ledger_cost.format_table(result)

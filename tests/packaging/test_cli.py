@@ -103,6 +103,15 @@ def test_check_config_says_where_usage_is_kept_and_what_budgets_can_promise(
     assert "budgets: search-daily" in result.stdout
     assert "start from zero at every restart" in result.stdout
     assert "replicas each keep their own" in result.stdout
+    shared = budgets.replace(
+        "budgets:\n", "budgets:\n  backend: redis\n  redis_url: redis://127.0.0.1:6390/0\n"
+    ).replace("ledger: {enabled: false}\n", "")
+    result = check_config(write(tmp_path, GOOD + shared))
+    assert result.returncode == 0, result.stderr
+    assert "shared by every replica in Redis at redis://127.0.0.1:6390/0" in result.stdout
+    assert "refused (on_store_error: closed)" in result.stdout
+    assert "this replica's own ledger only" in result.stdout
+    assert "replicas each keep their own" not in result.stdout
     kept = check_config(write(tmp_path, GOOD), env={"HAPAX_STATE_DIR": str(tmp_path / "state")})
     assert f"usage ledger: {tmp_path / 'state' / 'usage.db'}" in kept.stdout
 

@@ -449,3 +449,27 @@ def test_the_local_config_in_the_repo_loads_with_an_empty_environment() -> None:
     assert settings.secret_env() == []
     assert {"chat", "fast"} <= set(settings.models)
     assert RouteTable(settings).ranks(settings.default_model)
+
+
+def test_the_redis_passwords_of_rate_limits_and_budgets_come_from_their_variables() -> None:
+    data = {
+        **SERVED,
+        "auth": {"keys": [{"id": "k", "sha256": "a" * 64}]},
+        "rate_limit": {
+            "backend": "redis",
+            "redis_url": "redis://r:6379/0",
+            "redis_password_env": "RL_PASSWORD",
+        },
+        "budgets": {
+            "backend": "redis",
+            "redis_url": "redis://r:6379/1",
+            "redis_password_env": "BUDGET_PASSWORD",
+        },
+    }
+    settings = config.parse(data, {"RL_PASSWORD": "one", "BUDGET_PASSWORD": "two"})
+    assert settings.rate_limit.redis_password.get_secret_value() == "one"
+    assert settings.budgets.redis_password.get_secret_value() == "two"
+    assert "two" not in repr(settings.budgets)
+    assert ("budgets.redis_password_env", "BUDGET_PASSWORD") in settings.secret_env()
+    with pytest.raises(config.ConfigError, match="no password in the URL"):
+        config.parse({**data, "budgets": {"redis_url": "redis://:pw@r:6379/1"}}, {})

@@ -7,8 +7,10 @@ source), so a module is covered the day it is added.
     admission/      config, core, admission; no grpc, protobuf, HTTP client, prometheus or otel
     tls/            config and tls only: certificates for every listener; no grpc, protobuf,
                     HTTP library, prometheus or otel
-    calls/          the call pipeline both doors share: config, core, admission, calls; no grpc,
-                    protobuf, HTTP library, prometheus or otel
+    cache/          the response cache: config, core, admission, cache; no grpc, protobuf,
+                    HTTP library, prometheus or otel
+    calls/          the call pipeline both doors share: config, core, admission, cache, calls;
+                    no grpc, protobuf, HTTP library, prometheus or otel
     observability/  config, core, admission, calls, tls, observability; never a door (api/,
                     openai_http/) nor the adapters
     api/            the gRPC door: config, core, admission, calls, tls, observability, api; no
@@ -39,8 +41,9 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "providers": (("config", "core", "providers"), GRPC + STUBS + TELEMETRY),
     "admission": (("config", "core", "admission"), GRPC + STUBS + HTTP + TELEMETRY),
     "tls": (("config", "tls"), GRPC + STUBS + HTTP + TELEMETRY),
+    "cache": (("config", "core", "admission", "cache"), GRPC + STUBS + HTTP + TELEMETRY),
     "calls": (
-        ("config", "core", "costs", "admission", "calls"),
+        ("config", "core", "costs", "admission", "cache", "calls"),
         GRPC + STUBS + HTTP + TELEMETRY,
     ),
     "observability": (

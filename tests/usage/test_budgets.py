@@ -2,12 +2,14 @@
 admitted. Concurrent calls cannot together pass one; a refused call gets RESOURCE_EXHAUSTED
 BUDGET_EXCEEDED with the budget named and, for a windowed budget, when to retry; a restart does
 not reset spend (the ledger seeds it); a reload that lowers a budget applies from the next
-call; a window rolling over admits again."""
+call; a window rolling over admits again. The gateway tests run on both stores: this process's
+and a real redis-server's (tests/usage/test_redis_budgets.py has what only Redis does)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,15 @@ import grpc
 import pytest
 
 from hapax.v1 import completion_service_pb2 as pb
-from hapaxd.admission.budgets import BudgetBook, Budgets, window_of
+from hapaxd.admission.budgets import Budgets, LocalBudgets, window_of
 from hapaxd.admission.keys import Caller
 from hapaxd.config import BudgetsSettings
 from hapaxd.core.errors import BudgetExceeded
-from tests.admission.conftest import SEARCH_KEY, bearer, keys
+from tests.admission.conftest import SEARCH_KEY, bearer, keys, settled
 from tests.conftest import Gateway, StartGateway, make_settings
 from tests.fakes.upstream import FakeUpstream, Hang, Reply
+from tests.support.processes import free_port
+from tests.support.redis import RedisServer
 from tests.support.status_details import details_of
 
 PRICE = {"prompt": "1000", "completion": "1000"}  # USD per 1M tokens: 1,000,000 nanos a token
@@ -32,7 +36,36 @@ PROMPT = "x" * 4  # 1 token of text + 3 per message: 4 tokens estimated
 WORST = (4 + MAX_TOKENS) * 1_000_000  # nanos a call reserves: USD 0.1
 
 
-def settings(fake: FakeUpstream, tmp_path: Path, budgets: list[dict[str, Any]], **more: Any) -> Any:
+@pytest.fixture(params=["local", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """The budgets' store settings: this process's, or a real redis-server's."""
+    if request.param == "local":
+        yield {}
+        return
+    server = RedisServer(free_port(), tmp_path)
+    await server.start()
+    try:
+        yield {"backend": "redis", "redis_url": server.url}
+    finally:
+        await server.stop()
+
+
+async def amounts(gateway: Gateway) -> tuple[int, int]:
+    """(spent, reserved) over the budgets' current windows, as their store has them once every
+    settle has reached it."""
+    budgets = gateway.app.generations.current.budgets
+    await budgets.store.drain()
+    found = await budgets.status()
+    return sum(spent for _, _, spent, _ in found), sum(reserved for _, _, _, reserved in found)
+
+
+def settings(
+    fake: FakeUpstream,
+    tmp_path: Path,
+    budgets: list[dict[str, Any]],
+    store: dict[str, Any] | None = None,
+    **more: Any,
+) -> Any:
     provider = {
         "name": "up",
         "type": "openai",
@@ -44,7 +77,7 @@ def settings(fake: FakeUpstream, tmp_path: Path, budgets: list[dict[str, Any]], 
         auth={"keys": keys()},
         prices={"models": {"gpt-test": PRICE}},
         ledger={"path": str(tmp_path / "usage.db"), "flush_interval": "50ms"},
-        budgets={"limits": budgets},
+        budgets={"limits": budgets, **(store or {})},
         openai_http={"enabled": True, "address": "127.0.0.1:0"},
         router={"retry": {"max_attempts": 1}},
         **more,
@@ -67,11 +100,14 @@ async def refused(gateway: Gateway, n: int = 0) -> grpc.aio.AioRpcError:
 
 
 async def test_fifty_concurrent_calls_against_a_budget_that_fits_ten_admit_ten(
-    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    tmp_path: Path,
+    store: dict[str, Any],
 ) -> None:
     fake_upstream.set_default(Hang(seconds=0.5, then=Reply(prompt_tokens=4, completion_tokens=1)))
     budget = Decimal(WORST * 10) / 1_000_000_000  # USD 1: ten worst cases
-    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(budget)]))
+    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(budget)], store))
     results = await asyncio.gather(
         *(complete(gateway, n) for n in range(50)), return_exceptions=True
     )
@@ -91,33 +127,38 @@ async def test_fifty_concurrent_calls_against_a_budget_that_fits_ten_admit_ten(
 
 
 async def test_the_real_cost_replaces_the_reservation_and_a_failed_call_costs_nothing(
-    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    tmp_path: Path,
+    store: dict[str, Any],
 ) -> None:
     """Room for 2 worst cases: calls that really cost a tenth of one keep being admitted; a call
     no provider answered leaves nothing reserved."""
     from tests.fakes.upstream import Fail
 
     budget = Decimal(WORST * 2) / 1_000_000_000
-    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(budget)]))
-    book = gateway.app.budget_book
+    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(budget)], store))
     fake_upstream.set_default(Fail(500))
     for n in range(3):  # more than fit at once: each was refunded when it failed
         assert (await refused(gateway, n)).code() is grpc.StatusCode.UNAVAILABLE
-    assert sum(book.reserved.values()) == 0 and sum(book.spent.values()) == 0
+    assert await amounts(gateway) == (0, 0)
     fake_upstream.set_default(Reply(prompt_tokens=4, completion_tokens=6))  # 10 tokens: 0.01 USD
     for n in range(11):  # admitted while spent <= 0.1 (0.1 free of 0.2): 11 x 0.01 spent
         await complete(gateway, n)
-    assert sum(book.reserved.values()) == 0
-    assert sum(book.spent.values()) == 11 * 10 * 1_000_000
+        await gateway.app.generations.current.budgets.store.drain()
+    assert await amounts(gateway) == (11 * 10 * 1_000_000, 0)
     assert (await refused(gateway, 99)).code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # 0.09 free
 
 
 async def test_a_token_budget_in_total_has_no_retry(
-    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    tmp_path: Path,
+    store: dict[str, Any],
 ) -> None:
     fake_upstream.set_default(Reply(prompt_tokens=4, completion_tokens=50))
     budget = {"name": "team-total", "team": "search-team", "tokens": 150, "window": "total"}
-    gateway = await start_gateway(settings(fake_upstream, tmp_path, [budget]))
+    gateway = await start_gateway(settings(fake_upstream, tmp_path, [budget], store))
     await complete(gateway)  # reserves 100, spends 54
     error = await refused(gateway)  # 54 + 100 > 150
     details = details_of(error)
@@ -126,9 +167,14 @@ async def test_a_token_budget_in_total_has_no_retry(
 
 
 async def test_the_http_door_answers_429_in_openais_body(
-    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    tmp_path: Path,
+    store: dict[str, Any],
 ) -> None:
-    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(Decimal("0.01"))]))
+    gateway = await start_gateway(
+        settings(fake_upstream, tmp_path, [daily(Decimal("0.01"))], store)
+    )
     assert gateway.app.openai_http is not None
     url = f"http://127.0.0.1:{gateway.app.openai_http.port}/v1/chat/completions"
     body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 96}
@@ -144,30 +190,36 @@ async def test_the_http_door_answers_429_in_openais_body(
 
 
 async def test_a_restart_does_not_reset_spend(
-    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    tmp_path: Path,
+    store: dict[str, Any],
 ) -> None:
     fake_upstream.set_default(Reply(prompt_tokens=4, completion_tokens=96))  # a worst case each
     budget = Decimal(WORST * 3) / 1_000_000_000
-    first = await start_gateway(settings(fake_upstream, tmp_path, [daily(budget)]))
+    first = await start_gateway(settings(fake_upstream, tmp_path, [daily(budget)], store))
     for n in range(3):
         await complete(first, n)
     assert (await refused(first)).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     await first.app.stop(grace=1)  # the ledger writes its rows
-    second = await start_gateway(settings(fake_upstream, tmp_path, [daily(budget)]))
+    second = await start_gateway(settings(fake_upstream, tmp_path, [daily(budget)], store))
     assert (await refused(second)).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 async def test_a_reload_that_lowers_a_budget_applies_from_the_next_call(
-    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    tmp_path: Path,
+    store: dict[str, Any],
 ) -> None:
     fake_upstream.set_default(Reply(prompt_tokens=4, completion_tokens=96))
-    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(Decimal("1"))]))
+    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(Decimal("1"))], store))
     for n in range(3):
         await complete(gateway, n)  # USD 0.3 spent
-    lower = settings(fake_upstream, tmp_path, [daily(Decimal("0.35"))])
+    lower = settings(fake_upstream, tmp_path, [daily(Decimal("0.35"))], store)
     assert await gateway.app.reload_from(lambda: lower, "test")
     assert (await refused(gateway)).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    higher = settings(fake_upstream, tmp_path, [daily(Decimal("0.5"))])
+    higher = settings(fake_upstream, tmp_path, [daily(Decimal("0.5"))], store)
     assert await gateway.app.reload_from(lambda: higher, "test")
     await complete(gateway, 7)
 
@@ -205,25 +257,32 @@ def test_a_window_rolling_over_admits_again() -> None:
     settings = BudgetsSettings(
         limits=[{"name": "d", "key": "search", "tokens": 100, "window": "day"}]
     )
-    budgets = Budgets(settings, BudgetBook(), "USD", lambda: now[0])
+    budgets = Budgets(settings, LocalBudgets(), "USD", lambda: now[0])
     caller = Caller("search")
-    budgets.reserve(caller, 10, 80, lambda p, c: None).settle(None, 90)
-    with pytest.raises(BudgetExceeded) as caught:
-        budgets.reserve(caller, 10, 80, lambda p, c: None)
-    assert caught.value.retry_after == pytest.approx(30)
-    now[0] += 31  # the next day (UTC)
-    budgets.reserve(caller, 10, 80, lambda p, c: None).settle(None, 90)
+
+    async def run() -> None:
+        (await budgets.reserve(caller, 10, 80, lambda p, c: None)).settle(None, 90)
+        with pytest.raises(BudgetExceeded) as caught:
+            await budgets.reserve(caller, 10, 80, lambda p, c: None)
+        assert caught.value.retry_after == pytest.approx(30)
+        now[0] += 31  # the next day (UTC)
+        (await budgets.reserve(caller, 10, 80, lambda p, c: None)).settle(None, 90)
+
+    asyncio.run(run())
 
 
 async def test_usage_shows_where_each_budget_stands(
-    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    tmp_path: Path,
+    store: dict[str, Any],
 ) -> None:
     from hapax.v1 import usage_service_pb2 as usage_pb
     from hapax.v1 import usage_service_pb2_grpc as usage_grpc
     from tests.admission.conftest import NARROW_KEY, OPS_KEY
 
     fake_upstream.set_default(Reply(prompt_tokens=4, completion_tokens=6))  # USD 0.01 a call
-    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(Decimal("1"))]))
+    gateway = await start_gateway(settings(fake_upstream, tmp_path, [daily(Decimal("1"))], store))
     for n in range(3):
         await complete(gateway, n)
     stub = usage_grpc.UsageServiceStub(gateway.channel)
@@ -250,13 +309,16 @@ async def test_usage_shows_where_each_budget_stands(
 
 
 async def test_a_stream_cut_off_is_charged_what_it_delivered(
-    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: Path
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    tmp_path: Path,
+    store: dict[str, Any],
 ) -> None:
     """No usage comes from a broken stream: its prompt's estimate and the tokens it delivered
     are charged (never the whole reservation, never nothing)."""
     fake_upstream.set_default(Reply(text="abcd" * 10, chunks=10, drop_after=2))
     budget = {"name": "t", "key": "search", "tokens": 10_000, "window": "total"}
-    gateway = await start_gateway(settings(fake_upstream, tmp_path, [budget]))
+    gateway = await start_gateway(settings(fake_upstream, tmp_path, [budget], store))
     request = pb.StreamCompleteRequest(prompt=PROMPT, max_tokens=MAX_TOKENS)
     got = []
     with pytest.raises(grpc.aio.AioRpcError):
@@ -264,6 +326,5 @@ async def test_a_stream_cut_off_is_charged_what_it_delivered(
             got.append(message.delta)
     delivered = len("".join(got))
     assert delivered > 0
-    book = gateway.app.budget_book
-    assert sum(book.reserved.values()) == 0
-    assert sum(book.spent.values()) == 4 + -(-delivered // 4)  # prompt estimate + delivered
+    await settled(gateway)
+    assert await amounts(gateway) == (4 + -(-delivered // 4), 0)  # prompt estimate + delivered

@@ -27,13 +27,17 @@ def test_the_sections_config_examples_are_valid() -> None:
     text = README.read_text()
     body = text[text.index(SECTION) :]
     body = body[: body.index("\n## ", len(SECTION))]
-    prices, budgets = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", body, re.S)]
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", body, re.S)]
+    prices, budgets, shared = blocks
     settings = make_settings(**prices)
     assert settings.prices.models["gpt-4o-mini"].cached_prompt is not None
     assert settings.ledger.retention_days == 90
     with_keys = make_settings(**budgets, auth={"keys": keys(ops={"owner": "platform"})})
     assert isinstance(with_keys, config.Settings)
     assert [b.name for b in with_keys.budgets.limits] == ["search-daily", "platform-monthly"]
+    in_redis = make_settings(**shared, auth={"keys": keys()})
+    assert in_redis.budgets.backend == "redis" and in_redis.budgets.on_store_error == "closed"
+    assert in_redis.budgets.redis_timeout == 0.25
 
 
 async def test_the_sections_commands_run_and_show_the_calls(

@@ -31,6 +31,7 @@ class Caller:
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     max_concurrent_streams: int | None = None
+    cache_bypass: bool = True  # may its callers bypass the response cache (cache-control)
     _models: re.Pattern[str] = dataclasses.field(
         default=re.compile(".*"), repr=False, compare=False
     )
@@ -45,6 +46,7 @@ class Caller:
             requests_per_minute=key.requests_per_minute,
             tokens_per_minute=key.tokens_per_minute,
             max_concurrent_streams=key.max_concurrent_streams,
+            cache_bypass=key.cache_bypass,
             _models=re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in key.models)),
         )
 

@@ -17,8 +17,9 @@ from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 from hapaxd.api.call import abort, record_of
 from hapaxd.api.decoding import Undecodable
 from hapaxd.calls.errors import CallFailed
-from hapaxd.calls.metadata import REQUEST_ID_KEY
+from hapaxd.calls.metadata import REQUEST_ID_KEY, cache_metadata
 from hapaxd.calls.pipeline import Calls, StreamEnd
+from hapaxd.calls.record import CallRecord
 from hapaxd.core.errors import FieldViolation, InvalidRequest
 from hapaxd.core.types import (
     Chunk,
@@ -229,6 +230,7 @@ def route_message(route: Route) -> pb.Route:
         upstream_model=route.upstream_model,
         attempts=route.attempts,
         shared=route.shared,
+        cached=route.cached,
     )
 
 
@@ -276,6 +278,10 @@ def to_stream_response(chunk: Chunk, request_id: str, model: str) -> pb.StreamCo
     return message
 
 
+def _cache_trailers(record: CallRecord) -> list[tuple[str, str]]:
+    return cache_metadata(record.cache, record.cache_age, record.similarity)
+
+
 class CompletionServicer(pb_grpc.CompletionServiceServicer):
     """Decode, the call pipeline (calls/pipeline.py: the door, the generation, validation,
     routing, the key's policy and limits, the deduplicator and router), encode; a failed call
@@ -296,7 +302,11 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
         # batch: sending headers of our own would cost a batch (and an event-loop wake-up) of its
         # own, and a call whose headers were sent is committed, which gRPC's retry policy could
         # no longer retry. A failed call carries it in its trailers too (api/call.py abort).
-        context.set_trailing_metadata(((REQUEST_ID_KEY, record.request_id),))
+        context.set_trailing_metadata(
+            ((REQUEST_ID_KEY, record.request_id), *_cache_trailers(record))
+            if record.cache
+            else ((REQUEST_ID_KEY, record.request_id),)
+        )
         return to_response(answer.completion, answer.route, answer.request, answer.charge)
 
     async def StreamComplete(
@@ -322,6 +332,10 @@ class CompletionServicer(pb_grpc.CompletionServiceServicer):
                     elif item.reasoning or item.tool_calls:
                         yield to_stream_response(item, request_id, model)
                 else:
+                    if record.cache:  # set before the last message: the call has not ended
+                        context.set_trailing_metadata(
+                            ((REQUEST_ID_KEY, request_id), *_cache_trailers(record))
+                        )
                     yield to_stream_end(item, request_id, model)  # type: ignore[arg-type]
         except CallFailed as failed:
             await abort(context, failed.view, record)

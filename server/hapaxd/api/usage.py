@@ -18,8 +18,16 @@ from hapax.v1 import usage_service_pb2 as pb
 from hapax.v1 import usage_service_pb2_grpc as pb_grpc
 from hapaxd.admission.budgets import Budgets
 from hapaxd.admission.keys import Caller
+from hapaxd.admission.limits import StoreUnavailable
 from hapaxd.api.call import abort, record_of
-from hapaxd.core.errors import FieldViolation, GatewayError, InvalidRequest, LedgerOff
+from hapaxd.core.errors import (
+    BudgetsUnavailable,
+    FieldViolation,
+    GatewayError,
+    InvalidRequest,
+    LedgerOff,
+    LedgerUnavailable,
+)
 from hapaxd.ledger import Ledger
 
 GROUPS = {
@@ -71,11 +79,15 @@ def _row(total: dict[str, Any], currency: str) -> pb.UsageRow:
     return row
 
 
-def budget_statuses(budgets: Budgets, caller: Caller | None) -> list[pb.BudgetStatus]:
+async def budget_statuses(budgets: Budgets, caller: Caller | None) -> list[pb.BudgetStatus]:
     """The budgets `caller` may see (all for an admin key or with auth off), in their current
-    windows."""
+    windows. BudgetsUnavailable when their store cannot be asked."""
     found = []
-    for budget, window, spent, reserved in budgets.status():
+    try:
+        statuses = await budgets.status()
+    except StoreUnavailable:
+        raise BudgetsUnavailable(budgets.store.name) from None
+    for budget, window, spent, reserved in statuses:
         if caller is not None and not caller.admin and not budget.covers(caller):
             continue
         found.append(
@@ -117,20 +129,24 @@ class UsageServicer(pb_grpc.UsageServiceServicer):
                 key_id = key.id  # a key sees only its own usage
             group_by = [GROUPS[g] for g in request.group_by if g in GROUPS]
             await self._ledger.flush()  # what was answered before this call is counted
-            totals = await asyncio.to_thread(
-                self._ledger.store.usage,
-                start,
-                end,
-                key_id=key_id,
-                team=request.team or None,
-                model=request.model or None,
-                provider=request.provider or None,
-                group_by=group_by,
-            )
+            try:
+                totals = await asyncio.to_thread(
+                    self._ledger.store.usage,
+                    start,
+                    end,
+                    key_id=key_id,
+                    team=request.team or None,
+                    model=request.model or None,
+                    provider=request.provider or None,
+                    group_by=group_by,
+                )
+            except Exception as error:
+                if not self._ledger.store.unavailable(error):  # a bug: INTERNAL, logged
+                    await abort(context, record.failed(error), record)
+                # The database down: its rows wait in the spool, the caller retries later.
+                raise LedgerUnavailable(f"{type(error).__name__}: {error}") from None
+            budgets = await budget_statuses(self._budgets(), record.key)
         except GatewayError as error:
             await abort(context, record.failed(error), record)
         currency = self._currency()
-        return pb.GetUsageResponse(
-            rows=[_row(t, currency) for t in totals],
-            budgets=budget_statuses(self._budgets(), record.key),
-        )
+        return pb.GetUsageResponse(rows=[_row(t, currency) for t in totals], budgets=budgets)

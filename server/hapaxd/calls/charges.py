@@ -5,7 +5,8 @@ generation (calls/generation.py), so a reload's new prices apply from the next c
 A call is priced by the provider that answered and the upstream model it was asked for
 (`Route`), not by the logical model: two providers of one logical model may charge differently.
 An answer shared with an identical call in flight costs its joiner nothing: the call that made
-the upstream call paid for it. Plain Python: no grpc, no HTTP client.
+the upstream call paid for it; nor does one from the response cache (the call that stored it
+did). Plain Python: no grpc, no HTTP client.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Charges:
         )
         self._types = {p.name: p.type for p in settings.providers}
         self.shared = Charge(0, self.currency, 0.0)
+        self.cached = self.shared  # an answer from the response cache costs nothing either
 
     def worst(self, targets: Iterable[tuple[str, str]], prompt: int, completion: int) -> int | None:
         """The dearest cost (nanos) of `prompt` and `completion` tokens among the (provider,

@@ -17,12 +17,15 @@ from hapaxd.core.errors import (
     MAX_LISTED,
     Attempt,
     BudgetExceeded,
+    BudgetsUnavailable,
+    CacheMiss,
     CallerRejected,
     CapabilityMissing,
     DeadlineExceeded,
     GatewayError,
     InvalidRequest,
     LedgerOff,
+    LedgerUnavailable,
     LimitsUnavailable,
     MalformedRequest,
     ModelNotFound,
@@ -104,11 +107,15 @@ def _map(error: GatewayError) -> Table:
             return "INVALID_ARGUMENT", counts, None, ()
         case ModelNotFound():
             return "NOT_FOUND", {"model": error.model}, None, ()
+        case CacheMiss():
+            return "NOT_FOUND", {"model": error.model}, None, ()
         case CapabilityMissing():
             meta = {"model": error.model, "capability": error.capability}
             return "FAILED_PRECONDITION", meta, None, ()
         case LedgerOff():
             return "FAILED_PRECONDITION", {}, None, ()
+        case LedgerUnavailable():
+            return "UNAVAILABLE", {}, error.retry_after, ()
         case CallerRejected():
             return "INVALID_ARGUMENT", _attempts_metadata(error.attempts), None, ()
         case NoProviderAvailable():
@@ -134,7 +141,7 @@ def _map(error: GatewayError) -> Table:
             meta = {"client": error.client, "limit": error.limit}
             quota = (_quota(f"api_key:{error.client}", error.limit),)
             return "RESOURCE_EXHAUSTED", meta, error.retry_after, quota
-        case Overloaded() | LimitsUnavailable():
+        case Overloaded() | LimitsUnavailable() | BudgetsUnavailable():
             return "UNAVAILABLE", {}, error.retry_after, ()
         case UpstreamError():
             return "UNAVAILABLE", {"provider": error.provider}, DEFAULT_RETRY_DELAY, ()

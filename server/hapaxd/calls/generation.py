@@ -1,6 +1,7 @@
 """One generation of everything a call takes from the settings: the route table, the upstreams,
 the router and the deduplicator, the key ring, the rate limiter (its store), the prices
-(calls/charges.py) and the budgets (their spend is the gateway's, kept across reloads). A
+(calls/charges.py), the budgets (their spend is the gateway's, kept across reloads) and the
+response cache's policy (its store is the gateway's, kept alike). A
 reload builds a new generation and swaps it in whole; a call takes the generation current when
 it begins and keeps it to its end (`async with generations.use() as generation`), so calls in
 flight finish on the settings they started with: their key checked against that ring, their
@@ -20,6 +21,7 @@ from types import TracebackType
 from hapaxd.admission.budgets import Budgets
 from hapaxd.admission.keys import KeyRing
 from hapaxd.admission.limits import Limiter
+from hapaxd.cache.policy import ResponseCache
 from hapaxd.calls.charges import Charges
 from hapaxd.config import Settings
 from hapaxd.core.dedup import Deduplicator
@@ -38,6 +40,7 @@ class Generation:
     limiter: Limiter
     charges: Charges
     budgets: Budgets
+    cache: ResponseCache
     keys: KeyRing | None = None  # None: auth is off
     number: int = 1
     calls: int = 0  # calls in flight that began on this generation

@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 
 REQUEST_ID_KEY = "x-request-id"
+CACHE_KEY = "x-hapax-cache"  # what the response cache did: hit, miss, refresh, bypass
+CACHE_AGE_KEY = "age"  # a hit's age in seconds (HTTP's Age)
+CACHE_SIMILARITY_KEY = "x-hapax-cache-similarity"  # a semantic hit's cosine similarity
 CREDENTIAL_KEYS = ("authorization", "x-api-key")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
@@ -62,3 +65,17 @@ def credential(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str]:
     if other_scheme:
         return "", "the authorization metadata must be 'Bearer <key>'"
     return "", ""
+
+
+def cache_metadata(cache: str, age: int | None, similarity: float | None) -> list[tuple[str, str]]:
+    """The response metadata (gRPC trailers, HTTP headers) saying what the response cache did
+    for a call that uses it: `x-hapax-cache` (a semantic hit says `hit` too, with its
+    similarity), and a hit's `age`. Nothing for a call that does not use the cache."""
+    if not cache:
+        return []
+    found = [(CACHE_KEY, "hit" if cache == "semantic_hit" else cache)]
+    if age is not None:
+        found.append((CACHE_AGE_KEY, str(age)))
+    if similarity is not None:
+        found.append((CACHE_SIMILARITY_KEY, f"{similarity:.4f}"))
+    return found

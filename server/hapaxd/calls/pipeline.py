@@ -7,9 +7,14 @@ and in this order:
     3. the caller's key, checked against that generation's ring
     4. validation: the door's `parse` builds the domain request (core/validation.py)
     5. the model resolved to providers able to serve the request, and the key's policy
-    6. the key's rate limits (admission/limits.py), a ticket settled however the call ends
-    7. the deduplicator and through it the router (core/dedup.py, core/router.py)
-    8. the record: what the router returned, or why the call failed (an ErrorView)
+    6. the response cache (cache/): a hit answers here, before any limit or budget counts
+       it; `only-if-cached` with no hit fails here
+    7. the key's rate limits (admission/limits.py), a ticket settled however the call ends,
+       and its budgets (admission/budgets.py), a hold settled with what the call cost
+    8. the deduplicator and through it the router (core/dedup.py, core/router.py); identical
+       cache misses share one upstream call
+    9. the answer stored in the cache (a stream only once it ended with a finish reason)
+   10. the record: what the router returned, or why the call failed (an ErrorView)
 
 A failure leaves as CallFailed, already noted in the record, with the ErrorView the door encodes.
 A per-call feature (a usage ledger, budgets, a response cache) plugs in here, once. Plain
@@ -19,17 +24,21 @@ Python: no grpc, no HTTP server.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
 from hapaxd.admission.budgets import NO_HOLD, Hold
 from hapaxd.admission.limits import NO_LIMITS, Ticket, delivered_tokens, estimate_tokens
+from hapaxd.cache import control, entries
+from hapaxd.cache.policy import Hit, Plan
 from hapaxd.calls.door import Door, verify
 from hapaxd.calls.errors import CallFailed
 from hapaxd.calls.generation import Generation, Generations
 from hapaxd.calls.record import CallRecord
 from hapaxd.config import Access
 from hapaxd.core.dedup import Deduplicator
+from hapaxd.core.errors import CacheMiss
 from hapaxd.core.router import STREAMING
 from hapaxd.core.routes import RouteTable
 from hapaxd.core.types import (
@@ -50,8 +59,9 @@ from hapaxd.costs import Charge
 R = TypeVar("R", bound=AnyRequest)
 A = TypeVar("A", Completion, Embeddings)
 Parse = Callable[[str, Limits], R]  # (request id, limits) -> the validated domain request
-# How a call with one answer puts its request to the deduplicator.
-Ask = Callable[[Deduplicator, R, CallRecord], Awaitable[tuple[A, Route]]]
+# How a call with one answer puts its request to the deduplicator (with the key it shares a
+# call in flight under, for a cache miss).
+Ask = Callable[[Deduplicator, R, CallRecord, Hashable | None], Awaitable[tuple[A, Route]]]
 ANY_KEY: Access = "any_key"
 
 
@@ -115,18 +125,17 @@ async def _admitted(
     return await generation.limiter.admit(record.key, request, stream)
 
 
-def _budgeted(
+async def _budgeted(
     generation: Generation, request: AnyRequest, record: CallRecord, needs: frozenset[Capability]
 ) -> Hold:
     """The call's worst case reserved in its key's and team's budgets (BudgetExceeded when it
-    does not fit one); a hold to settle with what it cost. Checked and reserved with no await
-    in between: concurrent calls cannot together pass a budget."""
+    does not fit one); a hold to settle with what it cost. Checked and reserved in one step
+    of the budgets' store: concurrent calls cannot together pass a budget. Asked only when
+    there are budgets and the call has a key (no await otherwise)."""
     budgets = generation.budgets
-    if record.key is None or not budgets.limits:
-        return NO_HOLD
     targets = [t for rank in generation.routes.able_ranks(request.model, needs) for t in rank]
     max_tokens = request.max_tokens if isinstance(request, CompletionRequest) else 0
-    return budgets.reserve(
+    return await budgets.reserve(
         record.key,
         estimate_tokens(request),
         max_tokens,
@@ -135,15 +144,62 @@ def _budgeted(
 
 
 def _complete(
-    dedup: Deduplicator, request: CompletionRequest, record: CallRecord
+    dedup: Deduplicator, request: CompletionRequest, record: CallRecord, share: Hashable | None
 ) -> Awaitable[tuple[Completion, Route]]:
-    return dedup.complete(request, record.deadline, record.caller)
+    return dedup.complete(request, record.deadline, record.caller, share)
 
 
 def _embed(
-    dedup: Deduplicator, request: EmbeddingRequest, record: CallRecord
+    dedup: Deduplicator, request: EmbeddingRequest, record: CallRecord, share: Hashable | None
 ) -> Awaitable[tuple[Embeddings, Route]]:
     return dedup.embed(request, record.deadline, record.caller)
+
+
+def _header(headers: Sequence[tuple[str, object]], name: str) -> str:
+    for key, value in headers:
+        if key == name:
+            return value if isinstance(value, str) else ""
+    return ""
+
+
+async def _cached(
+    generation: Generation, request: CompletionRequest, record: CallRecord
+) -> tuple[Plan | None, Hit | None]:
+    """What the response cache does for the call (None: it does not use the cache), and the
+    hit that answers it; CacheMiss when the caller allowed only a cached answer and there is
+    none."""
+    cache = generation.cache
+    directives = control.parse(_header(record.headers, "cache-control"))
+    plan = cache.plan(request, record.key, directives)
+    if plan is None:
+        if directives.only_if_cached:
+            raise CacheMiss(request.model)
+        return None, None
+    record.cache = plan.label
+    hit = await cache.lookup(plan, record.deadline)
+    if hit is None:
+        if plan.only_if_cached:
+            raise CacheMiss(request.model)
+        return plan, None
+    record.cache = "hit" if hit.similarity is None else "semantic_hit"
+    record.cache_age, record.similarity = hit.age, hit.similarity
+    return plan, hit
+
+
+def _from_cache(generation: Generation, record: CallRecord, hit: Hit) -> tuple[Route, Charge]:
+    """A hit's route (no provider asked) and charge (nothing: what it saved is noted)."""
+    entry = hit.entry
+    route = Route(entry.provider, entry.upstream_model, attempts=0, cached=True)
+    charge = generation.charges.cached
+    usage = entry.usage
+    record.answered(route, usage, charge)
+    record.saved_cost_nanos, record.saved_tokens = entry.cost_nanos, usage.total_tokens
+    return route, charge
+
+
+def _share(plan: Plan | None) -> Hashable | None:
+    """The key identical cache misses share one upstream call under."""
+    return None if plan is None or not plan.write else ("cache", plan.key)
 
 
 class Calls:
@@ -175,12 +231,22 @@ class Calls:
                 record.tags = dict(request.metadata)
                 needs = request.needs()
                 request = _routed(request, record, generation, needs)
+                plan = None
+                if generation.cache.on and isinstance(request, CompletionRequest):
+                    plan, hit = await _cached(generation, request, record)
+                    if hit is not None:
+                        route, charge = _from_cache(generation, record, hit)
+                        return hit.entry.completion(), route, request, charge  # type: ignore[return-value]
                 ticket = await _admitted(generation, record, request, False)
-                hold = _budgeted(generation, request, record, needs)
+                hold = (
+                    await _budgeted(generation, request, record, needs)
+                    if generation.budgets.limits and record.key is not None
+                    else NO_HOLD
+                )
                 used, cost = None, None
                 try:
                     try:
-                        answer, route = await ask(generation.dedup, request, record)
+                        answer, route = await ask(generation.dedup, request, record, _share(plan))
                         used = 0 if route.shared else answer.usage.total_tokens
                     finally:
                         ticket.settle(used)
@@ -190,6 +256,9 @@ class Calls:
                     cost = charge.cost_nanos
                 finally:
                     hold.settle(cost, used or 0)  # no answer: nothing spent
+                if plan is not None and not route.shared and isinstance(answer, Completion):
+                    entry = entries.of_completion(answer, route.provider, cost, time.time())
+                    generation.cache.store(plan, entry, record.deadline)
             record.answered(route, answer.usage, charge)
             return answer, route, request, charge
         except Exception as error:
@@ -216,11 +285,24 @@ class Calls:
                 record.tags = dict(request.metadata)
                 needs = request.needs() | STREAMING
                 request = _routed(request, record, generation, needs)
+                plan = None
+                if generation.cache.on:
+                    plan, hit = await _cached(generation, request, record)
+                    if hit is not None:
+                        served, charge = _from_cache(generation, record, hit)
+                        for chunk in hit.entry.chunks:
+                            record.first_token()
+                            yield chunk
+                        entry = hit.entry
+                        yield StreamEnd(entry.finish, entry.usage, served, charge)
+                        return
                 ticket = await _admitted(generation, record, request, True)
-                hold = _budgeted(generation, request, record, needs)
+                if generation.budgets.limits and record.key is not None:
+                    hold = await _budgeted(generation, request, record, needs)
                 finish, usage, route = FinishReason.UNSPECIFIED, Usage(), None
+                kept: list[Chunk] | None = [] if plan is not None and plan.write else None
                 async with generation.dedup.stream(
-                    request, record.deadline, record.caller
+                    request, record.deadline, record.caller, _share(plan)
                 ) as items:
                     async for item in items:
                         if isinstance(item, Route):
@@ -233,12 +315,29 @@ class Calls:
                         if not delivered:
                             record.first_token()
                         delivered += item.size()
+                        if kept is not None:
+                            kept.append(item)
                         yield item
                 if route is not None:
                     used = 0 if route.shared else usage.total_tokens
                     charge = generation.charges.of(route, usage)
                     hold.settle(charge.cost_nanos, used)
                     record.answered(route, usage, charge)
+                    if (
+                        plan is not None
+                        and kept is not None
+                        and not route.shared
+                        and finish is not FinishReason.UNSPECIFIED
+                    ):  # a stream that ended whole: never one that broke or was left
+                        entry = entries.of_stream(
+                            kept,
+                            usage,
+                            route.provider,
+                            route.upstream_model,
+                            charge.cost_nanos,
+                            time.time(),
+                        )
+                        generation.cache.store(plan, entry, record.deadline)
                     yield StreamEnd(finish, usage, route, charge)
         except Exception as error:
             raise CallFailed(record.failed(error)) from None

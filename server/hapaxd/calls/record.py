@@ -68,6 +68,14 @@ class CallRecord:
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
     charge: Charge | None = None
+    # The response cache (cache/), when the call's model and key use it: what it did (hit,
+    # semantic_hit, miss, refresh, bypass), a hit's age and similarity, and what a hit saved
+    # (the original answer's cost and tokens; its own cost is 0).
+    cache: str = ""
+    cache_age: int | None = None
+    similarity: float | None = None
+    saved_cost_nanos: int | None = None
+    saved_tokens: int = 0
 
     def admitted(self, key: Caller) -> None:
         """The call presented this key: from now on its id is the caller's identity."""
@@ -94,9 +102,14 @@ class CallRecord:
 
     @property
     def reached_provider(self) -> bool:
-        """The call was put to a provider (or shared the answer of one that was): the calls the
-        usage ledger keeps a row of. Refused calls (key, limits, validation) were not."""
-        return self.attempts > 0 or self.deduplicated
+        """The call was put to a provider (or shared the answer of one that was, or was answered
+        from the cache): the calls the usage ledger keeps a row of. Refused calls (key, limits,
+        validation) were not."""
+        return self.attempts > 0 or self.deduplicated or self.cache_hit
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.cache in ("hit", "semantic_hit")
 
     def failed(self, error: BaseException) -> ErrorView:
         """Note why the call failed, and what its caller is told (our own bugs are logged here,

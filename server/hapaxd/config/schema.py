@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -342,6 +342,9 @@ class KeySettings(_Frozen):
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     max_concurrent_streams: int | None = Field(None, ge=1)
+    # May its callers bypass the response cache (cache-control no-cache, no-store)? When not,
+    # those directives are ignored for it.
+    cache_bypass: bool = True
 
     @field_validator("sha256")
     @classmethod
@@ -388,19 +391,16 @@ class AuthSettings(_Frozen):
         return self
 
 
-class RateLimitSettings(_Frozen):
-    """Where the per-key buckets live: this process ("local"), or a Redis shared by every
-    replica, asked once per admission through a server-side script."""
+class RedisConnection(_Frozen):
+    """Where a kind of shared state lives: this process ("local"), or a Redis shared by every
+    replica. What rate limits, budgets and the response cache each take."""
 
     backend: Literal["local", "redis"] = "local"
     redis_url: str = ""  # redis://host:6379/0 or rediss://; no password here
     redis_password_env: str = ""  # the NAME of the environment variable holding it
     redis_password: SecretStr = SecretStr("")  # filled from redis_password_env at load
     redis_timeout: Seconds = 0.1  # per round trip; slower counts as unreachable
-    key_prefix: Text = "hapax:rl:"
-    # When Redis cannot be asked: "open" admits the call unchecked, "closed" refuses it
-    # (UNAVAILABLE RATE_LIMITER_UNAVAILABLE); either way it is counted and logged.
-    on_store_error: Literal["open", "closed"] = "open"
+    key_prefix: Text = "hapax:"
 
     @field_validator("redis_url")
     @classmethod
@@ -415,10 +415,26 @@ class RateLimitSettings(_Frozen):
         return value
 
     @model_validator(mode="after")
-    def _redis_needs_its_url(self) -> RateLimitSettings:
+    def _redis_needs_its_url(self) -> Self:
         if self.backend == "redis" and not self.redis_url:
             raise key_problem("redis_url", "required for backend redis")
         return self
+
+
+class SharedStore(RedisConnection):
+    """A store admissions ask (one server-side script per admission in Redis)."""
+
+    # When Redis cannot be asked: "open" admits the call unchecked, "closed" refuses it
+    # (UNAVAILABLE); either way it is counted and logged.
+    on_store_error: Literal["open", "closed"] = "open"
+
+
+class RateLimitSettings(SharedStore):
+    """Where the per-key buckets live: this process ("local"), or a Redis shared by every
+    replica, asked once per admission through a server-side script. Fail open by default
+    (RATE_LIMITER_UNAVAILABLE when closed)."""
+
+    key_prefix: Text = "hapax:rl:"
 
 
 class ReloadSettings(_Frozen):
@@ -491,11 +507,18 @@ class BudgetSettings(_Frozen):
         return self
 
 
-class BudgetsSettings(_Frozen):
+class BudgetsSettings(SharedStore):
     """Budgets, enforced when a call is admitted (admission/budgets.py). A call reserves its
     worst case: its prompt's estimate plus `max_tokens` (or `default_max_tokens` when it sets
     none), at the dearest price among the providers of its model; the real cost replaces the
-    reservation when it ends."""
+    reservation when it ends. Their spend is kept by this process ("local") or in a Redis every
+    replica shares (admission/redis_budgets.py); when that Redis cannot be asked, budgeted calls
+    are refused by default (BUDGETS_UNAVAILABLE; "open" admits them unchecked and charges them
+    once it answers again)."""
+
+    key_prefix: Text = "hapax:budget:"
+    redis_timeout: Seconds = 0.25
+    on_store_error: Literal["open", "closed"] = "closed"
 
     default_max_tokens: int = Field(4096, ge=1)
     limits: list[BudgetSettings] = []
@@ -548,6 +571,43 @@ class LedgerSettings(_Frozen):
         return self
 
 
+class SemanticCacheSettings(_Frozen):
+    """The semantic cache of one model: a request whose text embeds (with `embedding_model`,
+    through the gateway's own router) within `threshold` cosine similarity of a stored one, in
+    the same scope and with the same non-text settings, is answered with its entry."""
+
+    embedding_model: str = Field(min_length=1)
+    threshold: float = Field(0.95, gt=0, le=1)
+    text: Literal["last_user", "conversation"] = "last_user"  # what is embedded
+    max_entries: int = Field(10_000, ge=1)  # per gateway process; the oldest go first
+
+
+class ModelCacheSettings(_Frozen):
+    """The response cache of one logical model (or a glob of them)."""
+
+    ttl: Seconds | None = None  # None: cache.ttl
+    # Who shares entries: each key ("key"), the keys of one owner ("team"), or everyone
+    # ("global", the only way entries cross tenants).
+    scope: Literal["key", "team", "global"] = "key"
+    sampled: bool | None = None  # None: cache.sampled
+    semantic: SemanticCacheSettings | None = None
+
+
+class CacheSettings(RedisConnection):
+    """The response cache (cache/): off unless `models` names some. Entries live in this
+    process (`backend: local`, at most `max_bytes`, least recently used evicted first) or in a
+    Redis the replicas share."""
+
+    models: dict[str, ModelCacheSettings] = {}  # logical model name or glob -> its cache
+    keys: list[Text] = Field(["*"], min_length=1)  # key ids (globs) whose calls use the cache
+    ttl: Seconds = 3600.0
+    sampled: bool = False  # store sampled answers too (temperature unset or above 0, no seed)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    max_entry_bytes: int = Field(4 * 1024 * 1024, ge=1)  # a bigger answer is not stored
+    key_prefix: Text = "hapax:cache:"
+    redis_timeout: Seconds = 0.05
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -570,6 +630,7 @@ class Settings(_Frozen):
     energy: EnergySettings = EnergySettings()
     ledger: LedgerSettings = LedgerSettings()
     budgets: BudgetsSettings = BudgetsSettings()
+    cache: CacheSettings = CacheSettings()
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -627,6 +688,10 @@ class Settings(_Frozen):
             found.append(("rate_limit.redis_password_env", self.rate_limit.redis_password_env))
         if self.ledger.postgres_password_env:
             found.append(("ledger.postgres_password_env", self.ledger.postgres_password_env))
+        if self.budgets.redis_password_env:
+            found.append(("budgets.redis_password_env", self.budgets.redis_password_env))
+        if self.cache.redis_password_env:
+            found.append(("cache.redis_password_env", self.cache.redis_password_env))
         found += [
             (f"auth.keys[{i}].key_env", k.key_env)
             for i, k in enumerate(self.auth.keys)

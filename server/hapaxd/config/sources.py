@@ -97,11 +97,16 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
     for i, key in enumerate(keys if isinstance(keys, list) else []):
         if isinstance(key, dict):
             problems += _hash_key(key, f"auth.keys[{i}]", secret, secrets=secrets)
-    limits = data.get("rate_limit")
-    if isinstance(limits, dict):
-        env = limits.get("redis_password_env")
-        if env and isinstance(env, str) and (value := secret("rate_limit.redis_password_env", env)):
-            limits["redis_password"] = value
+    for section in ("rate_limit", "budgets", "cache"):
+        shared = data.get(section)
+        if isinstance(shared, dict):
+            env = shared.get("redis_password_env")
+            if (
+                env
+                and isinstance(env, str)
+                and (value := secret(f"{section}.redis_password_env", env))
+            ):
+                shared["redis_password"] = value
     ledger = data.get("ledger")
     if isinstance(ledger, dict):
         env = ledger.get("postgres_password_env")

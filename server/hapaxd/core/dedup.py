@@ -63,10 +63,16 @@ class Deduplicator:
         return dedup_key(self.policy, request, caller)
 
     async def complete(
-        self, request: CompletionRequest, deadline: float | None, caller: str = ""
+        self,
+        request: CompletionRequest,
+        deadline: float | None,
+        caller: str = "",
+        share: Hashable | None = None,
     ) -> tuple[Completion, Route]:
-        """Router.complete, shared with an identical call in flight when the policy allows."""
-        key = self._key(request, caller)
+        """Router.complete, shared with an identical call in flight when the policy allows, or
+        with any call in flight under the same `share` key (the response cache's misses: a
+        burst of identical misses makes one upstream call)."""
+        key = share if share is not None else self._key(request, caller)
         if key is None:
             return await self.router.complete(request, deadline)
         if self._unary.running(key):
@@ -97,11 +103,16 @@ class Deduplicator:
 
     @contextlib.asynccontextmanager
     async def stream(
-        self, request: CompletionRequest, deadline: float | None, caller: str = ""
+        self,
+        request: CompletionRequest,
+        deadline: float | None,
+        caller: str = "",
+        share: Hashable | None = None,
     ) -> AsyncIterator[AsyncIterator[StreamItem]]:
         """Router.stream's items, shared with an identical stream in flight when the policy
-        allows. Leaving the block ends this caller's interest in the stream."""
-        key = self._key(request, caller)
+        allows (or under the same `share` key, as `complete`). Leaving the block ends this
+        caller's interest in the stream."""
+        key = share if share is not None else self._key(request, caller)
         if key is None:
             source = self.router.stream(request, deadline)
             try:

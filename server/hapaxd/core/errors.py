@@ -15,6 +15,8 @@
     │                         AdminKeyRequired)
     ├── RateLimited           a key is over one of its limits (carries which, and the wait)
     ├── LimitsUnavailable     the shared limit store cannot be asked and the mode is fail closed
+    ├── BudgetsUnavailable    the shared budget store cannot be asked and the mode is fail closed
+    ├── CacheMiss             cache-control only-if-cached, and the cache has no answer
     └── Overloaded            the gateway sheds the call: too many calls in flight
 
 Anything else that escapes is our own bug, and the caller sees INTERNAL. Why an attempt failed is
@@ -320,6 +322,19 @@ class LedgerOff(GatewayError):
         super().__init__("the usage ledger is off (ledger.enabled: false): no usage is kept")
 
 
+class LedgerUnavailable(GatewayError):
+    """A usage query while the usage ledger's database cannot be asked (PostgreSQL down or out
+    of reach, SQLite locked, a database keeping another currency). `cause`, the store's error,
+    goes to the log, never to the caller."""
+
+    reason = "USAGE_LEDGER_UNAVAILABLE"
+    retry_after = 5.0
+
+    def __init__(self, cause: str) -> None:
+        super().__init__("the usage ledger's database cannot be asked now; retry later")
+        self.cause = cause
+
+
 class RateLimited(GatewayError):
     """A key went over one of its limits: `limit` is "requests_per_minute", "tokens_per_minute"
     or "concurrent_streams"; `retry_after` is how long until it would be admitted (seconds)."""
@@ -357,3 +372,29 @@ class LimitsUnavailable(GatewayError):
     def __init__(self, backend: str) -> None:
         super().__init__(f"the rate limiter ({backend}) cannot be reached; retry soon")
         self.backend = backend
+
+
+class BudgetsUnavailable(GatewayError):
+    """The store of the budgets (Redis) could not be asked, and budgets.on_store_error is
+    "closed" (the default): a budgeted call is refused rather than admitted unchecked."""
+
+    reason = "BUDGETS_UNAVAILABLE"
+    retry_after = 1.0
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(f"the budgets' store ({backend}) cannot be reached; retry soon")
+        self.backend = backend
+
+
+class CacheMiss(GatewayError):
+    """The caller asked for an answer from the response cache only (cache-control
+    only-if-cached) and the cache has none for its request (or the request cannot be cached)."""
+
+    reason = "CACHE_MISS"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"no cached answer for this request to {model[:100]!r} (cache-control: "
+            "only-if-cached): send it without only-if-cached to ask a provider"
+        )
+        self.model = model

@@ -108,6 +108,51 @@ class LimiterUnavailable:
     why: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class BudgetStoreUnavailable:
+    """The shared budget store (Redis) could not be asked; the call was admitted unchecked
+    (`admitted`, fail open) or refused (fail closed)."""
+
+    backend: str
+    admitted: bool
+    why: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheLookup:
+    """A call that uses the response cache looked it up (or bypassed it): `result` is hit,
+    semantic_hit, miss, refresh or bypass."""
+
+    result: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheStored:
+    """An answer was stored in the response cache: its encoded size, and the bytes the
+    in-process store now holds (0 for Redis)."""
+
+    size: int
+    held: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheEvicted:
+    """The in-process cache evicted `count` entries to stay within its bound; `size` is what
+    it holds now."""
+
+    count: int
+    size: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheFailed:
+    """The cache's store could not do `operation` (get, put, decode, embed): a miss."""
+
+    backend: str
+    operation: str
+    why: str
+
+
 Event = (
     AttemptFinished
     | FirstChunk
@@ -120,6 +165,11 @@ Event = (
     | Deduplicated
     | RateLimitHit
     | LimiterUnavailable
+    | BudgetStoreUnavailable
+    | CacheLookup
+    | CacheStored
+    | CacheEvicted
+    | CacheFailed
 )
 Listener = Callable[[Event], None]
 Listeners = Sequence[Listener]

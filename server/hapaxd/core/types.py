@@ -313,6 +313,7 @@ class Route:
     attempts: int  # upstream attempts made, the successful one included
     shared: bool = False  # this caller joined an identical call in flight (core/dedup.py)
     upstream_seconds: float = 0.0  # time spent waiting on upstreams, every attempt included
+    cached: bool = False  # answered from the response cache (cache/): no provider was asked
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

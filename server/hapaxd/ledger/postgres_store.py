@@ -12,6 +12,20 @@ writing overlapping batches wait for each other but never deadlock.
 
 Durability is the server's: a batch is committed (synchronous_commit as configured there) before
 `write` returns.
+
+Lazy: making a store touches no network (only the DSN's syntax is checked), so a gateway starts
+while its database is down. The first `write` or `usage` connects, makes the schema if missing and
+checks the currency; until then, and whenever the server cannot be reached, they raise an error
+`unavailable` recognises: the writer keeps the rows in its spool and writes them once the server
+answers, and a usage query is refused as unavailable. A connection lost later is made again by the
+next call, the same way.
+
+A currency mismatch found when connecting (the database keeps costs in another currency than
+`prices.currency`) is a configuration error, not an outage: it is logged once as an error, and
+from then on every call raises the same CurrencyMismatch at once, without asking the server again
+(only a restart, with another currency or another database, can change it). `unavailable` counts
+it as the store being unable to take rows, so the writer keeps them in its spool instead of
+dropping them; its periodic warning repeats the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ import contextlib
 import datetime
 import functools
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +45,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from hapaxd.ledger.rows import LedgerRow, UsageRow
 from hapaxd.ledger.sqlite_store import DAY, GROUPS, PRUNE_EVERY, SUMS
+
+log = logging.getLogger("hapaxd.ledger")
 
 SCHEMA_VERSION = 1
 # pg_advisory_xact_lock's key while the schema is made: b"hapaxled" as a bigint.
@@ -180,12 +197,21 @@ def day_number(number: int) -> datetime.date:
     return EPOCH + datetime.timedelta(days=number)
 
 
+class CurrencyMismatch(ValueError):
+    """The database keeps its costs in another currency (`kept`) than the gateway's prices."""
+
+    def __init__(self, message: str, kept: str | None) -> None:
+        super().__init__(message)
+        self.kept = kept
+
+
 class PostgresStore:
     """The ledger's tables in the PostgreSQL database at `dsn` (a libpq URL or key=value
-    string), made if missing. Raw rows older than `retention_days` are deleted (rollups are
-    kept): when the store opens, then at most once an hour as `write` is called; None keeps
-    them all. One connection, used by one thread at a time (a lock); lost, it is made again by
-    the next call."""
+    string), made if missing when the store first connects. Raw rows older than
+    `retention_days` are deleted (rollups are kept): on the first connection, then at most once
+    an hour as `write` is called; None keeps them all. One connection, made by the first call
+    that needs it, used by one thread at a time (a lock); lost, it is made again by the next
+    call."""
 
     def __init__(
         self,
@@ -196,8 +222,9 @@ class PostgresStore:
         currency: str | None = None,
     ) -> None:
         """`currency`: the prices' currency. A database holds costs in one currency only (its
-        sums would mix them otherwise): the first store to open it sets it, and opening it with
-        another raises ValueError. Raises psycopg.Error if the server cannot be reached."""
+        sums would mix them otherwise): the first store to connect to it sets it; a store with
+        another raises CurrencyMismatch from every call. Nothing here touches the network:
+        psycopg.ProgrammingError only for a DSN that cannot be parsed."""
         self._conninfo = make_conninfo("", **{**CONNECTION_DEFAULTS, **conninfo_to_dict(dsn)})
         self.retention_days = retention_days
         self._clock = clock
@@ -205,18 +232,18 @@ class PostgresStore:
         self._lock = threading.Lock()
         self._db: psycopg.Connection[tuple[Any, ...]] | None = None
         self._closed = False
-        with self._lock:
-            self._connection()
-        self._pruned_at = self._clock()
-        self.prune(self._pruned_at)
+        self._refused: CurrencyMismatch | None = None  # found on connecting: for good
+        self._pruned_at: float | None = None  # None: not connected yet
 
     def unavailable(self, error: BaseException) -> bool:
         """The server down or unreachable, shutting down, out of connections, of disk, read
         only; a deadlock or a serialization failure; our statement refused (a privilege
         missing): the database cannot take rows now. A data error (a number out of range, a NUL
         in a string) or a constraint violation is the row's, as is an error raised before
-        anything reached the server (a value that cannot be sent)."""
-        return isinstance(error, OSError) or (
+        anything reached the server (a value that cannot be sent). CurrencyMismatch (the
+        database's currency is not ours) counts as unavailable too: the rows are kept, not
+        dropped, until a restart fixes the configuration."""
+        return isinstance(error, OSError | CurrencyMismatch) or (
             isinstance(error, psycopg.Error)
             and not isinstance(error, psycopg.DataError | psycopg.IntegrityError)
         )
@@ -225,8 +252,8 @@ class PostgresStore:
         """Store `rows` in one transaction; how many were new (a request id already stored, by
         this replica or another, or twice in `rows`, is stored and counted once: the first).
         Raises, with nothing written: psycopg.OperationalError (the server unreachable, or the
-        connection lost: made again next time), psycopg.DataError or another error for a value
-        the database cannot hold."""
+        connection lost: made again next time), CurrencyMismatch, psycopg.DataError or another
+        error for a value the database cannot hold."""
         first: dict[str, LedgerRow] = {}
         for row in rows:
             first.setdefault(row.request_id, row)
@@ -238,7 +265,8 @@ class PostgresStore:
                 found = db.execute(WRITE_BATCH, columns).fetchone()
         new = int(found[0]) if found is not None else 0
         now = self._clock()
-        if self.retention_days is not None and now - self._pruned_at >= PRUNE_EVERY:
+        pruned_at = self._pruned_at if self._pruned_at is not None else now
+        if self.retention_days is not None and now - pruned_at >= PRUNE_EVERY:
             self._pruned_at = now
             self.prune(now)
         return new
@@ -248,10 +276,15 @@ class PostgresStore:
         The rollups keep their sums."""
         if self.retention_days is None:
             return 0
-        cutoff = now - self.retention_days * DAY
         with self._lock:
             with self._using() as db:
-                return db.execute("DELETE FROM calls WHERE started_at < %s", (cutoff,)).rowcount
+                return self._prune(db, now)
+
+    def _prune(self, db: psycopg.Connection[tuple[Any, ...]], now: float) -> int:
+        if self.retention_days is None:
+            return 0
+        cutoff = now - self.retention_days * DAY
+        return db.execute("DELETE FROM calls WHERE started_at < %s", (cutoff,)).rowcount
 
     def usage(
         self,
@@ -312,13 +345,29 @@ class PostgresStore:
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         """The connection, made (with the schema, and the currency checked) if there is none;
-        the lock held."""
+        the first one also prunes. The lock held."""
         if self._closed:
             raise psycopg.OperationalError("the usage ledger's store is closed")
+        if self._refused is not None:
+            raise self._refused
         if self._db is None or self._db.closed:
             db = psycopg.connect(self._conninfo, autocommit=True)
             try:
                 prepare(db, self._currency)
+                if self._pruned_at is None:
+                    self._pruned_at = self._clock()
+                    self._prune(db, self._pruned_at)
+            except CurrencyMismatch as mismatch:
+                db.close()
+                self._refused = mismatch
+                log.error(
+                    "usage ledger: %s. No row is written to it: they are kept in the spool "
+                    "until the gateway restarts with prices.currency %s or another "
+                    "ledger.postgres_url; usage queries are refused meanwhile",
+                    mismatch,
+                    mismatch.kept,
+                )
+                raise
             except BaseException:
                 db.close()
                 raise
@@ -365,9 +414,10 @@ def prepare(db: psycopg.Connection[tuple[Any, ...]], currency: str | None) -> No
         found = db.execute("SELECT value FROM meta WHERE key = 'currency'").fetchone()
         kept = found[0] if found is not None else None
     if kept != currency:
-        raise ValueError(
+        raise CurrencyMismatch(
             f"the usage ledger's database keeps costs in {kept}, not {currency}: give the new "
-            "currency a database of its own"
+            "currency a database of its own",
+            kept,
         )
 
 

@@ -40,6 +40,12 @@ class LedgerRow:
     code: str  # gRPC status code name, "OK" on success
     reason: str  # ErrorInfo reason, "" on success
     shared: bool  # answered by deduplication
+    # The response cache: what it did ("" when the call does not use it; hit, semantic_hit,
+    # miss, refresh, bypass) and, for a hit, what it saved: the original answer's cost (None:
+    # unpriced) and tokens. A hit's own tokens and cost are 0: nothing is counted twice.
+    cache: str = ""
+    saved_cost_nanos: int | None = None
+    saved_tokens: int = 0
 
     def to_json(self) -> str:
         """One line of JSON (no newline in it): every field, None as null."""
@@ -52,7 +58,7 @@ class LedgerRow:
         """The row `to_json` wrote. ValueError (json's or ours) for a line that is not one, such
         as a line cut short by a crash, or one missing a field."""
         fields = json.loads(line)
-        if not isinstance(fields, dict) or set(fields) != set(FIELDS):
+        if not isinstance(fields, dict) or not REQUIRED <= set(fields) <= set(FIELDS):
             raise ValueError("not a ledger row")
         for name in FLOATS:  # json writes 3.0 as 3.0, but a row built with an int says 3
             if fields[name] is not None:
@@ -69,4 +75,8 @@ class LedgerRow:
 UsageRow: TypeAlias = dict[str, str | int | float]
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LedgerRow))
+# What a spooled line must have: a line written before the cache fields existed has none of them.
+REQUIRED = frozenset(
+    f.name for f in dataclasses.fields(LedgerRow) if f.default is dataclasses.MISSING
+)
 FLOATS = ("started_at", "duration_ms", "ttft_ms", "energy_joules")

@@ -19,6 +19,13 @@ up; a failed batch is also fsynced), and so do rows the store has committed.
 Order: rows reach the store in the order recorded, also through a failure and its spool; only
 rows that overflowed a full queue into the spool may reach it after rows recorded just before
 them. A row carries its start time, so order changes nothing the store holds.
+
+`before_writes` (budgets read their spend from the store at start): work that must see the
+store as it was before this run, but with the rows an earlier run left in the spool. Until it
+has run, this run's rows go no further than the spool; the earlier run's spool is written first.
+When the store cannot be asked (a database down at start), the flusher tries it again before
+anything else every `retry_interval`, so it runs before this run's first row reaches the store,
+however late.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -220,6 +227,8 @@ class Ledger:
         self._failing = False  # the store's last write failed
         self._retry_at = 0.0  # loop time before which the store is not asked again
         self._in_flight: list[LedgerRow] = []  # taken from the queue, not yet stored or spooled
+        self._before: Callable[[], Awaitable[object]] | None = None  # see before_writes
+        self._earlier = self._spool.size  # bytes of the spool an earlier run left, not written
         self._warned: dict[str, float] = {}
         self._unlogged_drops = 0
         self.written_total = 0
@@ -257,6 +266,18 @@ class Ledger:
             spooled = 0
         if not spooled:
             self._dropped(1)
+
+    async def before_writes(self, job: Callable[[], Awaitable[object]]) -> bool:
+        """Run `job` (it reads the store) once, after the rows an earlier run left in the spool
+        reach the store and before any row recorded by this run does, so what it reads counts
+        each earlier row once and none of this run's. Tried now: True once it ran. False when
+        the store is unavailable (the spool's replay or `job` raised an error `unavailable`
+        recognises): the flusher tries again every `retry_interval` before writing anything,
+        rows waiting in the spool meanwhile. Another error of `job` is logged, and rows are
+        written without it. Skipped at shutdown: `aclose` writes all."""
+        self._before = job
+        async with self._lock:
+            return await self._run_before()
 
     async def flush(self) -> None:
         """Write everything queued now (and the spool first, even while waiting to retry it);
@@ -319,7 +340,12 @@ class Ledger:
     async def _step(self, *, retry: bool) -> None:
         """The spool first (when `retry`: the store is asked only once its retry time came),
         then the rows queued now, in batches. What the store refuses goes to the spool, and
-        while the spool holds rows the store refused, newer rows follow them there."""
+        while the spool holds rows the store refused, newer rows follow them there; so do rows
+        recorded while `before_writes`' job waits to run."""
+        if self._before is not None and not self._closed:
+            if not retry or not await self._run_before():
+                await self._to_spool(self._drain())
+                return
         if self._spool.pending:
             if not retry or not await self._replay():
                 await self._to_spool(self._drain())
@@ -330,11 +356,31 @@ class Ledger:
                 await self._to_spool([*batch, *self._drain()])
                 return
 
-    async def _replay(self) -> bool:
-        """Write the spool to the store in order, batch by batch, as far as it reached when
-        called (rows a full queue adds meanwhile wait for the next step); False when the store
-        refused a batch (the rows written before it are not read again)."""
-        spool, end = self._spool, self._spool.size
+    async def _run_before(self) -> bool:
+        """`before_writes`' job, after the earlier run's spool; False if the store is
+        unavailable (then retried)."""
+        job = self._before
+        if job is None:
+            return True
+        if self._earlier and not await self._replay(self._earlier):
+            return False
+        try:
+            await job()
+        except Exception as error:
+            if self.store.unavailable(error):
+                self._failed(error)
+                return False
+            log.exception("usage ledger: the work before the first write failed; writing on")
+        self._before = None
+        return True
+
+    async def _replay(self, end: int | None = None) -> bool:
+        """Write the spool to the store in order, batch by batch, up to the offset `end` (as far
+        as it reached when called: rows a full queue adds meanwhile wait for the next step);
+        False when the store refused a batch (the rows written before it are not read
+        again)."""
+        spool = self._spool
+        end = spool.size if end is None else end
         while spool.consumed < end:
             rows, offset, bad = await asyncio.to_thread(spool.read, self._batch_size, end)
             if bad:
@@ -342,6 +388,8 @@ class Ledger:
             if rows and not await self._write(rows, spooled=True):
                 return False
             emptied = await asyncio.to_thread(spool.advance, offset, len(rows) + bad)
+            if emptied or offset >= self._earlier:  # the earlier run's rows are written
+                self._earlier = 0
             if emptied or not (rows or bad):  # all of it, or nothing more to read
                 break
         return True
@@ -367,16 +415,7 @@ class Ledger:
                     self._call(self._on_written, new)
                     return True
             self._in_flight = []  # the caller spools them
-            self._failing = True
-            self._retry_at = asyncio.get_running_loop().time() + self._retry_interval
-            self._warn(
-                "store",
-                "usage ledger: the store failed (%s: %s); rows go to %s, retried every %.1f s",
-                type(error).__name__,
-                error,
-                self._spool.path,
-                self._retry_interval,
-            )
+            self._failed(error)
             return False
         # Cancelled (a shutdown out of time): `_in_flight` stays, for aclose to spool.
         self._in_flight = []
@@ -386,6 +425,19 @@ class Ledger:
         self.written_total += new
         self._call(self._on_written, new)
         return True
+
+    def _failed(self, error: BaseException) -> None:
+        """The store refused: ask it again only after `retry_interval`; warn (rate-limited)."""
+        self._failing = True
+        self._retry_at = asyncio.get_running_loop().time() + self._retry_interval
+        self._warn(
+            "store",
+            "usage ledger: the store failed (%s: %s); rows go to %s, retried every %.1f s",
+            type(error).__name__,
+            error,
+            self._spool.path,
+            self._retry_interval,
+        )
 
     async def _write_each(self, rows: list[LedgerRow]) -> int:
         """A batch the store refused for its rows, not for being down: each row alone, so one

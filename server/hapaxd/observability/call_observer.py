@@ -76,6 +76,7 @@ class CallObserver:
         self.other = Method(metrics, OTHER)
         self._errors: dict[str, Any] = {}
         self._charges: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        self._saved_by: dict[str, Any] = {}
         self.content = content is not None  # collect completion text for the log line
         self._access = AccessLog(trace_id=trace_id, content=content, logger=logger)
         self._tag_client = tag_client
@@ -116,6 +117,8 @@ class CallObserver:
             self._tag_client(info.client)
         if info.charge is not None:
             self._charged(info)
+        if info.saved_cost_nanos:
+            self._saved(info)
         if self._ledger is not None and info.reached_provider:
             self._ledger.record(ledger_row(info, code, elapsed))
         if self._access.enabled():
@@ -144,6 +147,15 @@ class CallObserver:
         if charge.energy_joules:
             energy.inc(charge.energy_joules)
 
+    def _saved(self, info: CallRecord) -> None:
+        """What a cache hit saved, by currency."""
+        charge = info.charge
+        currency = charge.currency if charge is not None else ""
+        child = self._saved_by.get(currency)
+        if child is None:
+            child = self._saved_by[currency] = self._metrics.cache_saved.labels(currency)
+        child.inc((info.saved_cost_nanos or 0) / 1e9)
+
     def _count_error(self, reason: str) -> None:
         child = self._errors.get(reason)
         if child is None:
@@ -155,12 +167,14 @@ class CallObserver:
 
 
 def ledger_row(info: CallRecord, code: str, elapsed: float) -> LedgerRow:
-    """The usage ledger's row of a call that reached a provider. An answer shared with an
-    identical call in flight is rowed with no tokens and no cost: the call that asked the
-    provider carries them, so no sum counts them twice. A call that ended without an answer
+    """The usage ledger's row of a call that reached a provider (or the cache). An answer shared
+    with an identical call in flight, or answered from the cache, is rowed with no tokens and no
+    cost: the call that asked the provider carries them, so no sum counts them twice (a hit's
+    row says what it saved instead). A call that ended without an answer
     costs nothing here (cost 0); what an upstream bills for a stream it broke off is not known
     to the gateway."""
     charge, shared = info.charge, info.deduplicated
+    zero = shared or info.cache_hit  # its tokens are another call's
     ttft = info.first_token_seconds
     return LedgerRow(
         request_id=info.request_id,
@@ -176,14 +190,17 @@ def ledger_row(info: CallRecord, code: str, elapsed: float) -> LedgerRow:
         provider=info.provider,
         upstream_model=info.upstream_model,
         attempts=info.attempts,
-        prompt_tokens=0 if shared else info.prompt_tokens,
-        completion_tokens=0 if shared else info.completion_tokens,
-        cached_prompt_tokens=0 if shared else info.cached_prompt_tokens,
-        reasoning_tokens=0 if shared else info.reasoning_tokens,
+        prompt_tokens=0 if zero else info.prompt_tokens,
+        completion_tokens=0 if zero else info.completion_tokens,
+        cached_prompt_tokens=0 if zero else info.cached_prompt_tokens,
+        reasoning_tokens=0 if zero else info.reasoning_tokens,
         cost_nanos=0 if charge is None else charge.cost_nanos,
         currency="" if charge is None else charge.currency,
         energy_joules=None if charge is None else charge.energy_joules,
         code=code,
         reason=info.error_reason,
         shared=shared,
+        cache=info.cache,
+        saved_cost_nanos=info.saved_cost_nanos,
+        saved_tokens=info.saved_tokens,
     )

@@ -18,6 +18,11 @@ from opentelemetry import trace
 from hapaxd.core.events import (
     AttemptFinished,
     BreakerChanged,
+    BudgetStoreUnavailable,
+    CacheEvicted,
+    CacheFailed,
+    CacheLookup,
+    CacheStored,
     Deduplicated,
     Event,
     FailedOver,
@@ -120,6 +125,18 @@ class PrometheusListener:
                 m.rate_limit_hits.labels(m.client(client), limit).inc()
             case LimiterUnavailable(backend, admitted):
                 m.limiter_errors.labels(backend, "admitted" if admitted else "refused").inc()
+            case BudgetStoreUnavailable(backend, admitted):
+                m.budget_store_errors.labels(backend, "admitted" if admitted else "refused").inc()
+            case CacheLookup(result):
+                m.cache_lookups.labels(result).inc()
+            case CacheStored(size, held):
+                m.cache_stored_bytes.inc(size)
+                m.cache_bytes.set(held)
+            case CacheEvicted(count, size):
+                m.cache_evictions.inc(count)
+                m.cache_bytes.set(size)
+            case CacheFailed(backend, operation):
+                m.cache_errors.labels(backend, operation).inc()
 
 
 def span_events(event: Event) -> None:
@@ -147,6 +164,9 @@ def log_events(event: Event) -> None:
         case LimiterUnavailable(backend, admitted, why):
             done = "admitted unchecked (fail open)" if admitted else "refused (fail closed)"
             log.warning("rate limiter %s cannot be asked (%s): call %s", backend, why, done)
+        case BudgetStoreUnavailable(backend, admitted, why):
+            done = "admitted unchecked (fail open)" if admitted else "refused (fail closed)"
+            log.warning("budget store %s cannot be asked (%s): call %s", backend, why, done)
         case BreakerChanged(provider, state):
             log.warning("circuit breaker for %s is now %s", provider, state)
         case HealthChanged(provider, True):

@@ -233,6 +233,47 @@ class Metrics:
             ["backend", "outcome"],
             registry=r,
         )
+        self.budget_store_errors = Counter(
+            "hapax_budget_store_errors_total",
+            "Budgeted admissions for which the budget store could not be asked, by backend and "
+            "by what was done (admitted: fail open; refused: fail closed).",
+            ["backend", "outcome"],
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "hapax_cache_lookups_total",
+            "Calls that use the response cache, by what it did: hit (exact), semantic_hit, miss, "
+            "refresh (cache-control no-cache) or bypass (no-store, or a sampled request).",
+            ["result"],
+            registry=r,
+        )
+        self.cache_stored_bytes = Counter(
+            "hapax_cache_stored_bytes_total",
+            "Bytes of answers stored in the response cache (encoded entries).",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "hapax_cache_bytes",
+            "Bytes the in-process response cache holds (0 with the Redis store).",
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "hapax_cache_evictions_total",
+            "Entries the in-process response cache evicted to stay within cache.max_bytes.",
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "hapax_cache_errors_total",
+            "Response cache operations that failed (get, put, decode, embed), each a miss.",
+            ["backend", "operation"],
+            registry=r,
+        )
+        self.cache_saved = Counter(
+            "hapax_cache_saved_cost_total",
+            "What cache hits saved: the original answers' cost, in units of the currency.",
+            ["currency"],
+            registry=r,
+        )
         self.overhead = Histogram(
             "hapax_gateway_overhead_seconds",
             "Time spent in the gateway itself: call duration minus time waiting on upstreams.",

@@ -233,6 +233,7 @@ class OpenAIDoor:
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
                 metadata.REQUEST_ID_KEY: record.request_id,
+                **dict(metadata.cache_metadata(record.cache, record.cache_age, record.similarity)),
             }
         )
         await response.prepare(request)
@@ -280,6 +281,8 @@ def _noting(call: Call, parse: Callable[[str, Limits], Any]) -> Callable[[str, L
 def _error(record: CallRecord, view: ErrorView) -> web.Response:
     status, body = wire.error_body(view)
     headers = {metadata.REQUEST_ID_KEY: record.request_id, **wire.retry_after_header(view)}
+    if record.cache:
+        headers.update(metadata.cache_metadata(record.cache, None, None))
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -297,6 +300,8 @@ def _route_headers(record: CallRecord, route: Route, charge: Charge) -> dict[str
         "x-hapax-provider": route.provider,
         "x-hapax-attempts": str(route.attempts),
     }
+    if record.cache:
+        headers.update(metadata.cache_metadata(record.cache, record.cache_age, record.similarity))
     if charge.cost_nanos is not None:
         units, nanos = divmod(charge.cost_nanos, 1_000_000_000)
         headers["x-hapax-cost"] = f"{units}.{nanos:09d} {charge.currency}"

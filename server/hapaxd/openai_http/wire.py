@@ -463,6 +463,8 @@ def error_body(view: ErrorView) -> tuple[int, dict[str, Any]]:
     """(HTTP status, OpenAI's error body) for a failed call's ErrorView: the status by its code,
     `code` its reason in lower case, `param` its first field violation."""
     status, kind = HTTP_STATUS.get(view.code, (500, "server_error"))
+    if view.reason == "CACHE_MISS":  # RFC 9111: only-if-cached with nothing stored is a 504
+        status, kind = 504, "cache_miss"
     param = view.violations[0][0] if view.violations else None
     body = {"message": view.message, "type": kind, "param": param, "code": view.reason.lower()}
     return status, {"error": body}

@@ -63,6 +63,9 @@ class Reply:
     cached_tokens: int = 0  # of the prompt, served from the vendor's prompt cache
     reasoning_tokens: int = 0  # of the completion, spent on reasoning
     vectors: int | None = None  # embeddings: answer with this many vectors; None: one per input
+    # embeddings: what each vector is made of: "length" (fake_vector: the input's length and
+    # index, then 0.25s) or "words" (word_vector: its words, so paraphrases land close)
+    vectors_by: str = "length"
 
     @property
     def pieces(self) -> list[str]:

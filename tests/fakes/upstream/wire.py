@@ -8,8 +8,11 @@ model list.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import math
+import re
 import time
 from typing import Any
 
@@ -31,6 +34,57 @@ def _dump(obj: Any) -> str:
 def fake_vector(text: str, index: int, dims: int) -> list[float]:
     """The fake's embedding of one input: its length, its index, then 0.25s."""
     return [float(len(text)), float(index), *([0.25] * max(0, dims - 2))][:dims]
+
+
+# word_vector drops these, and reads each word on the left of SYNONYMS as the one on its right.
+STOP_WORDS = frozenset(
+    "a an the is are am was were be been being to of in for at by with and it its this that "
+    "these those i me my we our you your he she they them do does did please could would can "
+    "will kindly just hey hi hello".split()
+)
+SYNONYMS = {
+    "automobile": "car",
+    "vehicle": "car",
+    "purchase": "buy",
+    "film": "movie",
+    "begin": "start",
+    "big": "large",
+    "quick": "fast",
+    "assist": "help",
+    "photo": "picture",
+    "couch": "sofa",
+    "kids": "children",
+    "repair": "fix",
+}
+
+
+def words_of(text: str) -> list[str]:
+    """The words word_vector is made of: lower case, apostrophes dropped (don't: dont), other
+    punctuation a space, STOP_WORDS out, SYNONYMS mapped."""
+    plain = re.sub(r"[^\w\s]|_", " ", text.lower().replace("'", "").replace("\u2019", ""))
+    return [SYNONYMS.get(w, w) for w in plain.split() if w not in STOP_WORDS]
+
+
+def word_vector(text: str, dims: int) -> list[float]:
+    """A deterministic embedding by words: a feature-hashed bag of words_of(text) (each word
+    adds +-1 at a position its SHA-256 picks), scaled to length 1 (all zeros without words).
+    Texts with the same words in any order get the same vector; one word changed among n
+    moves the cosine to about (n - 1) / n."""
+    vector = [0.0] * dims
+    for word in words_of(text):
+        digest = hashlib.sha256(word.encode()).digest()
+        position = int.from_bytes(digest[:8], "big") % dims
+        vector[position] += 1.0 if digest[8] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector] if norm else vector
+
+
+def _vector(reply: Reply, text: str, index: int, dims: int) -> list[float]:
+    if reply.vectors_by == "words":
+        return word_vector(text, dims)
+    if reply.vectors_by != "length":
+        raise ValueError(f"unknown vectors_by {reply.vectors_by!r}")
+    return fake_vector(text, index, dims)
 
 
 def _halves(text: str) -> list[str]:
@@ -167,7 +221,7 @@ class OpenAIWire:
         body: dict[str, Any] = load("openai", "embeddings")
         row = body["data"][0]
         body["data"] = [
-            {**row, "index": i, "embedding": fake_vector(text, i, dims)}
+            {**row, "index": i, "embedding": _vector(reply, text, i, dims)}
             for i, text in enumerate(inputs)
         ]
         body.update(
@@ -443,7 +497,7 @@ class OllamaWire:
         body: dict[str, Any] = load("ollama", "embed")
         body.update(
             model=model,
-            embeddings=[fake_vector(text, i, dims) for i, text in enumerate(inputs)],
+            embeddings=[_vector(reply, text, i, dims) for i, text in enumerate(inputs)],
             prompt_eval_count=reply.prompt_tokens,
         )
         return body

@@ -183,16 +183,18 @@ class Cost(_message.Message):
     def __init__(self, currency: _Optional[str] = ..., nanos: _Optional[int] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("provider", "upstream_model", "attempts", "shared")
+    __slots__ = ("provider", "upstream_model", "attempts", "shared", "cached")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     SHARED_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
     provider: str
     upstream_model: str
     attempts: int
     shared: bool
-    def __init__(self, provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., attempts: _Optional[int] = ..., shared: _Optional[bool] = ...) -> None: ...
+    cached: bool
+    def __init__(self, provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., attempts: _Optional[int] = ..., shared: _Optional[bool] = ..., cached: _Optional[bool] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("model", "messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "user", "metadata", "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "presence_penalty", "frequency_penalty", "vendor_options")

@@ -158,83 +158,83 @@ public final class CompletionServiceProto {
       "\005\022\030\n\020reasoning_tokens\030\005 \001(\005\022\034\n\004cost\030\006 \001(" +
       "\0132\016.hapax.v1.Cost\022\032\n\renergy_joules\030\007 \001(\001" +
       "H\000\210\001\001B\020\n\016_energy_joules\"\'\n\004Cost\022\020\n\010curre" +
-      "ncy\030\001 \001(\t\022\r\n\005nanos\030\002 \001(\003\"S\n\005Route\022\020\n\010pro" +
+      "ncy\030\001 \001(\t\022\r\n\005nanos\030\002 \001(\003\"c\n\005Route\022\020\n\010pro" +
       "vider\030\001 \001(\t\022\026\n\016upstream_model\030\002 \001(\t\022\020\n\010a" +
-      "ttempts\030\003 \001(\005\022\016\n\006shared\030\004 \001(\010\"\237\006\n\017Comple" +
-      "teRequest\022\r\n\005model\030\001 \001(\t\022#\n\010messages\030\002 \003" +
-      "(\0132\021.hapax.v1.Message\022\016\n\006prompt\030\003 \001(\t\022\027\n" +
-      "\nmax_tokens\030\004 \001(\005H\000\210\001\001\022\030\n\013temperature\030\005 " +
-      "\001(\001H\001\210\001\001\022\022\n\005top_p\030\006 \001(\001H\002\210\001\001\022\014\n\004stop\030\007 \003" +
-      "(\t\022\014\n\004user\030\010 \001(\t\0229\n\010metadata\030\t \003(\0132\'.hap" +
-      "ax.v1.CompleteRequest.MetadataEntry\022\035\n\005t" +
-      "ools\030\n \003(\0132\016.hapax.v1.Tool\022)\n\013tool_choic" +
-      "e\030\013 \001(\0132\024.hapax.v1.ToolChoice\022 \n\023paralle" +
-      "l_tool_calls\030\014 \001(\010H\003\210\001\001\0221\n\017response_form" +
-      "at\030\r \001(\0132\030.hapax.v1.ResponseFormat\022\021\n\004se" +
-      "ed\030\016 \001(\003H\004\210\001\001\022\035\n\020presence_penalty\030\017 \001(\001H" +
-      "\005\210\001\001\022\036\n\021frequency_penalty\030\020 \001(\001H\006\210\001\001\022D\n\016" +
-      "vendor_options\030\021 \003(\0132,.hapax.v1.Complete" +
-      "Request.VendorOptionsEntry\032/\n\rMetadataEn" +
-      "try\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\032M\n\022V" +
-      "endorOptionsEntry\022\013\n\003key\030\001 \001(\t\022&\n\005value\030" +
-      "\002 \001(\0132\027.google.protobuf.Struct:\0028\001B\r\n\013_m" +
-      "ax_tokensB\016\n\014_temperatureB\010\n\006_top_pB\026\n\024_" +
-      "parallel_tool_callsB\007\n\005_seedB\023\n\021_presenc" +
-      "e_penaltyB\024\n\022_frequency_penalty\"\345\001\n\020Comp" +
-      "leteResponse\022\n\n\002id\030\001 \001(\t\022\014\n\004text\030\002 \001(\t\022-" +
-      "\n\rfinish_reason\030\003 \001(\0162\026.hapax.v1.FinishR" +
-      "eason\022\036\n\005usage\030\004 \001(\0132\017.hapax.v1.Usage\022\036\n" +
-      "\005route\030\005 \001(\0132\017.hapax.v1.Route\022\r\n\005model\030\006" +
-      " \001(\t\022&\n\ntool_calls\030\007 \003(\0132\022.hapax.v1.Tool" +
-      "Call\022\021\n\treasoning\030\010 \001(\t\"\261\006\n\025StreamComple" +
-      "teRequest\022\r\n\005model\030\001 \001(\t\022#\n\010messages\030\002 \003" +
-      "(\0132\021.hapax.v1.Message\022\016\n\006prompt\030\003 \001(\t\022\027\n" +
-      "\nmax_tokens\030\004 \001(\005H\000\210\001\001\022\030\n\013temperature\030\005 " +
-      "\001(\001H\001\210\001\001\022\022\n\005top_p\030\006 \001(\001H\002\210\001\001\022\014\n\004stop\030\007 \003" +
-      "(\t\022\014\n\004user\030\010 \001(\t\022?\n\010metadata\030\t \003(\0132-.hap" +
-      "ax.v1.StreamCompleteRequest.MetadataEntr" +
-      "y\022\035\n\005tools\030\n \003(\0132\016.hapax.v1.Tool\022)\n\013tool" +
-      "_choice\030\013 \001(\0132\024.hapax.v1.ToolChoice\022 \n\023p" +
-      "arallel_tool_calls\030\014 \001(\010H\003\210\001\001\0221\n\017respons" +
-      "e_format\030\r \001(\0132\030.hapax.v1.ResponseFormat" +
-      "\022\021\n\004seed\030\016 \001(\003H\004\210\001\001\022\035\n\020presence_penalty\030" +
-      "\017 \001(\001H\005\210\001\001\022\036\n\021frequency_penalty\030\020 \001(\001H\006\210" +
-      "\001\001\022J\n\016vendor_options\030\021 \003(\01322.hapax.v1.St" +
-      "reamCompleteRequest.VendorOptionsEntry\032/" +
-      "\n\rMetadataEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005value\030\002 " +
-      "\001(\t:\0028\001\032M\n\022VendorOptionsEntry\022\013\n\003key\030\001 \001" +
-      "(\t\022&\n\005value\030\002 \001(\0132\027.google.protobuf.Stru" +
-      "ct:\0028\001B\r\n\013_max_tokensB\016\n\014_temperatureB\010\n" +
-      "\006_top_pB\026\n\024_parallel_tool_callsB\007\n\005_seed" +
-      "B\023\n\021_presence_penaltyB\024\n\022_frequency_pena" +
-      "lty\"\367\001\n\026StreamCompleteResponse\022\n\n\002id\030\001 \001" +
-      "(\t\022\r\n\005delta\030\002 \001(\t\022-\n\rfinish_reason\030\003 \001(\016" +
-      "2\026.hapax.v1.FinishReason\022\036\n\005usage\030\004 \001(\0132" +
-      "\017.hapax.v1.Usage\022\036\n\005route\030\005 \001(\0132\017.hapax." +
-      "v1.Route\022\r\n\005model\030\006 \001(\t\022+\n\ntool_calls\030\007 " +
-      "\003(\0132\027.hapax.v1.ToolCallDelta\022\027\n\017reasonin" +
-      "g_delta\030\010 \001(\t*_\n\004Role\022\024\n\020ROLE_UNSPECIFIE" +
-      "D\020\000\022\017\n\013ROLE_SYSTEM\020\001\022\r\n\tROLE_USER\020\002\022\022\n\016R" +
-      "OLE_ASSISTANT\020\003\022\r\n\tROLE_TOOL\020\004*\237\001\n\014Finis" +
-      "hReason\022\035\n\031FINISH_REASON_UNSPECIFIED\020\000\022\026" +
-      "\n\022FINISH_REASON_STOP\020\001\022\030\n\024FINISH_REASON_" +
-      "LENGTH\020\002\022 \n\034FINISH_REASON_CONTENT_FILTER" +
-      "\020\003\022\034\n\030FINISH_REASON_TOOL_CALLS\020\004*\207\001\n\016Too" +
-      "lChoiceMode\022 \n\034TOOL_CHOICE_MODE_UNSPECIF" +
-      "IED\020\000\022\031\n\025TOOL_CHOICE_MODE_AUTO\020\001\022\031\n\025TOOL" +
-      "_CHOICE_MODE_NONE\020\002\022\035\n\031TOOL_CHOICE_MODE_" +
-      "REQUIRED\020\003*\245\001\n\022ResponseFormatType\022$\n RES" +
-      "PONSE_FORMAT_TYPE_UNSPECIFIED\020\000\022\035\n\031RESPO" +
-      "NSE_FORMAT_TYPE_TEXT\020\001\022$\n RESPONSE_FORMA" +
-      "T_TYPE_JSON_OBJECT\020\002\022$\n RESPONSE_FORMAT_" +
-      "TYPE_JSON_SCHEMA\020\0032\255\001\n\021CompletionService" +
-      "\022A\n\010Complete\022\031.hapax.v1.CompleteRequest\032" +
-      "\032.hapax.v1.CompleteResponse\022U\n\016StreamCom" +
-      "plete\022\037.hapax.v1.StreamCompleteRequest\032 " +
-      ".hapax.v1.StreamCompleteResponse0\001Bc\n\014de" +
-      "v.hapax.v1B\026CompletionServiceProtoP\001Z.gi" +
-      "thub.com/hapax/hapax/gen/go/hapax/v1;hap" +
-      "axv1\252\002\010Hapax.V1b\006proto3"
+      "ttempts\030\003 \001(\005\022\016\n\006shared\030\004 \001(\010\022\016\n\006cached\030" +
+      "\005 \001(\010\"\237\006\n\017CompleteRequest\022\r\n\005model\030\001 \001(\t" +
+      "\022#\n\010messages\030\002 \003(\0132\021.hapax.v1.Message\022\016\n" +
+      "\006prompt\030\003 \001(\t\022\027\n\nmax_tokens\030\004 \001(\005H\000\210\001\001\022\030" +
+      "\n\013temperature\030\005 \001(\001H\001\210\001\001\022\022\n\005top_p\030\006 \001(\001H" +
+      "\002\210\001\001\022\014\n\004stop\030\007 \003(\t\022\014\n\004user\030\010 \001(\t\0229\n\010meta" +
+      "data\030\t \003(\0132\'.hapax.v1.CompleteRequest.Me" +
+      "tadataEntry\022\035\n\005tools\030\n \003(\0132\016.hapax.v1.To" +
+      "ol\022)\n\013tool_choice\030\013 \001(\0132\024.hapax.v1.ToolC" +
+      "hoice\022 \n\023parallel_tool_calls\030\014 \001(\010H\003\210\001\001\022" +
+      "1\n\017response_format\030\r \001(\0132\030.hapax.v1.Resp" +
+      "onseFormat\022\021\n\004seed\030\016 \001(\003H\004\210\001\001\022\035\n\020presenc" +
+      "e_penalty\030\017 \001(\001H\005\210\001\001\022\036\n\021frequency_penalt" +
+      "y\030\020 \001(\001H\006\210\001\001\022D\n\016vendor_options\030\021 \003(\0132,.h" +
+      "apax.v1.CompleteRequest.VendorOptionsEnt" +
+      "ry\032/\n\rMetadataEntry\022\013\n\003key\030\001 \001(\t\022\r\n\005valu" +
+      "e\030\002 \001(\t:\0028\001\032M\n\022VendorOptionsEntry\022\013\n\003key" +
+      "\030\001 \001(\t\022&\n\005value\030\002 \001(\0132\027.google.protobuf." +
+      "Struct:\0028\001B\r\n\013_max_tokensB\016\n\014_temperatur" +
+      "eB\010\n\006_top_pB\026\n\024_parallel_tool_callsB\007\n\005_" +
+      "seedB\023\n\021_presence_penaltyB\024\n\022_frequency_" +
+      "penalty\"\345\001\n\020CompleteResponse\022\n\n\002id\030\001 \001(\t" +
+      "\022\014\n\004text\030\002 \001(\t\022-\n\rfinish_reason\030\003 \001(\0162\026." +
+      "hapax.v1.FinishReason\022\036\n\005usage\030\004 \001(\0132\017.h" +
+      "apax.v1.Usage\022\036\n\005route\030\005 \001(\0132\017.hapax.v1." +
+      "Route\022\r\n\005model\030\006 \001(\t\022&\n\ntool_calls\030\007 \003(\013" +
+      "2\022.hapax.v1.ToolCall\022\021\n\treasoning\030\010 \001(\t\"" +
+      "\261\006\n\025StreamCompleteRequest\022\r\n\005model\030\001 \001(\t" +
+      "\022#\n\010messages\030\002 \003(\0132\021.hapax.v1.Message\022\016\n" +
+      "\006prompt\030\003 \001(\t\022\027\n\nmax_tokens\030\004 \001(\005H\000\210\001\001\022\030" +
+      "\n\013temperature\030\005 \001(\001H\001\210\001\001\022\022\n\005top_p\030\006 \001(\001H" +
+      "\002\210\001\001\022\014\n\004stop\030\007 \003(\t\022\014\n\004user\030\010 \001(\t\022?\n\010meta" +
+      "data\030\t \003(\0132-.hapax.v1.StreamCompleteRequ" +
+      "est.MetadataEntry\022\035\n\005tools\030\n \003(\0132\016.hapax" +
+      ".v1.Tool\022)\n\013tool_choice\030\013 \001(\0132\024.hapax.v1" +
+      ".ToolChoice\022 \n\023parallel_tool_calls\030\014 \001(\010" +
+      "H\003\210\001\001\0221\n\017response_format\030\r \001(\0132\030.hapax.v" +
+      "1.ResponseFormat\022\021\n\004seed\030\016 \001(\003H\004\210\001\001\022\035\n\020p" +
+      "resence_penalty\030\017 \001(\001H\005\210\001\001\022\036\n\021frequency_" +
+      "penalty\030\020 \001(\001H\006\210\001\001\022J\n\016vendor_options\030\021 \003" +
+      "(\01322.hapax.v1.StreamCompleteRequest.Vend" +
+      "orOptionsEntry\032/\n\rMetadataEntry\022\013\n\003key\030\001" +
+      " \001(\t\022\r\n\005value\030\002 \001(\t:\0028\001\032M\n\022VendorOptions" +
+      "Entry\022\013\n\003key\030\001 \001(\t\022&\n\005value\030\002 \001(\0132\027.goog" +
+      "le.protobuf.Struct:\0028\001B\r\n\013_max_tokensB\016\n" +
+      "\014_temperatureB\010\n\006_top_pB\026\n\024_parallel_too" +
+      "l_callsB\007\n\005_seedB\023\n\021_presence_penaltyB\024\n" +
+      "\022_frequency_penalty\"\367\001\n\026StreamCompleteRe" +
+      "sponse\022\n\n\002id\030\001 \001(\t\022\r\n\005delta\030\002 \001(\t\022-\n\rfin" +
+      "ish_reason\030\003 \001(\0162\026.hapax.v1.FinishReason" +
+      "\022\036\n\005usage\030\004 \001(\0132\017.hapax.v1.Usage\022\036\n\005rout" +
+      "e\030\005 \001(\0132\017.hapax.v1.Route\022\r\n\005model\030\006 \001(\t\022" +
+      "+\n\ntool_calls\030\007 \003(\0132\027.hapax.v1.ToolCallD" +
+      "elta\022\027\n\017reasoning_delta\030\010 \001(\t*_\n\004Role\022\024\n" +
+      "\020ROLE_UNSPECIFIED\020\000\022\017\n\013ROLE_SYSTEM\020\001\022\r\n\t" +
+      "ROLE_USER\020\002\022\022\n\016ROLE_ASSISTANT\020\003\022\r\n\tROLE_" +
+      "TOOL\020\004*\237\001\n\014FinishReason\022\035\n\031FINISH_REASON" +
+      "_UNSPECIFIED\020\000\022\026\n\022FINISH_REASON_STOP\020\001\022\030" +
+      "\n\024FINISH_REASON_LENGTH\020\002\022 \n\034FINISH_REASO" +
+      "N_CONTENT_FILTER\020\003\022\034\n\030FINISH_REASON_TOOL" +
+      "_CALLS\020\004*\207\001\n\016ToolChoiceMode\022 \n\034TOOL_CHOI" +
+      "CE_MODE_UNSPECIFIED\020\000\022\031\n\025TOOL_CHOICE_MOD" +
+      "E_AUTO\020\001\022\031\n\025TOOL_CHOICE_MODE_NONE\020\002\022\035\n\031T" +
+      "OOL_CHOICE_MODE_REQUIRED\020\003*\245\001\n\022ResponseF" +
+      "ormatType\022$\n RESPONSE_FORMAT_TYPE_UNSPEC" +
+      "IFIED\020\000\022\035\n\031RESPONSE_FORMAT_TYPE_TEXT\020\001\022$" +
+      "\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\020\002\022$\n " +
+      "RESPONSE_FORMAT_TYPE_JSON_SCHEMA\020\0032\255\001\n\021C" +
+      "ompletionService\022A\n\010Complete\022\031.hapax.v1." +
+      "CompleteRequest\032\032.hapax.v1.CompleteRespo" +
+      "nse\022U\n\016StreamComplete\022\037.hapax.v1.StreamC" +
+      "ompleteRequest\032 .hapax.v1.StreamComplete" +
+      "Response0\001Bc\n\014dev.hapax.v1B\026CompletionSe" +
+      "rviceProtoP\001Z.github.com/hapax/hapax/gen" +
+      "/go/hapax/v1;hapaxv1\252\002\010Hapax.V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -318,7 +318,7 @@ public final class CompletionServiceProto {
     internal_static_hapax_v1_Route_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_hapax_v1_Route_descriptor,
-        new java.lang.String[] { "Provider", "UpstreamModel", "Attempts", "Shared", });
+        new java.lang.String[] { "Provider", "UpstreamModel", "Attempts", "Shared", "Cached", });
     internal_static_hapax_v1_CompleteRequest_descriptor =
       getDescriptor().getMessageTypes().get(13);
     internal_static_hapax_v1_CompleteRequest_fieldAccessorTable = new

@@ -173,6 +173,24 @@ private static final long serialVersionUID = 0L;
     return shared_;
   }
 
+  public static final int CACHED_FIELD_NUMBER = 5;
+  private boolean cached_ = false;
+  /**
+   * <pre>
+   * Cached is true when the answer came from the gateway's response cache: no provider was
+   * asked (attempts is 0; provider and upstream_model are what answered when it was stored).
+   * The response's trailing metadata says more: x-hapax-cache (hit, miss, refresh, bypass),
+   * age (seconds since it was stored) and, for a semantic hit, x-hapax-cache-similarity.
+   * </pre>
+   *
+   * <code>bool cached = 5;</code>
+   * @return The cached.
+   */
+  @java.lang.Override
+  public boolean getCached() {
+    return cached_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -199,6 +217,9 @@ private static final long serialVersionUID = 0L;
     if (shared_ != false) {
       output.writeBool(4, shared_);
     }
+    if (cached_ != false) {
+      output.writeBool(5, cached_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -221,6 +242,10 @@ private static final long serialVersionUID = 0L;
     if (shared_ != false) {
       size += com.google.protobuf.CodedOutputStream
         .computeBoolSize(4, shared_);
+    }
+    if (cached_ != false) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeBoolSize(5, cached_);
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -245,6 +270,8 @@ private static final long serialVersionUID = 0L;
         != other.getAttempts()) return false;
     if (getShared()
         != other.getShared()) return false;
+    if (getCached()
+        != other.getCached()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -265,6 +292,9 @@ private static final long serialVersionUID = 0L;
     hash = (37 * hash) + SHARED_FIELD_NUMBER;
     hash = (53 * hash) + com.google.protobuf.Internal.hashBoolean(
         getShared());
+    hash = (37 * hash) + CACHED_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashBoolean(
+        getCached());
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -402,6 +432,7 @@ private static final long serialVersionUID = 0L;
       upstreamModel_ = "";
       attempts_ = 0;
       shared_ = false;
+      cached_ = false;
       return this;
     }
 
@@ -446,6 +477,9 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00000008) != 0)) {
         result.shared_ = shared_;
+      }
+      if (((from_bitField0_ & 0x00000010) != 0)) {
+        result.cached_ = cached_;
       }
     }
 
@@ -509,6 +543,9 @@ private static final long serialVersionUID = 0L;
       if (other.getShared() != false) {
         setShared(other.getShared());
       }
+      if (other.getCached() != false) {
+        setCached(other.getCached());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -555,6 +592,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000008;
               break;
             } // case 32
+            case 40: {
+              cached_ = input.readBool();
+              bitField0_ |= 0x00000010;
+              break;
+            } // case 40
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -840,6 +882,59 @@ private static final long serialVersionUID = 0L;
     public Builder clearShared() {
       bitField0_ = (bitField0_ & ~0x00000008);
       shared_ = false;
+      onChanged();
+      return this;
+    }
+
+    private boolean cached_ ;
+    /**
+     * <pre>
+     * Cached is true when the answer came from the gateway's response cache: no provider was
+     * asked (attempts is 0; provider and upstream_model are what answered when it was stored).
+     * The response's trailing metadata says more: x-hapax-cache (hit, miss, refresh, bypass),
+     * age (seconds since it was stored) and, for a semantic hit, x-hapax-cache-similarity.
+     * </pre>
+     *
+     * <code>bool cached = 5;</code>
+     * @return The cached.
+     */
+    @java.lang.Override
+    public boolean getCached() {
+      return cached_;
+    }
+    /**
+     * <pre>
+     * Cached is true when the answer came from the gateway's response cache: no provider was
+     * asked (attempts is 0; provider and upstream_model are what answered when it was stored).
+     * The response's trailing metadata says more: x-hapax-cache (hit, miss, refresh, bypass),
+     * age (seconds since it was stored) and, for a semantic hit, x-hapax-cache-similarity.
+     * </pre>
+     *
+     * <code>bool cached = 5;</code>
+     * @param value The cached to set.
+     * @return This builder for chaining.
+     */
+    public Builder setCached(boolean value) {
+      
+      cached_ = value;
+      bitField0_ |= 0x00000010;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Cached is true when the answer came from the gateway's response cache: no provider was
+     * asked (attempts is 0; provider and upstream_model are what answered when it was stored).
+     * The response's trailing metadata says more: x-hapax-cache (hit, miss, refresh, bypass),
+     * age (seconds since it was stored) and, for a semantic hit, x-hapax-cache-similarity.
+     * </pre>
+     *
+     * <code>bool cached = 5;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearCached() {
+      bitField0_ = (bitField0_ & ~0x00000010);
+      cached_ = false;
       onChanged();
       return this;
     }

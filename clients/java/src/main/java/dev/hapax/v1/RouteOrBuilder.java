@@ -66,4 +66,17 @@ public interface RouteOrBuilder extends
    * @return The shared.
    */
   boolean getShared();
+
+  /**
+   * <pre>
+   * Cached is true when the answer came from the gateway's response cache: no provider was
+   * asked (attempts is 0; provider and upstream_model are what answered when it was stored).
+   * The response's trailing metadata says more: x-hapax-cache (hit, miss, refresh, bypass),
+   * age (seconds since it was stored) and, for a semantic hit, x-hapax-cache-similarity.
+   * </pre>
+   *
+   * <code>bool cached = 5;</code>
+   * @return The cached.
+   */
+  boolean getCached();
 }
