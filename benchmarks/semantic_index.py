@@ -2,8 +2,10 @@
 contiguous float32 matrix (as server/hapaxd/cache/semantic.py ships it, and bare) against the
 approximate (HNSW) indexes of well-kept libraries from PyPI: faiss-cpu, hnswlib, usearch and
 voyager, with faiss's exact flat index as a second brute force. For each: the time to add one
-vector (the cache adds them one at a time), the time of one top-1 query (p50, p99), recall@1
-against exact search, and the resident memory the index adds.
+vector (the cache adds them one at a time; p50, p99), the time of one top-1 query (p50, p99) and
+the CPU it takes (every thread's: numpy's OpenBLAS and faiss's OpenMP may use more than one core
+for one query, the HNSW libraries are asked for one thread), recall@1 against exact search, and
+the resident memory the index adds. Each library runs with its own default threading otherwise.
 
 Vectors are random unit vectors. Half the queries are near copies of a stored vector (cosine
 about 0.97, as a paraphrase the cache should find); half are fresh random vectors (a miss).
@@ -13,7 +15,10 @@ before the index is made until every vector is in. A library that is not install
 
 `python -m benchmarks.semantic_index` runs 1,000 and 10,000 vectors of 256, 768 and 1,536
 dimensions, and 10,000 spread over 1,000 groups (the cache keeps one group per scope, settings
-and guard terms); several minutes. `--quick` runs 1,000 of 256 dimensions, for a smoke run.
+and guard terms); about 4.5 minutes on 2 CPUs. `--quick` runs 1,000 of 256 dimensions, for a
+smoke run (seconds). `--entries 100000 --dims 768 --only ...` runs other sizes alone (no grouped
+cells): beyond the cache's bound, to see where an HNSW index starts to pay; the HNSW libraries
+take minutes to build 100,000 (about 13 minutes for 100,000 x 768 with hnswlib and usearch).
 """
 
 from __future__ import annotations
@@ -242,6 +247,11 @@ def _rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
 def _unit_rows(np: Any, rows: Any) -> Any:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
@@ -272,20 +282,25 @@ def run_cell(name: str, entries: int, dims: int, queries: int, groups: int) -> d
 
     before = _rss()
     indexes = [implementation.make(dims, per_group) for _ in range(groups)]
-    began = time.perf_counter()
+    perf = time.perf_counter
+    adds: list[float] = []
     for key in range(entries):
-        indexes[key % groups].add(key, stored[key])
-    add_seconds = time.perf_counter() - began
+        index = indexes[key % groups]
+        began = perf()
+        index.add(key, stored[key])
+        adds.append(perf() - began)
     memory = _rss() - before
 
     latencies: list[float] = []
     answers: list[int] = []
-    perf = time.perf_counter
+    cpu_began = time.process_time()  # every thread's: a BLAS may use more than one core
     for vector, group in zip(asked, asked_groups, strict=True):
+        index = indexes[group]
         began = perf()
-        key, _ = indexes[group].query(vector)
+        key, _ = index.query(vector)
         latencies.append(perf() - began)
         answers.append(key)
+    query_cpu = time.process_time() - cpu_began
 
     # The exact answers, by numpy over each group's rows.
     truth = []
@@ -294,15 +309,17 @@ def run_cell(name: str, entries: int, dims: int, queries: int, groups: int) -> d
         truth.append(int(rows[int(np.argmax(stored[rows] @ vector))]))
     near_right = sum(a == t for a, t in zip(answers[:near_count], truth[:near_count], strict=True))
     far_right = sum(a == t for a, t in zip(answers[near_count:], truth[near_count:], strict=True))
-    ordered = sorted(latencies)
     return {
         "implementation": name,
         "entries": entries,
         "groups": groups,
         "dims": dims,
-        "add_us": add_seconds / entries * 1e6,
-        "query_p50_us": statistics.median(ordered) * 1e6,
-        "query_p99_us": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1e6,
+        "add_mean_us": statistics.fmean(adds) * 1e6,
+        "add_p50_us": _percentile(adds, 0.50) * 1e6,
+        "add_p99_us": _percentile(adds, 0.99) * 1e6,
+        "query_p50_us": _percentile(latencies, 0.50) * 1e6,
+        "query_p99_us": _percentile(latencies, 0.99) * 1e6,
+        "query_cpu_us": query_cpu / len(latencies) * 1e6,
         "recall_near": near_right / max(1, near_count),
         "recall_far": far_right / max(1, queries - near_count),
         "memory_mb": memory / 1e6,
@@ -369,17 +386,18 @@ def format_table(results: dict[str, Any]) -> str:
         f"Semantic cache index ({results['machine']}; {results['queries']} queries a cell, half "
         f"near copies at cosine {NEAR_COSINE}, half random)",
         "",
-        "| index | entries | dims | add µs | query p50 µs | query p99 µs | recall@1 near | "
-        "recall@1 random | memory MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| index | entries | dims | add p50 µs | add p99 µs | query p50 µs | query p99 µs | "
+        "query CPU µs | recall@1 near | recall@1 random | memory MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in results["cells"]:
         entries = f"{cell['entries']:,}"
         if cell["groups"] > 1:
             entries += f" in {cell['groups']:,} groups"
         lines.append(
-            f"| {cell['implementation']} | {entries} | {cell['dims']} | {cell['add_us']:.1f} | "
-            f"{cell['query_p50_us']:.0f} | {cell['query_p99_us']:.0f} | "
+            f"| {cell['implementation']} | {entries} | {cell['dims']} | {cell['add_p50_us']:.1f} | "
+            f"{cell['add_p99_us']:.1f} | {cell['query_p50_us']:.0f} | "
+            f"{cell['query_p99_us']:.0f} | {cell['query_cpu_us']:.0f} | "
             f"{cell['recall_near']:.3f} | {cell['recall_far']:.3f} | {cell['memory_mb']:.1f} |"
         )
     lines += ["", "| index | library | exact | forgets an entry |", "|---|---|---|---|"]
@@ -398,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 vectors of 256 dimensions")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--only", nargs="+", choices=list(IMPLEMENTATIONS), help="these indexes")
+    parser.add_argument(
+        "--entries", nargs="+", type=int, metavar="N", help="these sizes only (no grouped cells)"
+    )
+    parser.add_argument(
+        "--dims", nargs="+", type=int, metavar="D", help="these dimensions only (no grouped cells)"
+    )
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # one cell, in this process
     args = parser.parse_args(argv)
     if args.cell:
@@ -406,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.quick() if args.quick else Config()
     if args.only:
         config.implementations = tuple(args.only)
+    if args.entries or args.dims:
+        config.grouped = ()
+        config.sizes = tuple(args.entries or config.sizes)
+        config.dims = tuple(args.dims or config.dims)
     results = run(config)
     print(format_table(results), flush=True)
     if args.json:

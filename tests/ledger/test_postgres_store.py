@@ -1,6 +1,7 @@
 """PostgresStore: each request id stored and counted once, also when two replicas write the same
 rows at once; daily rollups that agree with the raw rows; the same usage answers as SqliteStore
-for the same rows; raw rows pruned past their retention; one currency per database; a value the
+for the same rows, cache hits and their savings included; raw rows pruned past their retention;
+one currency per database; a database of the previous schema brought up to date; a value the
 database cannot hold is the row's fault, a stopped server is "unavailable", and a Ledger over a
 server stopped and started again loses and doubles nothing.
 
@@ -24,7 +25,16 @@ import pytest
 from hapaxd.ledger import Ledger, LedgerRow, SqliteStore
 from hapaxd.ledger.postgres_store import CurrencyMismatch, PostgresStore
 from hapaxd.ledger.sqlite_store import GROUPS
-from tests.ledger.test_sqlite_store import DAY, MAY_1, SUMS, make_row, random_rows, recount
+from tests.ledger.test_sqlite_store import (
+    DAY,
+    HIT,
+    MAY_1,
+    SUMS,
+    cache_fields,
+    make_row,
+    random_rows,
+    recount,
+)
 from tests.ledger.test_writer import until
 from tests.support import postgres
 from tests.support.postgres import PostgresServer
@@ -176,22 +186,144 @@ ODD_KEYS = ("key-a", "Key-B", "_z", "é", "ключ", "key a", "")
 
 def parity_rows(count: int) -> list[LedgerRow]:
     rng = random.Random(11)
-    return [
-        make_row(
-            f"p-{i}",
-            started_at=MAY_1 + rng.uniform(0, 4 * DAY),
-            key_id=rng.choice(ODD_KEYS),
-            team=rng.choice(["a", "B", "c"]),
-            model=rng.choice(["m1", "M2", "m-3"]),
-            provider=rng.choice(["openai", "anthropic", "Ollama"]),
-            prompt_tokens=rng.randrange(5000),
-            cost_nanos=rng.choice([None, 0, rng.randrange(1, 10**7)]),
-            energy_joules=rng.choice([None, rng.uniform(0, 50)]),
-            code=rng.choice(["OK", "OK", "INTERNAL"]),
-            shared=rng.random() < 0.1,
-        )
-        for i in range(count)
+    rows = []
+    for i in range(count):
+        fields: dict[str, Any] = {
+            "started_at": MAY_1 + rng.uniform(0, 4 * DAY),
+            "key_id": rng.choice(ODD_KEYS),
+            "team": rng.choice(["a", "B", "c"]),
+            "model": rng.choice(["m1", "M2", "m-3"]),
+            "provider": rng.choice(["openai", "anthropic", "Ollama"]),
+            "prompt_tokens": rng.randrange(5000),
+            "cost_nanos": rng.choice([None, 0, rng.randrange(1, 10**7)]),
+            "energy_joules": rng.choice([None, rng.uniform(0, 50)]),
+            "code": rng.choice(["OK", "OK", "INTERNAL"]),
+            "shared": rng.random() < 0.1,
+        }
+        rows.append(make_row(f"p-{i}", **{**fields, **cache_fields(rng)}))
+    return rows
+
+
+def test_cache_hits_are_counted_with_what_they_saved_as_sqlite_counts_them(
+    store: PostgresStore, postgres_dsn: str, tmp_path: Path
+) -> None:
+    lite = SqliteStore(tmp_path / "usage.db")
+    rows = [
+        make_row("miss", cache="miss", cost_nanos=1_000, prompt_tokens=100, completion_tokens=20),
+        make_row("hit", **HIT),
+        make_row("near", **{**HIT, "cache": "semantic_hit", "saved_cost_nanos": None}),
+        make_row("bypass", cache="bypass"),
+        make_row("plain"),
     ]
+    assert store.write(rows) == lite.write(rows) == 5
+    assert store.write([make_row("hit", **HIT)]) == 0  # a hit written again: counted once
+    [total] = store.usage("2025-05-01", "2025-05-01")
+    assert total == lite.usage("2025-05-01", "2025-05-01")[0]
+    assert (total["calls"], total["cache_hits"], total["cost_nanos"]) == (5, 2, 3_000)
+    assert (total["saved_cost_nanos"], total["saved_tokens"]) == (1_000, 240)
+    assert total["prompt_tokens"] == 300  # the hits' tokens are the miss's: not counted again
+    assert raw(
+        postgres_dsn,
+        "SELECT request_id, cache, cost_nanos, saved_cost_nanos, saved_tokens FROM calls "
+        "ORDER BY 1",
+    ) == [
+        ("bypass", "bypass", 1_000, None, 0),
+        ("hit", "hit", 0, 1_000, 120),
+        ("miss", "miss", 1_000, None, 0),
+        ("near", "semantic_hit", 0, None, 120),
+        ("plain", "", 1_000, None, 0),
+    ]
+    lite.close()
+
+
+# The tables of the version before the response cache (schema version 1), as it made them.
+SCHEMA_V1 = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE calls (
+        request_id TEXT COLLATE "C" PRIMARY KEY, started_at DOUBLE PRECISION NOT NULL,
+        day DATE NOT NULL, duration_ms DOUBLE PRECISION NOT NULL, ttft_ms DOUBLE PRECISION,
+        door TEXT NOT NULL, method TEXT NOT NULL, key_id TEXT NOT NULL, team TEXT NOT NULL,
+        tags JSONB NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL,
+        upstream_model TEXT NOT NULL, attempts BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL,
+        completion_tokens BIGINT NOT NULL, cached_prompt_tokens BIGINT NOT NULL,
+        reasoning_tokens BIGINT NOT NULL, cost_nanos BIGINT, currency TEXT NOT NULL,
+        energy_joules DOUBLE PRECISION, code TEXT NOT NULL, reason TEXT NOT NULL,
+        shared BOOLEAN NOT NULL
+    )""",
+    "CREATE INDEX calls_started_at ON calls (started_at)",
+    """CREATE TABLE rollups (
+        day DATE NOT NULL, key_id TEXT COLLATE "C" NOT NULL, team TEXT COLLATE "C" NOT NULL,
+        model TEXT COLLATE "C" NOT NULL, provider TEXT COLLATE "C" NOT NULL,
+        calls BIGINT NOT NULL, errors BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL,
+        completion_tokens BIGINT NOT NULL, cached_prompt_tokens BIGINT NOT NULL,
+        reasoning_tokens BIGINT NOT NULL, cost_nanos BIGINT NOT NULL,
+        unpriced_calls BIGINT NOT NULL, energy_joules DOUBLE PRECISION NOT NULL,
+        shared_calls BIGINT NOT NULL,
+        PRIMARY KEY (day, key_id, team, model, provider)
+    ) WITH (fillfactor = 80)""",
+    "INSERT INTO meta VALUES ('schema_version', '1'), ('currency', 'USD')",
+)
+# A row as the previous version inserted it (naming its columns), and its rollup.
+OLD_CALL = (
+    "INSERT INTO calls (request_id, started_at, day, duration_ms, ttft_ms, door, method, key_id, "
+    "team, tags, model, provider, upstream_model, attempts, prompt_tokens, completion_tokens, "
+    "cached_prompt_tokens, reasoning_tokens, cost_nanos, currency, energy_joules, code, reason, "
+    "shared) VALUES (%s, 1746061200.0, '2025-05-01', 100.0, NULL, 'grpc', 'Complete', 'k1', "
+    "'search', '{}', 'default', 'openai', 'gpt-4o-mini', 1, 100, 20, 10, 5, 1000, 'USD', 2.5, "
+    "'OK', '', false)"
+)
+OLD_ROLLUP = (
+    "INSERT INTO rollups (day, key_id, team, model, provider, calls, errors, prompt_tokens, "
+    "completion_tokens, cached_prompt_tokens, reasoning_tokens, cost_nanos, unpriced_calls, "
+    "energy_joules, shared_calls) VALUES ('2025-05-01', 'k1', 'search', 'default', 'openai', 1, "
+    "0, 100, 20, 10, 5, 1000, 0, 2.5, 0) ON CONFLICT (day, key_id, team, model, provider) DO "
+    "UPDATE SET calls = rollups.calls + 1, cost_nanos = rollups.cost_nanos + 1000"
+)
+
+
+def test_a_database_of_the_previous_schema_opens_and_takes_new_rows(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(postgres_dsn, autocommit=True) as db:
+        for statement in SCHEMA_V1:
+            db.execute(statement)
+        db.execute(OLD_CALL, ("old",))
+        db.execute(OLD_ROLLUP)
+    store = connected(PostgresStore(postgres_dsn, currency="USD"))
+    assert raw(postgres_dsn, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    # Its tables now have a new database's columns (SqliteStore's), in the same order.
+    SqliteStore(tmp_path / "usage.db").close()
+    with sqlite3.connect(tmp_path / "usage.db") as lite:
+        for table in ("calls", "rollups"):
+            columns = [row[1] for row in lite.execute(f"PRAGMA table_info({table})")]
+            found = raw(
+                postgres_dsn,
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = %s ORDER BY ordinal_position",
+                table,
+            )
+            assert [name for (name,) in found] == columns
+    assert raw(postgres_dsn, "SELECT cache, saved_cost_nanos, saved_tokens FROM calls") == [
+        ("", None, 0)
+    ]
+    [before] = store.usage("2025-05-01", "2025-05-01")
+    assert (before["calls"], before["cache_hits"], before["saved_cost_nanos"]) == (1, 0, 0)
+    assert store.write([make_row("old"), make_row("new"), make_row("hit", **HIT)]) == 2
+    # A replica still running the previous version (a rolling upgrade) writes as it did.
+    with psycopg.connect(postgres_dsn, autocommit=True) as db:
+        db.execute(OLD_CALL, ("from-an-old-replica",))
+        db.execute(OLD_ROLLUP)
+    [after] = store.usage("2025-05-01", "2025-05-01")
+    assert after["calls"] == 4 and after["cost_nanos"] == 3_000
+    assert (after["cache_hits"], after["saved_cost_nanos"], after["saved_tokens"]) == (
+        1,
+        1_000,
+        120,
+    )
+    store.close()
+    again = connected(PostgresStore(postgres_dsn, currency="USD"))  # nothing more to do
+    assert again.usage("2025-05-01", "2025-05-01") == [after]
+    again.close()
 
 
 def test_usage_answers_are_sqlite_stores_for_the_same_rows(

@@ -1,6 +1,7 @@
 """SqliteStore: each request id stored and counted once, daily rollups that agree with the raw
-rows, unpriced calls kept apart from free ones, usage questions answered from the rollups, and
-raw rows pruned past their retention while the rollups keep their sums.
+rows, unpriced calls kept apart from free ones, cache hits counted with what they saved, usage
+questions answered from the rollups, raw rows pruned past their retention while the rollups keep
+their sums, and a file of the previous schema opened and brought up to date.
 
 A real SQLite file under tmp_path; no event loop.
 """
@@ -31,6 +32,9 @@ SUMS = (
     "unpriced_calls",
     "energy_joules",
     "shared_calls",
+    "cache_hits",
+    "saved_cost_nanos",
+    "saved_tokens",
 )
 
 
@@ -128,25 +132,41 @@ def random_rows(count: int, seed: int = 7) -> list[LedgerRow]:
     for i in range(count):
         key = rng.randrange(6)
         cost = rng.choice([None, 0, rng.randrange(1, 10**7)])
-        rows.append(
-            make_row(
-                f"req-{i}",
-                started_at=MAY_1 + rng.uniform(0, 5 * DAY),
-                key_id=f"key-{key}",
-                team=f"team-{key % 3}",
-                model=rng.choice(["default", "fast", "smart", "embed"]),
-                provider=rng.choice(["openai", "anthropic", "ollama"]),
-                prompt_tokens=rng.randrange(5000),
-                completion_tokens=rng.randrange(2000),
-                cached_prompt_tokens=rng.randrange(100),
-                reasoning_tokens=rng.randrange(300),
-                cost_nanos=cost,
-                energy_joules=rng.choice([None, rng.uniform(0, 50)]),
-                code=rng.choice(["OK", "OK", "OK", "UNAVAILABLE", "INVALID_ARGUMENT"]),
-                shared=rng.random() < 0.1,
-            )
-        )
+        fields: dict[str, Any] = {
+            "started_at": MAY_1 + rng.uniform(0, 5 * DAY),
+            "key_id": f"key-{key}",
+            "team": f"team-{key % 3}",
+            "model": rng.choice(["default", "fast", "smart", "embed"]),
+            "provider": rng.choice(["openai", "anthropic", "ollama"]),
+            "prompt_tokens": rng.randrange(5000),
+            "completion_tokens": rng.randrange(2000),
+            "cached_prompt_tokens": rng.randrange(100),
+            "reasoning_tokens": rng.randrange(300),
+            "cost_nanos": cost,
+            "energy_joules": rng.choice([None, rng.uniform(0, 50)]),
+            "code": rng.choice(["OK", "OK", "OK", "UNAVAILABLE", "INVALID_ARGUMENT"]),
+            "shared": rng.random() < 0.1,
+        }
+        rows.append(make_row(f"req-{i}", **{**fields, **cache_fields(rng)}))
     return rows
+
+
+def cache_fields(rng: random.Random) -> dict[str, Any]:
+    """What the response cache did for a random call: often nothing; a hit has no tokens and
+    cost 0, and saved a random cost (or an unpriced one) and tokens."""
+    cache = rng.choice(["", "", "", "miss", "refresh", "bypass", "hit", "semantic_hit"])
+    if cache not in ("hit", "semantic_hit"):
+        return {"cache": cache}
+    return {
+        "cache": cache,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_prompt_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_nanos": 0,
+        "saved_cost_nanos": rng.choice([None, rng.randrange(1, 10**7)]),
+        "saved_tokens": rng.randrange(1, 7000),
+    }
 
 
 def recount(rows: list[LedgerRow]) -> dict[tuple[str, ...], dict[str, float]]:
@@ -166,6 +186,9 @@ def recount(rows: list[LedgerRow]) -> dict[tuple[str, ...], dict[str, float]]:
         total["unpriced_calls"] += row.cost_nanos is None
         total["energy_joules"] += row.energy_joules or 0.0
         total["shared_calls"] += row.shared
+        total["cache_hits"] += row.cache in ("hit", "semantic_hit")
+        total["saved_cost_nanos"] += row.saved_cost_nanos or 0
+        total["saved_tokens"] += row.saved_tokens
     return totals
 
 
@@ -220,6 +243,134 @@ def test_unpriced_calls_are_counted_apart_not_as_free(store: SqliteStore) -> Non
     assert total["energy_joules"] == pytest.approx(7.5)  # the unknown figure adds nothing
     costs = dict(raw(store.path, "SELECT request_id, cost_nanos FROM calls"))
     assert costs == {"priced": 5_000, "free": 0, "unpriced-1": None, "unpriced-2": None}
+
+
+def test_cache_hits_are_counted_with_what_they_saved_and_nothing_twice(
+    store: SqliteStore,
+) -> None:
+    hit = {"prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0}
+    store.write(
+        [
+            make_row(
+                "miss", cache="miss", cost_nanos=8_000, prompt_tokens=70, completion_tokens=10
+            ),
+            make_row(
+                "hit", cache="hit", cost_nanos=0, saved_cost_nanos=8_000, saved_tokens=80, **hit
+            ),
+            make_row(
+                "near",
+                cache="semantic_hit",
+                cost_nanos=0,
+                saved_cost_nanos=None,
+                saved_tokens=5,
+                **hit,
+            ),
+            make_row("bypass", cache="bypass", cost_nanos=1_000),
+            make_row("plain", cost_nanos=1_000),  # the cache not used
+        ]
+    )
+    [total] = store.usage("2025-05-01", "2025-05-01")
+    assert total["calls"] == 5 and total["cache_hits"] == 2
+    assert total["cost_nanos"] == 10_000  # the miss's cost once; the hits cost nothing
+    assert total["prompt_tokens"] == 70 + 100 + 100  # the hits' tokens are the miss's
+    assert total["saved_cost_nanos"] == 8_000  # the unpriced saving adds nothing
+    assert total["saved_tokens"] == 85
+    assert total["unpriced_calls"] == 0  # a hit costs 0: free, not unpriced
+    assert raw(
+        store.path,
+        "SELECT request_id, cache, cost_nanos, saved_cost_nanos, saved_tokens FROM calls "
+        "ORDER BY 1",
+    ) == [
+        ("bypass", "bypass", 1_000, None, 0),
+        ("hit", "hit", 0, 8_000, 80),
+        ("miss", "miss", 8_000, None, 0),
+        ("near", "semantic_hit", 0, None, 5),
+        ("plain", "", 1_000, None, 0),
+    ]
+    [other_day] = store.usage("2025-06-01", "2025-06-01")
+    assert (other_day["cache_hits"], other_day["saved_cost_nanos"]) == (0, 0)
+
+
+# The schema of the version before the response cache (schema version 1), as it made files.
+SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE calls (
+    request_id TEXT PRIMARY KEY, started_at REAL NOT NULL, day TEXT NOT NULL,
+    duration_ms REAL NOT NULL, ttft_ms REAL, door TEXT NOT NULL, method TEXT NOT NULL,
+    key_id TEXT NOT NULL, team TEXT NOT NULL, tags TEXT NOT NULL, model TEXT NOT NULL,
+    provider TEXT NOT NULL, upstream_model TEXT NOT NULL, attempts INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
+    cost_nanos INTEGER, currency TEXT NOT NULL, energy_joules REAL, code TEXT NOT NULL,
+    reason TEXT NOT NULL, shared INTEGER NOT NULL
+);
+CREATE INDEX calls_started_at ON calls (started_at);
+CREATE TABLE rollups (
+    day TEXT NOT NULL, key_id TEXT NOT NULL, team TEXT NOT NULL, model TEXT NOT NULL,
+    provider TEXT NOT NULL, calls INTEGER NOT NULL, errors INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
+    cost_nanos INTEGER NOT NULL, unpriced_calls INTEGER NOT NULL, energy_joules REAL NOT NULL,
+    shared_calls INTEGER NOT NULL,
+    PRIMARY KEY (day, key_id, team, model, provider)
+) WITHOUT ROWID;
+PRAGMA user_version=1;
+"""
+# A row and its rollup as the previous version wrote them.
+OLD_CALL = (
+    "INSERT INTO calls VALUES ('old', 1746061200.0, '2025-05-01', 100.0, NULL, 'grpc', "
+    "'Complete', 'k1', 'search', '{}', 'default', 'openai', 'gpt-4o-mini', 1, 100, 20, 10, 5, "
+    "1000, 'USD', 2.5, 'OK', '', 0)"
+)
+OLD_ROLLUP = (
+    "INSERT INTO rollups VALUES ('2025-05-01', 'k1', 'search', 'default', 'openai', 1, 0, 100, "
+    "20, 10, 5, 1000, 0, 2.5, 0)"
+)
+
+
+def test_a_file_of_the_previous_schema_opens_and_takes_new_rows(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(SCHEMA_V1)
+        old.execute(OLD_CALL)
+        old.execute(OLD_ROLLUP)
+    old.close()
+    store = SqliteStore(path, currency="USD")
+    assert raw(path, "PRAGMA user_version") == [(2,)]
+    # The file now has a new file's columns, in the same order, and its old row their defaults.
+    fresh = SqliteStore(tmp_path / "fresh.db")
+    fresh.close()
+    for table in ("calls", "rollups"):
+        query = f"SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('{table}')"
+        assert raw(path, query) == raw(tmp_path / "fresh.db", query)
+    assert raw(path, "SELECT cache, saved_cost_nanos, saved_tokens FROM calls") == [("", None, 0)]
+    [before] = store.usage("2025-05-01", "2025-05-01")
+    assert (before["calls"], before["cache_hits"], before["saved_tokens"]) == (1, 0, 0)
+    assert store.write([make_row("old"), make_row("new"), make_row("hit", **HIT)]) == 2
+    [after] = store.usage("2025-05-01", "2025-05-01")
+    assert after["calls"] == 3 and after["cost_nanos"] == 2_000
+    assert (after["cache_hits"], after["saved_cost_nanos"], after["saved_tokens"]) == (
+        1,
+        1_000,
+        120,
+    )
+    store.close()
+    again = SqliteStore(path, currency="USD")  # opening it again changes nothing
+    assert again.usage("2025-05-01", "2025-05-01") == [after]
+    again.close()
+
+
+# A cache hit's row, as make_row's fields: no tokens, cost 0, what it saved.
+HIT: dict[str, Any] = {
+    "cache": "hit",
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "cached_prompt_tokens": 0,
+    "reasoning_tokens": 0,
+    "cost_nanos": 0,
+    "saved_cost_nanos": 1_000,
+    "saved_tokens": 120,
+}
 
 
 def test_usage_filters_and_groups(store: SqliteStore) -> None:

@@ -258,3 +258,42 @@ def test_ledger_cost_benchmark_measures_the_gateway_with_the_ledger_on_off_and_o
         )
         assert_measured(result, "postgres")
     assert "ledger on" in ledger_cost.format_table(result)
+
+
+@pytest.mark.timeout(150)
+def test_semantic_index_benchmark_measures_numpy_brute_force_exactly() -> None:
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from benchmarks import semantic_index
+
+    with tempfile.TemporaryDirectory() as directory:
+        figures = Path(directory, "semantic_index.json")
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.semantic_index", "--quick", "--json", str(figures)],
+            cwd=Path(semantic_index.__file__).parents[1],
+            capture_output=True,
+            text=True,
+            timeout=120,  # seconds; a library that is not installed is skipped, not waited for
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(figures.read_text())
+
+    numpy_cells = [c for c in result["cells"] if "numpy" in c["implementation"]]
+    assert [c["implementation"] for c in numpy_cells] == list(semantic_index.IMPLEMENTATIONS)[:2]
+    assert_measured(
+        {"cells": numpy_cells},
+        "cells.*.add_p50_us+", "cells.*.add_p99_us+", "cells.*.query_p50_us+",
+        "cells.*.query_p99_us+", "cells.*.query_cpu_us+", "cells.*.memory_mb",
+    )  # fmt: skip
+    for cell in numpy_cells:  # brute force is exact: it finds the nearest every time
+        assert (cell["entries"], cell["dims"]) == (1_000, 256)
+        assert cell["recall_near"] == cell["recall_far"] == 1.0
+        assert cell["query_p99_us"] >= cell["query_p50_us"]
+    # Every library the run found installed has its cell; the printed table has numpy's rows.
+    installed = [name for name, version in result["versions"].items() if version is not None]
+    assert [c["implementation"] for c in result["cells"]] == installed
+    assert "| semantic.py (numpy) | 1,000 | 256 |" in done.stdout

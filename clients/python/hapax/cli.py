@@ -83,13 +83,21 @@ USAGE_FIELDS = {
 }  # --by name -> UsageRow field
 
 
+def _money(cost: Any) -> str:
+    return f"{cost.nanos / 1e9:.6f} {cost.currency}".strip()
+
+
 def usage_table(reply: Any, by: Sequence[str]) -> str:
     """GetUsage's rows as an aligned text table: the group columns, then the totals. Cost is
-    exact (nanos of the currency) and shown to the micro-unit; unpriced calls have no cost."""
+    exact (nanos of the currency) and shown to the micro-unit; unpriced calls have no cost.
+    When the response cache answered any of the calls, two more columns: its hits (counted in
+    calls too, with no tokens and no cost) and what they saved."""
+    cached = any(row.cache_hits for row in reply.rows)
     head = [*by, "calls", "errors", "prompt", "completion", "cost", "unpriced", "energy_wh"]
+    if cached:
+        head += ["cache_hits", "saved"]
     rows = [head]
     for row in reply.rows:
-        cost = f"{row.cost.nanos / 1e9:.6f} {row.cost.currency}".strip()
         rows.append(
             [
                 *(getattr(row, USAGE_FIELDS[g]) or "-" for g in by),
@@ -97,9 +105,10 @@ def usage_table(reply: Any, by: Sequence[str]) -> str:
                 str(row.errors),
                 str(row.prompt_tokens),
                 str(row.completion_tokens),
-                cost,
+                _money(row.cost),
                 str(row.unpriced_calls),
                 f"{row.energy_joules / 3600:.4f}",
+                *((str(row.cache_hits), _money(row.saved_cost)) if cached else ()),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -74,8 +74,13 @@ def _row(total: dict[str, Any], currency: str) -> pb.UsageRow:
         unpriced_calls=total["unpriced_calls"],
         energy_joules=total["energy_joules"] or 0.0,
         shared_calls=total["shared_calls"],
+        cache_hits=total["cache_hits"],
+        saved_tokens=total["saved_tokens"],
     )
     row.cost.CopyFrom(completion_pb.Cost(currency=currency, nanos=total["cost_nanos"] or 0))
+    row.saved_cost.CopyFrom(
+        completion_pb.Cost(currency=currency, nanos=total["saved_cost_nanos"] or 0)
+    )
     return row
 
 

@@ -26,6 +26,11 @@ from then on every call raises the same CurrencyMismatch at once, without asking
 (only a restart, with another currency or another database, can change it). `unavailable` counts
 it as the store being unable to take rows, so the writer keeps them in its spool instead of
 dropping them; its periodic warning repeats the reason.
+
+A database an earlier version made (schema version 1: without the response cache's columns) gets
+them when a store first connects, with ALTER TABLE ... ADD COLUMN IF NOT EXISTS under the same
+advisory lock as the schema; their defaults describe the old rows, and rows an earlier version
+still writes meanwhile. A database that has them needs no DDL.
 """
 
 from __future__ import annotations
@@ -44,11 +49,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from hapaxd.ledger.rows import LedgerRow, UsageRow
-from hapaxd.ledger.sqlite_store import DAY, GROUPS, PRUNE_EVERY, SUMS
+from hapaxd.ledger.sqlite_store import CACHE_HITS, DAY, GROUPS, PRUNE_EVERY, SUMS
 
 log = logging.getLogger("hapaxd.ledger")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the response cache's columns
 # pg_advisory_xact_lock's key while the schema is made: b"hapaxled" as a bigint.
 SCHEMA_LOCK = int.from_bytes(b"hapaxled", "big")
 # libpq's settings unless the DSN gives its own: give up connecting after 5 s, and notice a
@@ -95,7 +100,10 @@ SCHEMA = (
         energy_joules DOUBLE PRECISION,         -- NULL: unknown
         code TEXT NOT NULL,
         reason TEXT NOT NULL,
-        shared BOOLEAN NOT NULL
+        shared BOOLEAN NOT NULL,
+        cache TEXT NOT NULL DEFAULT '',         -- hit, semantic_hit, miss, refresh, bypass; ''
+        saved_cost_nanos BIGINT,                -- a hit's saving; NULL: none, or unpriced
+        saved_tokens BIGINT NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS calls_started_at ON calls (started_at)",
     # fillfactor: room on each page for the updated versions of its rows (HOT updates), as every
@@ -117,11 +125,28 @@ SCHEMA = (
         unpriced_calls BIGINT NOT NULL,
         energy_joules DOUBLE PRECISION NOT NULL, -- rows with a figure only
         shared_calls BIGINT NOT NULL,
+        cache_hits BIGINT NOT NULL DEFAULT 0,
+        saved_cost_nanos BIGINT NOT NULL DEFAULT 0, -- hits with a priced saving only
+        saved_tokens BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (day, key_id, team, model, provider)
     ) WITH (fillfactor = 80)""",
 )
 
 RELATIONS = ("meta", "calls", "calls_started_at", "rollups")  # what SCHEMA makes
+# The columns a database of an earlier schema version lacks, by table, as SCHEMA defines them
+# (and in its order: a database brought up to date is a new database's twin).
+ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "calls": (
+        ("cache", "TEXT NOT NULL DEFAULT ''"),
+        ("saved_cost_nanos", "BIGINT"),
+        ("saved_tokens", "BIGINT NOT NULL DEFAULT 0"),
+    ),
+    "rollups": (
+        ("cache_hits", "BIGINT NOT NULL DEFAULT 0"),
+        ("saved_cost_nanos", "BIGINT NOT NULL DEFAULT 0"),
+        ("saved_tokens", "BIGINT NOT NULL DEFAULT 0"),
+    ),
+}
 
 # The columns of `calls`, each with the type of the array its values are sent in.
 CALL_TYPES = (
@@ -149,6 +174,9 @@ CALL_TYPES = (
     ("code", "text"),
     ("reason", "text"),
     ("shared", "bool"),
+    ("cache", "text"),
+    ("saved_cost_nanos", "int8"),
+    ("saved_tokens", "int8"),
 )
 CALL_COLUMNS = ", ".join(name for name, _ in CALL_TYPES)
 # Each new row's share of its rollup's sums, in SUMS' order.
@@ -163,6 +191,9 @@ ADDED = (
     "count(*) FILTER (WHERE cost_nanos IS NULL)",
     "COALESCE(sum(energy_joules), 0)",
     "count(*) FILTER (WHERE shared)",
+    f"count(*) FILTER (WHERE cache IN ({', '.join(repr(c) for c in CACHE_HITS)}))",
+    "COALESCE(sum(saved_cost_nanos), 0)",
+    "sum(saved_tokens)",
 )
 KEY = ", ".join(GROUPS)
 # The whole batch as one statement: the batch's columns as arrays (one parameter each, %b:
@@ -178,7 +209,8 @@ WITH batch AS (
     SELECT {", ".join(f"{n}::jsonb" if n == "tags" else n for n, _ in CALL_TYPES)} FROM batch
     ON CONFLICT (request_id) DO NOTHING
     RETURNING {KEY}, code, prompt_tokens, completion_tokens, cached_prompt_tokens,
-        reasoning_tokens, cost_nanos, energy_joules, shared
+        reasoning_tokens, cost_nanos, energy_joules, shared, cache, saved_cost_nanos,
+        saved_tokens
 ), added AS (
     INSERT INTO rollups ({KEY}, {", ".join(SUMS)})
     SELECT {KEY}, {", ".join(ADDED)} FROM new GROUP BY {KEY} ORDER BY {KEY}
@@ -393,7 +425,7 @@ def prepare(db: psycopg.Connection[tuple[Any, ...]], currency: str | None) -> No
     there, no DDL: a role that may only read and write them (an operator made them) can open
     the store. The advisory lock makes replicas opening a new database at once take turns:
     CREATE TABLE IF NOT EXISTS run concurrently can still fail on the catalog's unique
-    indexes."""
+    indexes. Tables of an earlier schema version get the columns they lack (`migrate`)."""
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         checks = ", ".join("to_regclass(%s) IS NULL" for _ in RELATIONS)
@@ -405,6 +437,7 @@ def prepare(db: psycopg.Connection[tuple[Any, ...]], currency: str | None) -> No
                 "ON CONFLICT DO NOTHING",
                 (str(SCHEMA_VERSION),),
             )
+        migrate(db)
         if currency is None:
             return
         db.execute(
@@ -421,6 +454,34 @@ def prepare(db: psycopg.Connection[tuple[Any, ...]], currency: str | None) -> No
         )
 
 
+def migrate(db: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Add the columns the tables lack (made by an earlier version), and note the schema
+    version; nothing, no DDL, when they have them all. In prepare's transaction, its advisory
+    lock held."""
+    tables = tuple(ADDED_COLUMNS)
+    found = db.execute(
+        "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE a.attrelid = ANY(ARRAY[" + ", ".join("to_regclass(%s)" for _ in tables) + "]) "
+        "AND a.attnum > 0 AND NOT a.attisdropped",
+        tables,
+    ).fetchall()
+    have, altered = set(found), False
+    for table, columns in ADDED_COLUMNS.items():
+        missing = [(name, kind) for name, kind in columns if (table, name) not in have]
+        if missing:
+            db.execute(
+                f"ALTER TABLE {table} "
+                + ", ".join(f"ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in missing)
+            )
+            altered = True
+    if altered:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (str(SCHEMA_VERSION),),
+        )
+
+
 def batch_columns(rows: Sequence[LedgerRow]) -> list[list[Any]]:
     """`rows` as WRITE_BATCH's parameters: one list per column of `calls`. Numbers made floats
     or ints here: an array holds one type, and a row built with 3 for 3.0 would mix them."""
@@ -429,7 +490,7 @@ def batch_columns(rows: Sequence[LedgerRow]) -> list[list[Any]]:
         request_id, started_at, day, duration_ms, ttft_ms, door, method, key_id, team, tags,
         model, provider, upstream_model, attempts, prompt_tokens, completion_tokens,
         cached_prompt_tokens, reasoning_tokens, cost_nanos, currency, energy_joules, code,
-        reason, shared,
+        reason, shared, cache, saved_cost_nanos, saved_tokens,
     ) = columns  # fmt: skip
     for row in rows:
         request_id.append(row.request_id)
@@ -456,4 +517,7 @@ def batch_columns(rows: Sequence[LedgerRow]) -> list[list[Any]]:
         code.append(row.code)
         reason.append(row.reason)
         shared.append(bool(row.shared))
+        cache.append(row.cache)
+        saved_cost_nanos.append(None if row.saved_cost_nanos is None else int(row.saved_cost_nanos))
+        saved_tokens.append(int(row.saved_tokens))
     return columns

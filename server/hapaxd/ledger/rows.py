@@ -71,7 +71,8 @@ class LedgerRow:
 
 # A usage question's answer, per group: the group's values (day, key_id, team, model, provider:
 # those grouped by) and its sums (calls, errors, the tokens by kind, cost_nanos, unpriced_calls,
-# energy_joules, shared_calls).
+# energy_joules, shared_calls, and the response cache's cache_hits, saved_cost_nanos,
+# saved_tokens).
 UsageRow: TypeAlias = dict[str, str | int | float]
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LedgerRow))

@@ -9,6 +9,11 @@ a row written again after `prune` deleted it would be counted again.
 
 Durability: WAL with synchronous=NORMAL: a committed batch survives the process being killed;
 a power cut may lose the last batches committed before it.
+
+The response cache: a call answered from it is rowed with no tokens and cost 0, and with what it
+saved (`saved_cost_nanos`, `saved_tokens`); the rollups count its hits (`cache_hits`) and sum what
+they saved, so nothing is counted twice. A file made before these columns existed (schema version
+1) gets them when it is opened, with defaults that describe its old rows ('' for cache, 0 saved).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import TypeAlias
 
 from hapaxd.ledger.rows import LedgerRow, UsageRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the response cache's columns
 DAY = 86_400.0
 PRUNE_EVERY = 3_600.0  # seconds between the prunes `write` does by itself
 
@@ -58,7 +63,10 @@ CREATE TABLE IF NOT EXISTS calls (
     energy_joules REAL,              -- NULL: unknown
     code TEXT NOT NULL,
     reason TEXT NOT NULL,
-    shared INTEGER NOT NULL
+    shared INTEGER NOT NULL,
+    cache TEXT NOT NULL DEFAULT '',  -- hit, semantic_hit, miss, refresh, bypass; '': not used
+    saved_cost_nanos INTEGER,        -- a hit's saving; NULL: none, or unpriced
+    saved_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS calls_started_at ON calls (started_at);
 CREATE TABLE IF NOT EXISTS rollups (
@@ -77,9 +85,27 @@ CREATE TABLE IF NOT EXISTS rollups (
     unpriced_calls INTEGER NOT NULL,
     energy_joules REAL NOT NULL,     -- rows with a figure only
     shared_calls INTEGER NOT NULL,
+    cache_hits INTEGER NOT NULL DEFAULT 0,
+    saved_cost_nanos INTEGER NOT NULL DEFAULT 0,  -- hits with a priced saving only
+    saved_tokens INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, key_id, team, model, provider)
 ) WITHOUT ROWID;
 """
+# The columns a file of an earlier schema version lacks, by table, as ADD COLUMN gives them (the
+# same definitions, and order, as SCHEMA's: a file brought up to date is a new file's twin).
+ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "calls": (
+        ("cache", "TEXT NOT NULL DEFAULT ''"),
+        ("saved_cost_nanos", "INTEGER"),
+        ("saved_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+    "rollups": (
+        ("cache_hits", "INTEGER NOT NULL DEFAULT 0"),
+        ("saved_cost_nanos", "INTEGER NOT NULL DEFAULT 0"),
+        ("saved_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+}
+CACHE_HITS = ("hit", "semantic_hit")  # a LedgerRow's `cache` when the cache answered
 # WITHOUT ROWID: the rollups are stored in their key's order, so a range of days is one
 # contiguous read of the table itself, no index lookups.
 
@@ -87,9 +113,12 @@ CALL_COLUMNS = (
     "request_id, started_at, day, duration_ms, ttft_ms, door, method, key_id, team, tags, "
     "model, provider, upstream_model, attempts, prompt_tokens, completion_tokens, "
     "cached_prompt_tokens, reasoning_tokens, cost_nanos, currency, energy_joules, code, "
-    "reason, shared"
+    "reason, shared, cache, saved_cost_nanos, saved_tokens"
 )
-INSERT_CALL = f"INSERT OR IGNORE INTO calls ({CALL_COLUMNS}) VALUES ({', '.join('?' * 24)})"
+INSERT_CALL = (
+    f"INSERT OR IGNORE INTO calls ({CALL_COLUMNS}) "
+    f"VALUES ({', '.join('?' * len(CALL_COLUMNS.split(', ')))})"
+)
 GROUPS = ("day", "key_id", "team", "model", "provider")
 SUMS = (
     "calls",
@@ -102,6 +131,9 @@ SUMS = (
     "unpriced_calls",
     "energy_joules",
     "shared_calls",
+    "cache_hits",
+    "saved_cost_nanos",
+    "saved_tokens",
 )
 UPSERT_ROLLUP = (
     f"INSERT INTO rollups ({', '.join(GROUPS + SUMS)}) "
@@ -150,7 +182,8 @@ class SqliteStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            self._db.executescript(f"BEGIN; {SCHEMA} COMMIT;")
+            self._migrate()
             if currency is not None:
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('currency', ?)", (currency,)
@@ -168,6 +201,23 @@ class SqliteStore:
             raise
         self._pruned_at = self._clock()
         self.prune(self._pruned_at)
+
+    def _migrate(self) -> None:
+        """Bring a file an earlier version made up to date: add the columns it lacks (its rows
+        get their defaults), in one transaction, and set its schema version."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, columns in ADDED_COLUMNS.items():
+                found = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, definition in columns:
+                    if name not in found:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.rollback()
+            raise
 
     def unavailable(self, error: BaseException) -> bool:
         """Locked past the timeout, a full disk, an I/O error, a damaged file: the database
@@ -233,7 +283,9 @@ class SqliteStore:
         (among "day", "key_id", "team", "model", "provider"), in the groups' order. Each dict
         has the group's values and its sums: calls, errors, prompt_tokens, completion_tokens,
         cached_prompt_tokens, reasoning_tokens, cost_nanos (priced calls only), unpriced_calls,
-        energy_joules, shared_calls. With no group_by: one dict, the totals (zeros when no call
+        energy_joules, shared_calls, cache_hits (calls the response cache answered, exactly or
+        semantically), saved_cost_nanos (what those hits would have cost: priced ones only) and
+        saved_tokens. With no group_by: one dict, the totals (zeros when no call
         matched)."""
         for day in (start_day, end_day):
             datetime.date.fromisoformat(day)  # ValueError for anything but YYYY-MM-DD
@@ -306,6 +358,9 @@ def call_values(row: LedgerRow, day: str) -> tuple[object, ...]:
         row.code,
         row.reason,
         int(row.shared),
+        row.cache,
+        row.saved_cost_nanos,
+        row.saved_tokens,
     )
 
 
@@ -323,6 +378,9 @@ def add_to_rollup(sums: Sums, day: str, row: LedgerRow) -> None:
         int(row.cost_nanos is None),
         0.0 if row.energy_joules is None else row.energy_joules,
         int(row.shared),
+        int(row.cache in CACHE_HITS),
+        0 if row.saved_cost_nanos is None else row.saved_cost_nanos,
+        row.saved_tokens,
     )
     total = sums.get(key)
     if total is None:

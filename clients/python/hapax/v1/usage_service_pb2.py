@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hapax.v1 import completion_service_pb2 as hapax_dot_v1_dot_completion__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1chapax/v1/usage_service.proto\x12\x08hapax.v1\x1a!hapax/v1/completion_service.proto\"\x9c\x01\n\x0fGetUsageRequest\x12\x11\n\tstart_day\x18\x01 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0c\n\x04team\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12&\n\x08group_by\x18\x07 \x03(\x0e\x32\x14.hapax.v1.UsageGroup\"]\n\x10GetUsageResponse\x12 \n\x04rows\x18\x01 \x03(\x0b\x32\x12.hapax.v1.UsageRow\x12\'\n\x07\x62udgets\x18\x02 \x03(\x0b\x32\x16.hapax.v1.BudgetStatus\"\xb1\x01\n\x0c\x42udgetStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0c\n\x04team\x18\x03 \x01(\t\x12\x0e\n\x06window\x18\x04 \x01(\t\x12\x14\n\x0cwindow_start\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\r\n\x05limit\x18\x07 \x01(\x03\x12\r\n\x05spent\x18\x08 \x01(\x03\x12\x10\n\x08reserved\x18\t \x01(\x03\x12\x11\n\tremaining\x18\n \x01(\x03\"\xc2\x02\n\x08UsageRow\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0c\n\x04team\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x06 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x08 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\t \x01(\x03\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\n \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x0b \x01(\x03\x12\x1c\n\x04\x63ost\x18\x0c \x01(\x0b\x32\x0e.hapax.v1.Cost\x12\x16\n\x0eunpriced_calls\x18\r \x01(\x03\x12\x15\n\renergy_joules\x18\x0e \x01(\x01\x12\x14\n\x0cshared_calls\x18\x0f \x01(\x03*\x9a\x01\n\nUsageGroup\x12\x1b\n\x17USAGE_GROUP_UNSPECIFIED\x10\x00\x12\x13\n\x0fUSAGE_GROUP_DAY\x10\x01\x12\x13\n\x0fUSAGE_GROUP_KEY\x10\x02\x12\x14\n\x10USAGE_GROUP_TEAM\x10\x03\x12\x15\n\x11USAGE_GROUP_MODEL\x10\x04\x12\x18\n\x14USAGE_GROUP_PROVIDER\x10\x05\x32Q\n\x0cUsageService\x12\x41\n\x08GetUsage\x12\x19.hapax.v1.GetUsageRequest\x1a\x1a.hapax.v1.GetUsageResponseB^\n\x0c\x64\x65v.hapax.v1B\x11UsageServiceProtoP\x01Z.github.com/hapax/hapax/gen/go/hapax/v1;hapaxv1\xaa\x02\x08Hapax.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1chapax/v1/usage_service.proto\x12\x08hapax.v1\x1a!hapax/v1/completion_service.proto\"\x9c\x01\n\x0fGetUsageRequest\x12\x11\n\tstart_day\x18\x01 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0c\n\x04team\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12&\n\x08group_by\x18\x07 \x03(\x0e\x32\x14.hapax.v1.UsageGroup\"]\n\x10GetUsageResponse\x12 \n\x04rows\x18\x01 \x03(\x0b\x32\x12.hapax.v1.UsageRow\x12\'\n\x07\x62udgets\x18\x02 \x03(\x0b\x32\x16.hapax.v1.BudgetStatus\"\xb1\x01\n\x0c\x42udgetStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0c\n\x04team\x18\x03 \x01(\t\x12\x0e\n\x06window\x18\x04 \x01(\t\x12\x14\n\x0cwindow_start\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\r\n\x05limit\x18\x07 \x01(\x03\x12\r\n\x05spent\x18\x08 \x01(\x03\x12\x10\n\x08reserved\x18\t \x01(\x03\x12\x11\n\tremaining\x18\n \x01(\x03\"\x90\x03\n\x08UsageRow\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0c\n\x04team\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x06 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x08 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\t \x01(\x03\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\n \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x0b \x01(\x03\x12\x1c\n\x04\x63ost\x18\x0c \x01(\x0b\x32\x0e.hapax.v1.Cost\x12\x16\n\x0eunpriced_calls\x18\r \x01(\x03\x12\x15\n\renergy_joules\x18\x0e \x01(\x01\x12\x14\n\x0cshared_calls\x18\x0f \x01(\x03\x12\x12\n\ncache_hits\x18\x10 \x01(\x03\x12\"\n\nsaved_cost\x18\x11 \x01(\x0b\x32\x0e.hapax.v1.Cost\x12\x14\n\x0csaved_tokens\x18\x12 \x01(\x03*\x9a\x01\n\nUsageGroup\x12\x1b\n\x17USAGE_GROUP_UNSPECIFIED\x10\x00\x12\x13\n\x0fUSAGE_GROUP_DAY\x10\x01\x12\x13\n\x0fUSAGE_GROUP_KEY\x10\x02\x12\x14\n\x10USAGE_GROUP_TEAM\x10\x03\x12\x15\n\x11USAGE_GROUP_MODEL\x10\x04\x12\x18\n\x14USAGE_GROUP_PROVIDER\x10\x05\x32Q\n\x0cUsageService\x12\x41\n\x08GetUsage\x12\x19.hapax.v1.GetUsageRequest\x1a\x1a.hapax.v1.GetUsageResponseB^\n\x0c\x64\x65v.hapax.v1B\x11UsageServiceProtoP\x01Z.github.com/hapax/hapax/gen/go/hapax/v1;hapaxv1\xaa\x02\x08Hapax.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hapax.v1.usage_service_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014dev.hapax.v1B\021UsageServiceProtoP\001Z.github.com/hapax/hapax/gen/go/hapax/v1;hapaxv1\252\002\010Hapax.V1'
-  _globals['_USAGEGROUP']._serialized_start=837
-  _globals['_USAGEGROUP']._serialized_end=991
+  _globals['_USAGEGROUP']._serialized_start=915
+  _globals['_USAGEGROUP']._serialized_end=1069
   _globals['_GETUSAGEREQUEST']._serialized_start=78
   _globals['_GETUSAGEREQUEST']._serialized_end=234
   _globals['_GETUSAGERESPONSE']._serialized_start=236
@@ -42,7 +42,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUDGETSTATUS']._serialized_start=332
   _globals['_BUDGETSTATUS']._serialized_end=509
   _globals['_USAGEROW']._serialized_start=512
-  _globals['_USAGEROW']._serialized_end=834
-  _globals['_USAGESERVICE']._serialized_start=993
-  _globals['_USAGESERVICE']._serialized_end=1074
+  _globals['_USAGEROW']._serialized_end=912
+  _globals['_USAGESERVICE']._serialized_start=1071
+  _globals['_USAGESERVICE']._serialized_end=1152
 # @@protoc_insertion_point(module_scope)

@@ -74,7 +74,7 @@ class BudgetStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., key_id: _Optional[str] = ..., team: _Optional[str] = ..., window: _Optional[str] = ..., window_start: _Optional[str] = ..., unit: _Optional[str] = ..., limit: _Optional[int] = ..., spent: _Optional[int] = ..., reserved: _Optional[int] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("day", "key_id", "team", "model", "provider", "calls", "errors", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "unpriced_calls", "energy_joules", "shared_calls")
+    __slots__ = ("day", "key_id", "team", "model", "provider", "calls", "errors", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens", "cost", "unpriced_calls", "energy_joules", "shared_calls", "cache_hits", "saved_cost", "saved_tokens")
     DAY_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,9 @@ class UsageRow(_message.Message):
     UNPRICED_CALLS_FIELD_NUMBER: _ClassVar[int]
     ENERGY_JOULES_FIELD_NUMBER: _ClassVar[int]
     SHARED_CALLS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    SAVED_COST_FIELD_NUMBER: _ClassVar[int]
+    SAVED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     day: str
     key_id: str
     team: str
@@ -105,4 +108,7 @@ class UsageRow(_message.Message):
     unpriced_calls: int
     energy_joules: float
     shared_calls: int
-    def __init__(self, day: _Optional[str] = ..., key_id: _Optional[str] = ..., team: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost: _Optional[_Union[_completion_service_pb2.Cost, _Mapping]] = ..., unpriced_calls: _Optional[int] = ..., energy_joules: _Optional[float] = ..., shared_calls: _Optional[int] = ...) -> None: ...
+    cache_hits: int
+    saved_cost: _completion_service_pb2.Cost
+    saved_tokens: int
+    def __init__(self, day: _Optional[str] = ..., key_id: _Optional[str] = ..., team: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost: _Optional[_Union[_completion_service_pb2.Cost, _Mapping]] = ..., unpriced_calls: _Optional[int] = ..., energy_joules: _Optional[float] = ..., shared_calls: _Optional[int] = ..., cache_hits: _Optional[int] = ..., saved_cost: _Optional[_Union[_completion_service_pb2.Cost, _Mapping]] = ..., saved_tokens: _Optional[int] = ...) -> None: ...

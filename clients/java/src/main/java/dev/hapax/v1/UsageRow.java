@@ -460,6 +460,78 @@ private static final long serialVersionUID = 0L;
     return sharedCalls_;
   }
 
+  public static final int CACHE_HITS_FIELD_NUMBER = 16;
+  private long cacheHits_ = 0L;
+  /**
+   * <pre>
+   * Cache hits counts the calls the response cache answered, exactly or semantically. Each is
+   * in calls too, with no tokens and no cost: the call that asked the provider carries them.
+   * </pre>
+   *
+   * <code>int64 cache_hits = 16;</code>
+   * @return The cacheHits.
+   */
+  @java.lang.Override
+  public long getCacheHits() {
+    return cacheHits_;
+  }
+
+  public static final int SAVED_COST_FIELD_NUMBER = 17;
+  private dev.hapax.v1.Cost savedCost_;
+  /**
+   * <pre>
+   * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+   * of an unpriced answer add nothing).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost saved_cost = 17;</code>
+   * @return Whether the savedCost field is set.
+   */
+  @java.lang.Override
+  public boolean hasSavedCost() {
+    return savedCost_ != null;
+  }
+  /**
+   * <pre>
+   * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+   * of an unpriced answer add nothing).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost saved_cost = 17;</code>
+   * @return The savedCost.
+   */
+  @java.lang.Override
+  public dev.hapax.v1.Cost getSavedCost() {
+    return savedCost_ == null ? dev.hapax.v1.Cost.getDefaultInstance() : savedCost_;
+  }
+  /**
+   * <pre>
+   * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+   * of an unpriced answer add nothing).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost saved_cost = 17;</code>
+   */
+  @java.lang.Override
+  public dev.hapax.v1.CostOrBuilder getSavedCostOrBuilder() {
+    return savedCost_ == null ? dev.hapax.v1.Cost.getDefaultInstance() : savedCost_;
+  }
+
+  public static final int SAVED_TOKENS_FIELD_NUMBER = 18;
+  private long savedTokens_ = 0L;
+  /**
+   * <pre>
+   * Saved tokens sums the cache hits' original answers' tokens (prompt and completion).
+   * </pre>
+   *
+   * <code>int64 saved_tokens = 18;</code>
+   * @return The savedTokens.
+   */
+  @java.lang.Override
+  public long getSavedTokens() {
+    return savedTokens_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -518,6 +590,15 @@ private static final long serialVersionUID = 0L;
     }
     if (sharedCalls_ != 0L) {
       output.writeInt64(15, sharedCalls_);
+    }
+    if (cacheHits_ != 0L) {
+      output.writeInt64(16, cacheHits_);
+    }
+    if (savedCost_ != null) {
+      output.writeMessage(17, getSavedCost());
+    }
+    if (savedTokens_ != 0L) {
+      output.writeInt64(18, savedTokens_);
     }
     getUnknownFields().writeTo(output);
   }
@@ -583,6 +664,18 @@ private static final long serialVersionUID = 0L;
       size += com.google.protobuf.CodedOutputStream
         .computeInt64Size(15, sharedCalls_);
     }
+    if (cacheHits_ != 0L) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeInt64Size(16, cacheHits_);
+    }
+    if (savedCost_ != null) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(17, getSavedCost());
+    }
+    if (savedTokens_ != 0L) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeInt64Size(18, savedTokens_);
+    }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
     return size;
@@ -632,6 +725,15 @@ private static final long serialVersionUID = 0L;
             other.getEnergyJoules())) return false;
     if (getSharedCalls()
         != other.getSharedCalls()) return false;
+    if (getCacheHits()
+        != other.getCacheHits()) return false;
+    if (hasSavedCost() != other.hasSavedCost()) return false;
+    if (hasSavedCost()) {
+      if (!getSavedCost()
+          .equals(other.getSavedCost())) return false;
+    }
+    if (getSavedTokens()
+        != other.getSavedTokens()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -684,6 +786,16 @@ private static final long serialVersionUID = 0L;
     hash = (37 * hash) + SHARED_CALLS_FIELD_NUMBER;
     hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
         getSharedCalls());
+    hash = (37 * hash) + CACHE_HITS_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
+        getCacheHits());
+    if (hasSavedCost()) {
+      hash = (37 * hash) + SAVED_COST_FIELD_NUMBER;
+      hash = (53 * hash) + getSavedCost().hashCode();
+    }
+    hash = (37 * hash) + SAVED_TOKENS_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
+        getSavedTokens());
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -836,6 +948,13 @@ private static final long serialVersionUID = 0L;
       unpricedCalls_ = 0L;
       energyJoules_ = 0D;
       sharedCalls_ = 0L;
+      cacheHits_ = 0L;
+      savedCost_ = null;
+      if (savedCostBuilder_ != null) {
+        savedCostBuilder_.dispose();
+        savedCostBuilder_ = null;
+      }
+      savedTokens_ = 0L;
       return this;
     }
 
@@ -915,6 +1034,17 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00004000) != 0)) {
         result.sharedCalls_ = sharedCalls_;
+      }
+      if (((from_bitField0_ & 0x00008000) != 0)) {
+        result.cacheHits_ = cacheHits_;
+      }
+      if (((from_bitField0_ & 0x00010000) != 0)) {
+        result.savedCost_ = savedCostBuilder_ == null
+            ? savedCost_
+            : savedCostBuilder_.build();
+      }
+      if (((from_bitField0_ & 0x00020000) != 0)) {
+        result.savedTokens_ = savedTokens_;
       }
     }
 
@@ -1016,6 +1146,15 @@ private static final long serialVersionUID = 0L;
       }
       if (other.getSharedCalls() != 0L) {
         setSharedCalls(other.getSharedCalls());
+      }
+      if (other.getCacheHits() != 0L) {
+        setCacheHits(other.getCacheHits());
+      }
+      if (other.hasSavedCost()) {
+        mergeSavedCost(other.getSavedCost());
+      }
+      if (other.getSavedTokens() != 0L) {
+        setSavedTokens(other.getSavedTokens());
       }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
@@ -1120,6 +1259,23 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00004000;
               break;
             } // case 120
+            case 128: {
+              cacheHits_ = input.readInt64();
+              bitField0_ |= 0x00008000;
+              break;
+            } // case 128
+            case 138: {
+              input.readMessage(
+                  getSavedCostFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              bitField0_ |= 0x00010000;
+              break;
+            } // case 138
+            case 144: {
+              savedTokens_ = input.readInt64();
+              bitField0_ |= 0x00020000;
+              break;
+            } // case 144
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -2144,6 +2300,261 @@ private static final long serialVersionUID = 0L;
     public Builder clearSharedCalls() {
       bitField0_ = (bitField0_ & ~0x00004000);
       sharedCalls_ = 0L;
+      onChanged();
+      return this;
+    }
+
+    private long cacheHits_ ;
+    /**
+     * <pre>
+     * Cache hits counts the calls the response cache answered, exactly or semantically. Each is
+     * in calls too, with no tokens and no cost: the call that asked the provider carries them.
+     * </pre>
+     *
+     * <code>int64 cache_hits = 16;</code>
+     * @return The cacheHits.
+     */
+    @java.lang.Override
+    public long getCacheHits() {
+      return cacheHits_;
+    }
+    /**
+     * <pre>
+     * Cache hits counts the calls the response cache answered, exactly or semantically. Each is
+     * in calls too, with no tokens and no cost: the call that asked the provider carries them.
+     * </pre>
+     *
+     * <code>int64 cache_hits = 16;</code>
+     * @param value The cacheHits to set.
+     * @return This builder for chaining.
+     */
+    public Builder setCacheHits(long value) {
+      
+      cacheHits_ = value;
+      bitField0_ |= 0x00008000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Cache hits counts the calls the response cache answered, exactly or semantically. Each is
+     * in calls too, with no tokens and no cost: the call that asked the provider carries them.
+     * </pre>
+     *
+     * <code>int64 cache_hits = 16;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearCacheHits() {
+      bitField0_ = (bitField0_ & ~0x00008000);
+      cacheHits_ = 0L;
+      onChanged();
+      return this;
+    }
+
+    private dev.hapax.v1.Cost savedCost_;
+    private com.google.protobuf.SingleFieldBuilderV3<
+        dev.hapax.v1.Cost, dev.hapax.v1.Cost.Builder, dev.hapax.v1.CostOrBuilder> savedCostBuilder_;
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     * @return Whether the savedCost field is set.
+     */
+    public boolean hasSavedCost() {
+      return ((bitField0_ & 0x00010000) != 0);
+    }
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     * @return The savedCost.
+     */
+    public dev.hapax.v1.Cost getSavedCost() {
+      if (savedCostBuilder_ == null) {
+        return savedCost_ == null ? dev.hapax.v1.Cost.getDefaultInstance() : savedCost_;
+      } else {
+        return savedCostBuilder_.getMessage();
+      }
+    }
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     */
+    public Builder setSavedCost(dev.hapax.v1.Cost value) {
+      if (savedCostBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        savedCost_ = value;
+      } else {
+        savedCostBuilder_.setMessage(value);
+      }
+      bitField0_ |= 0x00010000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     */
+    public Builder setSavedCost(
+        dev.hapax.v1.Cost.Builder builderForValue) {
+      if (savedCostBuilder_ == null) {
+        savedCost_ = builderForValue.build();
+      } else {
+        savedCostBuilder_.setMessage(builderForValue.build());
+      }
+      bitField0_ |= 0x00010000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     */
+    public Builder mergeSavedCost(dev.hapax.v1.Cost value) {
+      if (savedCostBuilder_ == null) {
+        if (((bitField0_ & 0x00010000) != 0) &&
+          savedCost_ != null &&
+          savedCost_ != dev.hapax.v1.Cost.getDefaultInstance()) {
+          getSavedCostBuilder().mergeFrom(value);
+        } else {
+          savedCost_ = value;
+        }
+      } else {
+        savedCostBuilder_.mergeFrom(value);
+      }
+      bitField0_ |= 0x00010000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     */
+    public Builder clearSavedCost() {
+      bitField0_ = (bitField0_ & ~0x00010000);
+      savedCost_ = null;
+      if (savedCostBuilder_ != null) {
+        savedCostBuilder_.dispose();
+        savedCostBuilder_ = null;
+      }
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     */
+    public dev.hapax.v1.Cost.Builder getSavedCostBuilder() {
+      bitField0_ |= 0x00010000;
+      onChanged();
+      return getSavedCostFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     */
+    public dev.hapax.v1.CostOrBuilder getSavedCostOrBuilder() {
+      if (savedCostBuilder_ != null) {
+        return savedCostBuilder_.getMessageOrBuilder();
+      } else {
+        return savedCost_ == null ?
+            dev.hapax.v1.Cost.getDefaultInstance() : savedCost_;
+      }
+    }
+    /**
+     * <pre>
+     * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+     * of an unpriced answer add nothing).
+     * </pre>
+     *
+     * <code>.hapax.v1.Cost saved_cost = 17;</code>
+     */
+    private com.google.protobuf.SingleFieldBuilderV3<
+        dev.hapax.v1.Cost, dev.hapax.v1.Cost.Builder, dev.hapax.v1.CostOrBuilder> 
+        getSavedCostFieldBuilder() {
+      if (savedCostBuilder_ == null) {
+        savedCostBuilder_ = new com.google.protobuf.SingleFieldBuilderV3<
+            dev.hapax.v1.Cost, dev.hapax.v1.Cost.Builder, dev.hapax.v1.CostOrBuilder>(
+                getSavedCost(),
+                getParentForChildren(),
+                isClean());
+        savedCost_ = null;
+      }
+      return savedCostBuilder_;
+    }
+
+    private long savedTokens_ ;
+    /**
+     * <pre>
+     * Saved tokens sums the cache hits' original answers' tokens (prompt and completion).
+     * </pre>
+     *
+     * <code>int64 saved_tokens = 18;</code>
+     * @return The savedTokens.
+     */
+    @java.lang.Override
+    public long getSavedTokens() {
+      return savedTokens_;
+    }
+    /**
+     * <pre>
+     * Saved tokens sums the cache hits' original answers' tokens (prompt and completion).
+     * </pre>
+     *
+     * <code>int64 saved_tokens = 18;</code>
+     * @param value The savedTokens to set.
+     * @return This builder for chaining.
+     */
+    public Builder setSavedTokens(long value) {
+      
+      savedTokens_ = value;
+      bitField0_ |= 0x00020000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Saved tokens sums the cache hits' original answers' tokens (prompt and completion).
+     * </pre>
+     *
+     * <code>int64 saved_tokens = 18;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearSavedTokens() {
+      bitField0_ = (bitField0_ & ~0x00020000);
+      savedTokens_ = 0L;
       onChanged();
       return this;
     }

@@ -223,4 +223,55 @@ public interface UsageRowOrBuilder extends
    * @return The sharedCalls.
    */
   long getSharedCalls();
+
+  /**
+   * <pre>
+   * Cache hits counts the calls the response cache answered, exactly or semantically. Each is
+   * in calls too, with no tokens and no cost: the call that asked the provider carries them.
+   * </pre>
+   *
+   * <code>int64 cache_hits = 16;</code>
+   * @return The cacheHits.
+   */
+  long getCacheHits();
+
+  /**
+   * <pre>
+   * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+   * of an unpriced answer add nothing).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost saved_cost = 17;</code>
+   * @return Whether the savedCost field is set.
+   */
+  boolean hasSavedCost();
+  /**
+   * <pre>
+   * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+   * of an unpriced answer add nothing).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost saved_cost = 17;</code>
+   * @return The savedCost.
+   */
+  dev.hapax.v1.Cost getSavedCost();
+  /**
+   * <pre>
+   * Saved cost sums what the cache hits would have cost: their original answers' costs (hits
+   * of an unpriced answer add nothing).
+   * </pre>
+   *
+   * <code>.hapax.v1.Cost saved_cost = 17;</code>
+   */
+  dev.hapax.v1.CostOrBuilder getSavedCostOrBuilder();
+
+  /**
+   * <pre>
+   * Saved tokens sums the cache hits' original answers' tokens (prompt and completion).
+   * </pre>
+   *
+   * <code>int64 saved_tokens = 18;</code>
+   * @return The savedTokens.
+   */
+  long getSavedTokens();
 }

@@ -55,7 +55,7 @@ public final class UsageServiceProto {
       "\022\016\n\006key_id\030\002 \001(\t\022\014\n\004team\030\003 \001(\t\022\016\n\006window" +
       "\030\004 \001(\t\022\024\n\014window_start\030\005 \001(\t\022\014\n\004unit\030\006 \001" +
       "(\t\022\r\n\005limit\030\007 \001(\003\022\r\n\005spent\030\010 \001(\003\022\020\n\010rese" +
-      "rved\030\t \001(\003\022\021\n\tremaining\030\n \001(\003\"\302\002\n\010UsageR" +
+      "rved\030\t \001(\003\022\021\n\tremaining\030\n \001(\003\"\220\003\n\010UsageR" +
       "ow\022\013\n\003day\030\001 \001(\t\022\016\n\006key_id\030\002 \001(\t\022\014\n\004team\030" +
       "\003 \001(\t\022\r\n\005model\030\004 \001(\t\022\020\n\010provider\030\005 \001(\t\022\r" +
       "\n\005calls\030\006 \001(\003\022\016\n\006errors\030\007 \001(\003\022\025\n\rprompt_" +
@@ -63,16 +63,18 @@ public final class UsageServiceProto {
       "\034\n\024cached_prompt_tokens\030\n \001(\003\022\030\n\020reasoni" +
       "ng_tokens\030\013 \001(\003\022\034\n\004cost\030\014 \001(\0132\016.hapax.v1" +
       ".Cost\022\026\n\016unpriced_calls\030\r \001(\003\022\025\n\renergy_" +
-      "joules\030\016 \001(\001\022\024\n\014shared_calls\030\017 \001(\003*\232\001\n\nU" +
-      "sageGroup\022\033\n\027USAGE_GROUP_UNSPECIFIED\020\000\022\023" +
-      "\n\017USAGE_GROUP_DAY\020\001\022\023\n\017USAGE_GROUP_KEY\020\002" +
-      "\022\024\n\020USAGE_GROUP_TEAM\020\003\022\025\n\021USAGE_GROUP_MO" +
-      "DEL\020\004\022\030\n\024USAGE_GROUP_PROVIDER\020\0052Q\n\014Usage" +
-      "Service\022A\n\010GetUsage\022\031.hapax.v1.GetUsageR" +
-      "equest\032\032.hapax.v1.GetUsageResponseB^\n\014de" +
-      "v.hapax.v1B\021UsageServiceProtoP\001Z.github." +
-      "com/hapax/hapax/gen/go/hapax/v1;hapaxv1\252" +
-      "\002\010Hapax.V1b\006proto3"
+      "joules\030\016 \001(\001\022\024\n\014shared_calls\030\017 \001(\003\022\022\n\nca" +
+      "che_hits\030\020 \001(\003\022\"\n\nsaved_cost\030\021 \001(\0132\016.hap" +
+      "ax.v1.Cost\022\024\n\014saved_tokens\030\022 \001(\003*\232\001\n\nUsa" +
+      "geGroup\022\033\n\027USAGE_GROUP_UNSPECIFIED\020\000\022\023\n\017" +
+      "USAGE_GROUP_DAY\020\001\022\023\n\017USAGE_GROUP_KEY\020\002\022\024" +
+      "\n\020USAGE_GROUP_TEAM\020\003\022\025\n\021USAGE_GROUP_MODE" +
+      "L\020\004\022\030\n\024USAGE_GROUP_PROVIDER\020\0052Q\n\014UsageSe" +
+      "rvice\022A\n\010GetUsage\022\031.hapax.v1.GetUsageReq" +
+      "uest\032\032.hapax.v1.GetUsageResponseB^\n\014dev." +
+      "hapax.v1B\021UsageServiceProtoP\001Z.github.co" +
+      "m/hapax/hapax/gen/go/hapax/v1;hapaxv1\252\002\010" +
+      "Hapax.V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -102,7 +104,7 @@ public final class UsageServiceProto {
     internal_static_hapax_v1_UsageRow_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_hapax_v1_UsageRow_descriptor,
-        new java.lang.String[] { "Day", "KeyId", "Team", "Model", "Provider", "Calls", "Errors", "PromptTokens", "CompletionTokens", "CachedPromptTokens", "ReasoningTokens", "Cost", "UnpricedCalls", "EnergyJoules", "SharedCalls", });
+        new java.lang.String[] { "Day", "KeyId", "Team", "Model", "Provider", "Calls", "Errors", "PromptTokens", "CompletionTokens", "CachedPromptTokens", "ReasoningTokens", "Cost", "UnpricedCalls", "EnergyJoules", "SharedCalls", "CacheHits", "SavedCost", "SavedTokens", });
     dev.hapax.v1.CompletionServiceProto.getDescriptor();
   }
 
