@@ -260,6 +260,30 @@ def test_ledger_cost_benchmark_measures_the_gateway_with_the_ledger_on_off_and_o
     assert "ledger on" in ledger_cost.format_table(result)
 
 
+def test_cache_benchmark_measures_hits_misses_and_the_floor() -> None:
+    from benchmarks import cache
+
+    config = cache.Config(
+        cells=(("unary", 2), ("stream", 2)), rounds=1, warmup=0, max_requests=30, pin=False
+    )
+    result = cache.run(config)
+
+    assert [(c["kind"], c["concurrency"]) for c in result["cells"]] == [("unary", 2), ("stream", 2)]
+    for cell in result["cells"]:
+        for variant in cache.VARIANTS:
+            assert cell[variant]["errors"] == 0, cell[variant].get("first_error")
+            assert cell[variant]["requests"] == 30
+    assert_measured(
+        result,
+        *(f"cells.*.{variant}.rps+" for variant in cache.VARIANTS),
+        *(f"cells.*.{variant}.server_cpu_us_per_request" for variant in cache.VARIANTS),
+        "cells.*.hit_local_over_miss_local.cpu_per_request_ratio",
+        "cells.*.hit_redis_over_miss_redis.cpu_per_request_ratio",
+        "cells.*.floor.p50_ms+",
+    )
+    assert "hit_local / miss_local" in cache.format_table(result)
+
+
 @pytest.mark.timeout(150)
 def test_semantic_index_benchmark_measures_numpy_brute_force_exactly() -> None:
     import json
