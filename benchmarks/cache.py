@@ -43,7 +43,8 @@ def variants(redis_url: str) -> dict[str, dict[str, Any]]:
         # too big to SET. (Entries that expire at once are not misses: a worker repeats its
         # request within the millisecond.) A real miss also pays one SET, so the hit/miss
         # ratio measured here is on the high side.
-        "miss_redis": {"cache": {**redis, "max_entry_bytes": 1}},
+        # Its own key prefix: hit_redis's entries in the same redis-server would answer it.
+        "miss_redis": {"cache": {**redis, "max_entry_bytes": 1, "key_prefix": "hapax:miss:"}},
         "hit_redis": {"cache": redis},
     }
 
