@@ -41,11 +41,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
 from hapaxd.admission.budgets import Budget, window_end
 from hapaxd.admission.limits import StoreUnavailable
+from hapaxd.admission.redis_store import connect
 from hapaxd.config import BudgetsSettings
 
 log = logging.getLogger("hapaxd.admission")
@@ -156,14 +156,8 @@ class RedisBudgets:
         lease: float = LEASE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        password = settings.redis_password.get_secret_value() or None
         self._timeout = settings.redis_timeout
-        self._client = redis.Redis.from_url(
-            settings.redis_url,
-            password=password,
-            socket_connect_timeout=settings.redis_timeout,
-            decode_responses=True,
-        )
+        self._client = connect(settings)
         self._prefix = settings.key_prefix
         self._reserve = self._client.register_script(_RESERVE)
         self._settle = self._client.register_script(_SETTLE)

@@ -36,7 +36,7 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
 from hapaxd.admission.limits import REQUESTS, STREAMS, TOKENS, Ask, StoreUnavailable
-from hapaxd.config import RateLimitSettings
+from hapaxd.config import RateLimitSettings, RedisConnection
 
 log = logging.getLogger("hapaxd.admission")
 
@@ -107,22 +107,26 @@ return false
 """
 
 
+def connect(settings: RedisConnection, *, decode_responses: bool = True) -> redis.Redis:
+    """A client for the Redis a section names (rate limits, budgets, the response cache). The
+    round trip's deadline is the asyncio.timeout each store puts around it: redis-py's own
+    socket_timeout wraps every read in another wait_for (measured: ~10 us a call)."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        password=settings.redis_password.get_secret_value() or None,
+        socket_connect_timeout=settings.redis_timeout,
+        decode_responses=decode_responses,
+    )
+
+
 class RedisStore:
     name = "redis"
 
     def __init__(
         self, settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        password = settings.redis_password.get_secret_value() or None
         self._timeout = settings.redis_timeout
-        self._client = redis.Redis.from_url(
-            settings.redis_url,
-            password=password,
-            # The round trip's deadline is the asyncio.timeout around it: redis-py's own
-            # socket_timeout wraps every read in another wait_for (measured: ~10 us a call).
-            socket_connect_timeout=settings.redis_timeout,
-            decode_responses=True,
-        )
+        self._client = connect(settings)
         self._prefix = settings.key_prefix
         self._take = self._client.register_script(_TAKE)
         self._clock = clock

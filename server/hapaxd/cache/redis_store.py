@@ -12,9 +12,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from hapaxd.admission.redis_store import connect
 from hapaxd.cache.store import CacheStoreError
 from hapaxd.config import CacheSettings
 
@@ -28,13 +28,8 @@ class RedisCacheStore:
     def __init__(
         self, settings: CacheSettings, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        password = settings.redis_password.get_secret_value() or None
         self._timeout = settings.redis_timeout
-        self._client = redis.Redis.from_url(
-            settings.redis_url,
-            password=password,
-            socket_connect_timeout=settings.redis_timeout,
-        )
+        self._client = connect(settings, decode_responses=False)  # entries are bytes
         self._prefix = settings.key_prefix
         self._clock = clock
         self._down_until = 0.0
