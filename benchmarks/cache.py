@@ -3,7 +3,8 @@ with it on and every call a miss (in-process: a store bounded at 0 bytes keeps n
 an entry too big to store, so every GET finds nothing), so each call looks up, asks the upstream
 and makes its entry;
 and with it on and every call a hit (each worker repeats its request, so after its first call
-every one is answered from the cache), in this process and in a real redis-server. The load
+every one is answered from the cache), in this process and in a real redis-server (there with
+the replica's near copies, the default, and without them: every hit a GET). The load
 sends sampled requests, so the cache is told to store those (`sampled: true`). Each runs in its
 own process pinned to the server CPU, driven in alternating rounds like benchmarks/gateway.py;
 a second cache-off process is the A/A control, and the bare grpc floor runs beside them.
@@ -45,12 +46,15 @@ def variants(redis_url: str) -> dict[str, dict[str, Any]]:
         # ratio measured here is on the high side.
         # Its own key prefix: hit_redis's entries in the same redis-server would answer it.
         "miss_redis": {"cache": {**redis, "max_entry_bytes": 1, "key_prefix": "hapax:miss:"}},
+        # A hit repeated on one replica is answered by its near copy (near_ttl, the default);
+        # hit_redis_far asks Redis for every hit, as a replica that did not see the entry does.
         "hit_redis": {"cache": redis},
+        "hit_redis_far": {"cache": {**redis, "near_ttl": 0, "key_prefix": "hapax:far:"}},
     }
 
 
 VARIANTS = tuple(variants("redis://127.0.0.1:1/0"))
-PAIRS = (("hit_local", "miss_local"), ("hit_redis", "miss_redis"))
+PAIRS = (("hit_local", "miss_local"), ("hit_redis", "miss_redis"), ("hit_redis_far", "miss_redis"))
 
 
 @dataclasses.dataclass

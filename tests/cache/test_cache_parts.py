@@ -166,25 +166,37 @@ def test_bytes_that_are_not_an_entry_are_an_entry_error(data: bytes) -> None:
 async def test_the_in_process_store_evicts_the_least_recently_used_past_its_bound() -> None:
     evicted: list[tuple[int, int]] = []
     store = MemoryStore(300, on_evict=lambda n, held: evicted.append((n, held)))
+    entry = stream_entry()
     for name in "abc":
-        await store.put(name, name.encode() * 100, ttl=60)
+        await store.put(name, entry, name.encode() * 100, ttl=60)
     assert store.held == 300 and evicted == []
-    assert await store.get("a") is not None  # a is now the most recently used
-    await store.put("d", b"d" * 100, ttl=60)
+    assert await store.get("a") is entry  # kept decoded; a is now the most recently used
+    await store.put("d", entry, b"d" * 100, ttl=60)
     assert evicted == [(1, 300)]
     assert await store.get("b") is None  # b was the least recently used
     assert await store.get("a") is not None and await store.get("c") is not None
-    await store.put("big", b"x" * 250, ttl=60)
+    await store.put("big", entry, b"x" * 250, ttl=60)
     assert store.held <= 300 and len(store) == 1 and evicted[-1] == (3, 250)
-    await store.put("huge", b"x" * 301, ttl=60)  # bigger than the whole bound: not kept
+    await store.put("huge", entry, b"x" * 301, ttl=60)  # bigger than the whole bound: not kept
     assert await store.get("huge") is None and await store.get("big") is not None
 
 
 async def test_the_in_process_store_drops_an_entry_past_its_time_to_live() -> None:
     clock = Clock()
     store = MemoryStore(1000, clock=clock)
-    await store.put("a", b"x", ttl=10)
+    entry = stream_entry()
+    await store.put("a", entry, b"x", ttl=10)
     clock.now += 9.9
-    assert await store.get("a") == b"x"
+    assert await store.get("a") is entry
     clock.now += 0.2
     assert await store.get("a") is None and store.held == 0
+
+
+def test_a_completion_is_made_once_per_entry_and_equals_the_decoded_ones() -> None:
+    entry = stream_entry()
+    first = entry.completion()
+    assert entry.completion() is first
+    assert entries.decode(entries.encode(entry)).completion() == first
+    unary = entries.of_completion(first, "up", 7, 5.0)
+    assert unary.completion() is first
+    assert entries.decode(entries.encode(unary)).completion() == first

@@ -1,12 +1,15 @@
 """The response cache in a Redis the replicas share, against a real redis-server on loopback:
 a miss on one gateway process is a hit on the other; a store that fails (Redis down, an entry
-that does not decode) makes a miss, counted and never an error to the caller."""
+that does not decode) makes a miss, counted and never an error to the caller; a replica's near
+copies answer its repeated hits without Redis, for `near_ttl` seconds and never past the
+entry's time to live."""
 
 from __future__ import annotations
 
 import asyncio
 import pathlib
 import signal
+import time
 
 import grpc
 
@@ -15,6 +18,7 @@ from hapax.v1 import completion_service_pb2_grpc as pb_grpc
 from hapaxd import config
 from tests.admission.conftest import SEARCH_KEY, bearer
 from tests.cache.test_response_cache import CHAT, complete, settings
+from tests.cache.test_response_cache import ask as request
 from tests.conftest import StartGateway
 from tests.fakes.upstream import FakeUpstream, Reply
 from tests.support.processes import gateway_process
@@ -95,7 +99,7 @@ async def test_redis_down_or_a_damaged_entry_is_a_miss_never_an_error(
     redis_server: RedisServer,  # noqa: F811
     tmp_path: pathlib.Path,
 ) -> None:
-    cache = {"backend": "redis", "redis_url": redis_server.url, "models": {"*": {}}}
+    cache = {"backend": "redis", "redis_url": redis_server.url, "models": {"*": {}}, "near_ttl": 0}
     gateway = await start_gateway(settings(fake_upstream, tmp_path, cache))
     await complete(gateway)
     await gateway.app.generations.current.cache.state.drain()
@@ -124,3 +128,40 @@ async def test_redis_down_or_a_damaged_entry_is_a_miss_never_an_error(
     }
     assert errors["decode"] == 1 and errors["get"] == 3 and (errors["put"] or 0) >= 1
     assert fake_upstream.count(CHAT) == 5
+
+
+async def test_near_copies_answer_repeated_hits_for_near_ttl_and_never_past_the_ttl(
+    start_gateway: StartGateway,
+    fake_upstream: FakeUpstream,
+    redis_server: RedisServer,  # noqa: F811
+    tmp_path: pathlib.Path,
+) -> None:
+    cache = {"backend": "redis", "redis_url": redis_server.url, "near_ttl": 2.0}
+    cache["models"] = {"short": {"ttl": 0.4}, "*": {}}  # the first pattern that matches
+    for name in ("w", "r"):
+        (tmp_path / name).mkdir()
+    writer = await start_gateway(settings(fake_upstream, tmp_path / "w", cache))
+    reader = await start_gateway(settings(fake_upstream, tmp_path / "r", cache))
+    await complete(writer)
+    await complete(writer, request(model="short"))
+    await writer.app.generations.current.cache.state.drain()
+    for model in ("default", "short"):  # read from Redis, and kept near
+        _, said = await complete(reader, request(model=model))
+        assert said["x-hapax-cache"] == "hit"
+    kept_at = time.monotonic()
+    await redis_server.stop()
+    for gateway in (writer, reader):  # Redis is gone: the near copies still answer
+        _, said = await complete(gateway)
+        assert said["x-hapax-cache"] == "hit"
+    await asyncio.sleep(0.45)
+    for gateway in (writer, reader):  # past the model's ttl: a miss, near copy or not
+        _, said = await complete(gateway, request(model="short"))
+        assert said["x-hapax-cache"] == "miss"
+    await asyncio.sleep(kept_at + 2.1 - time.monotonic())
+    _, said = await complete(reader)  # past near_ttl: Redis is asked, and is down
+    assert said["x-hapax-cache"] == "miss"
+    metrics = reader.app.observability.metrics.registry
+    assert metrics.get_sample_value(
+        "hapax_cache_errors_total", {"backend": "redis", "operation": "get"}
+    )
+    assert fake_upstream.count(CHAT) == 2 + 2 + 1

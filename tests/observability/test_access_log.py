@@ -192,3 +192,69 @@ def test_the_line_record_is_what_logger_info_would_make() -> None:
 
 
 _ARGS = ("", 0, "", 0, "", (), None)
+
+
+def test_the_direct_line_is_the_formatters_line_and_any_other_listener_gets_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Logged as `hapaxd serve` logs (one JSON handler on the root, nothing else listening), the
+    access log writes the line the formatter would render from the record, with the same
+    fields in the same order; once anything else listens (a handler on the way, a filter, a
+    second root handler), records go through logging again."""
+    import io
+
+    from hapaxd.calls.record import CallRecord
+    from hapaxd.config import LoggingSettings
+    from hapaxd.observability import access_log, log_format
+    from hapaxd.observability.access_log import AccessLog
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stream = io.StringIO()
+    monkeypatch.setattr(log_format.sys, "stderr", stream)
+    monkeypatch.setattr(access_log.time, "time", lambda: 1_700_000_000.25)
+    logger = logging.getLogger("hapaxd.access")
+    try:
+        log_format.configure_logging(LoggingSettings(level="info", format="json"))
+        assert log_format.direct_sink(logger, logging.INFO) is root.handlers[0]
+        info = CallRecord(method="Complete", request_id="r-9", model="m", provider="p")
+        info.client, info.peer = "search", "ipv4:127.0.0.1:1"
+        made = AccessLog(logger=logger)
+        made.write("Complete", info, "OK", 0.0123, None, "")
+        direct = stream.getvalue()
+        record = made._record(logging.INFO, "Complete", "OK", json.loads(direct))
+        record.created, record.msecs = 1_700_000_000.25, 250.0
+        for key in ("timestamp", "level", "logger", "message"):
+            del record.__dict__[key]
+        assert direct == JsonFormatter().format(record) + "\n"
+        assert list(json.loads(direct))[:6] == [
+            "timestamp",
+            "level",
+            "logger",
+            "message",
+            "request_id",
+            "method",
+        ]
+        assert json.loads(direct)["timestamp"] == "2023-11-14T22:13:20.250Z"
+
+        kept: list[logging.LogRecord] = []
+        other = logging.Handler()
+        other.emit = kept.append  # type: ignore[method-assign]
+        for attach, detach in (
+            (lambda: logger.addHandler(other), lambda: logger.removeHandler(other)),
+            (lambda: root.addHandler(other), lambda: root.removeHandler(other)),
+            (lambda: logger.addFilter(bool), lambda: logger.removeFilter(bool)),
+        ):
+            attach()
+            try:
+                assert log_format.direct_sink(logger, logging.INFO) is None
+            finally:
+                detach()
+        root.addHandler(other)
+        made.write("Complete", info, "OK", 0.0123, None, "")
+        root.removeHandler(other)
+        assert [r.getMessage() for r in kept] == ["Complete OK"]
+        assert stream.getvalue().count("\n") == 2  # the JSON handler had its line too
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)

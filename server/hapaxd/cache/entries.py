@@ -38,6 +38,8 @@ class Entry:
     upstream_model: str
     cost_nanos: int | None  # what the answer cost then (None: unpriced): what a hit saves
     stored_at: float  # unix seconds
+    # The answer as one Completion, once made (an entry in memory answers many hits).
+    whole: Completion | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def usage(self) -> Usage:
@@ -57,6 +59,8 @@ class Entry:
     def completion(self) -> Completion:
         """The answer as one Completion: the chunks' text, reasoning and tool calls put
         together (a call's id and name from its first piece, its arguments concatenated)."""
+        if self.whole is not None:
+            return self.whole
         calls: dict[int, list[str]] = {}
         for chunk in self.chunks:
             for piece in chunk.tool_calls:
@@ -64,7 +68,7 @@ class Entry:
                 found[0] = found[0] or piece.id
                 found[1] = found[1] or piece.name
                 found[2] += piece.arguments
-        return Completion(
+        whole = Completion(
             text="".join(c.delta for c in self.chunks),
             finish_reason=self.finish,
             usage=self.usage,
@@ -72,6 +76,8 @@ class Entry:
             tool_calls=tuple(ToolCall(*calls[i]) for i in sorted(calls)),
             reasoning="".join(c.reasoning for c in self.chunks),
         )
+        object.__setattr__(self, "whole", whole)  # frozen: made once, never changed after
+        return whole
 
 
 def of_completion(
@@ -88,7 +94,7 @@ def of_completion(
         ),
         reasoning=completion.reasoning,
     )
-    return Entry((chunk,), provider, completion.upstream_model, cost_nanos, now)
+    return Entry((chunk,), provider, completion.upstream_model, cost_nanos, now, completion)
 
 
 def of_stream(

@@ -24,6 +24,9 @@ from hapaxd.admission.keys import Caller
 from hapaxd.core.types import CompletionRequest, Image, Json, Message, Part, Role
 
 FORMAT = 1  # bumped when the encoding changes, so old entries are never read as new ones
+# Canonical JSON: sorted keys (the shape holds lists, with any JSON object already canonical
+# text), no spaces; the encoder made once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def scope_of(caller: Caller | None, scope: str) -> str:
@@ -39,10 +42,7 @@ def scope_of(caller: Caller | None, scope: str) -> str:
 
 def cache_key(request: CompletionRequest, scope: str) -> str:
     """The hex SHA-256 naming the entry of `request` in `scope`."""
-    text = json.dumps(
-        [FORMAT, scope, shape(request)], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL([FORMAT, scope, shape(request)]).encode()).hexdigest()
 
 
 def shape(request: CompletionRequest) -> list[Any]:
@@ -81,7 +81,7 @@ def settings_shape(request: CompletionRequest, embedded: str) -> str:
         rest[1] = [_message(m) for i, m in enumerate(messages) if i != last]
     else:
         rest[1] = [m.role.value for m in messages]
-    return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL(rest)
 
 
 def _message(message: Message) -> list[Any]:

@@ -1,7 +1,8 @@
-"""Entries in this process (`cache.backend: local`): a dict in least-recently-used order,
-bounded by the bytes of the entries it holds (`cache.max_bytes`). Storing past the bound evicts
-the least recently used entries first; an entry past its time to live is dropped when it is
-next looked up (or evicted sooner, if it is the least recently used). Plain Python.
+"""Entries in this process (`cache.backend: local`, and the near copies of a Redis store): a
+dict in least-recently-used order, bounded by the encoded bytes of the entries it holds
+(`cache.max_bytes`). Entries are kept decoded, so a hit decodes nothing. Storing past the bound
+evicts the least recently used entries first; an entry past its time to live is dropped when it
+is next looked up (or evicted sooner, if it is the least recently used). Plain Python.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+from hapaxd.cache.entries import Entry
 
 
 class MemoryStore:
@@ -23,31 +26,34 @@ class MemoryStore:
     ) -> None:
         self.max_bytes = max_bytes
         self.held = 0
-        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Entry, int, float]] = OrderedDict()
         self._on_evict = on_evict
         self._clock = clock
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: str) -> bytes | None:
+    def find(self, key: str) -> Entry | None:
+        """The entry under `key`, if it is here and alive (the least recently used order
+        updated); no await, for the Redis store's near copies."""
         found = self._entries.get(key)
         if found is None:
             return None
-        data, expires = found
+        entry, _, expires = found
         if self._clock() >= expires:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
-        return data
+        return entry
 
-    async def put(self, key: str, data: bytes, ttl: float) -> None:
-        if len(data) > self.max_bytes:
+    def keep(self, key: str, entry: Entry, size: int, ttl: float) -> None:
+        """Hold `entry` (`size` encoded bytes) for `ttl` seconds, evicting past the bound."""
+        if size > self.max_bytes or ttl <= 0:
             return
         if key in self._entries:
             self._drop(key)
-        self._entries[key] = (data, self._clock() + ttl)
-        self.held += len(data)
+        self._entries[key] = (entry, size, self._clock() + ttl)
+        self.held += size
         evicted = 0
         while self.held > self.max_bytes:
             oldest = next(iter(self._entries))
@@ -56,13 +62,22 @@ class MemoryStore:
         if evicted and self._on_evict is not None:
             self._on_evict(evicted, self.held)
 
-    async def delete(self, key: str) -> None:
+    def forget(self, key: str) -> None:
         if key in self._entries:
             self._drop(key)
 
+    async def get(self, key: str) -> Entry | None:
+        return self.find(key)
+
+    async def put(self, key: str, entry: Entry, data: bytes, ttl: float) -> None:
+        self.keep(key, entry, len(data), ttl)
+
+    async def delete(self, key: str) -> None:
+        self.forget(key)
+
     def _drop(self, key: str) -> None:
-        data, _ = self._entries.pop(key)
-        self.held -= len(data)
+        _, size, _ = self._entries.pop(key)
+        self.held -= size
 
     async def aclose(self) -> None:
         self._entries.clear()

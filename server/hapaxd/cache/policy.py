@@ -183,20 +183,20 @@ class ResponseCache:
         return hit
 
     async def _exact(self, key: str, plan: Plan, similarity: float | None = None) -> Hit | None:
-        store = self.state.store
         try:
-            data = await store.get(key)
+            entry = await self.state.store.get(key)
         except CacheStoreError as exc:
             self._failed("get", str(exc))
             return None
-        if data is None:
-            return None
-        try:
-            entry = entries.decode(data)
         except EntryError as exc:
             self._failed("decode", str(exc))
             return None
-        age = max(0, int(self._clock() - entry.stored_at))
+        if entry is None:
+            return None
+        held = self._clock() - entry.stored_at
+        if held >= plan.ttl:  # never past its time to live, whatever the store kept
+            return None
+        age = max(0, int(held))
         if plan.max_age is not None and age > plan.max_age:
             return None
         return Hit(entry, age, similarity)
@@ -239,7 +239,7 @@ class ResponseCache:
         if len(data) > self.settings.max_entry_bytes:
             return
         try:
-            await self.state.store.put(plan.key, data, plan.ttl)
+            await self.state.store.put(plan.key, entry, data, plan.ttl)
         except CacheStoreError as exc:
             self._failed("put", str(exc))
             return

@@ -3,7 +3,14 @@
 read with GET, each one round trip bounded by `redis_timeout`. What Redis evicts under its own
 `maxmemory` policy is Redis's to report. After a failed round trip Redis is not asked again for
 DOWN_FOR seconds: lookups meanwhile are misses at once (CacheStoreError) instead of each waiting
-out the timeout. Uses redis-py's asyncio client; no grpc.
+out the timeout.
+
+Near copies: an entry this process wrote or read is also kept here, decoded, for `near_ttl`
+seconds (a MemoryStore bounded by `max_bytes`), so a repeated hit on this replica asks Redis
+nothing. A near copy is the entry Redis held, with its stored time, so its age is true and the
+policy never serves it past its time to live; what it may miss is a refresh (`no-cache`) another
+replica made in the last `near_ttl` seconds. `near_ttl: 0` asks Redis on every lookup.
+Uses redis-py's asyncio client; no grpc.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 
 from hapaxd.admission.redis_store import connect
+from hapaxd.cache import entries
+from hapaxd.cache.entries import Entry
+from hapaxd.cache.memory_store import MemoryStore
 from hapaxd.cache.store import CacheStoreError
 from hapaxd.config import CacheSettings
 
@@ -23,25 +33,45 @@ DOWN_FOR = 1.0
 
 class RedisCacheStore:
     name = "redis"
-    held = 0  # the bytes are in Redis, not here
 
     def __init__(
-        self, settings: CacheSettings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: CacheSettings,
+        *,
+        on_evict: Callable[[int, int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout = settings.redis_timeout
         self._client = connect(settings, decode_responses=False)  # entries are bytes
         self._prefix = settings.key_prefix
         self._clock = clock
         self._down_until = 0.0
+        self._near_ttl = settings.near_ttl
+        self._near = MemoryStore(settings.max_bytes, on_evict=on_evict, clock=clock)
 
-    async def get(self, key: str) -> bytes | None:
+    @property
+    def held(self) -> int:
+        """The bytes of the near copies (the entries themselves are in Redis)."""
+        return self._near.held
+
+    async def get(self, key: str) -> Entry | None:
+        near = self._near.find(key)
+        if near is not None:
+            return near
         found = await self._ask(self._client.get(self._prefix + key))
-        return found if isinstance(found, bytes) else None
+        if not isinstance(found, bytes):
+            return None
+        entry = entries.decode(found)  # EntryError: the policy counts a damaged entry
+        self._near.keep(key, entry, len(found), self._near_ttl)
+        return entry
 
-    async def put(self, key: str, data: bytes, ttl: float) -> None:
+    async def put(self, key: str, entry: Entry, data: bytes, ttl: float) -> None:
+        self._near.forget(key)
         await self._ask(self._client.set(self._prefix + key, data, px=max(1, int(ttl * 1000))))
+        self._near.keep(key, entry, len(data), min(ttl, self._near_ttl))
 
     async def delete(self, key: str) -> None:
+        self._near.forget(key)
         await self._ask(self._client.delete(self._prefix + key))
 
     async def _ask(self, command: object) -> object:
@@ -58,4 +88,5 @@ class RedisCacheStore:
             raise CacheStoreError(type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
 
     async def aclose(self) -> None:
+        await self._near.aclose()
         await self._client.aclose()

@@ -1,12 +1,15 @@
 """Where entries live: the CacheStore protocol, and which one `cache.backend` builds (the
-in-process MemoryStore, or RedisCacheStore, imported only when configured). A store failure is
-a CacheStoreError: the call goes on as a miss."""
+in-process MemoryStore, or RedisCacheStore, imported only when configured). A store hands back
+decoded entries and is given each entry with its encoded bytes (encoded once, by the policy). A
+store failure is a CacheStoreError, an entry that does not decode an EntryError: either way the
+call goes on as a miss."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol
 
+from hapaxd.cache.entries import Entry
 from hapaxd.config import CacheSettings
 
 
@@ -16,11 +19,15 @@ class CacheStoreError(Exception):
 
 class CacheStore(Protocol):
     name: str
-    held: int  # bytes the store holds in this process (0: it is elsewhere)
 
-    async def get(self, key: str) -> bytes | None: ...
+    @property
+    def held(self) -> int:
+        """Bytes the store holds in this process."""
+        ...
 
-    async def put(self, key: str, data: bytes, ttl: float) -> None: ...
+    async def get(self, key: str) -> Entry | None: ...
+
+    async def put(self, key: str, entry: Entry, data: bytes, ttl: float) -> None: ...
 
     async def delete(self, key: str) -> None: ...
 
@@ -33,17 +40,23 @@ def build_cache_store(
     if settings.backend == "redis":
         from hapaxd.cache.redis_store import RedisCacheStore
 
-        return RedisCacheStore(settings)
+        return RedisCacheStore(settings, on_evict=on_evict)
     from hapaxd.cache.memory_store import MemoryStore
 
     return MemoryStore(settings.max_bytes, on_evict=on_evict)
 
 
-STORE_FIELDS = ("backend", "redis_url", "redis_password", "redis_timeout", "key_prefix")
+STORE_FIELDS = (
+    "backend",
+    "redis_url",
+    "redis_password",
+    "redis_timeout",
+    "key_prefix",
+    "max_bytes",
+    "near_ttl",
+)
 
 
 def same_cache_store(old: CacheSettings, new: CacheSettings) -> bool:
     """Whether `new` would build the store `old` built (a reload keeps its entries)."""
-    if any(getattr(old, f) != getattr(new, f) for f in STORE_FIELDS):
-        return False
-    return new.backend == "redis" or old.max_bytes == new.max_bytes
+    return all(getattr(old, f) == getattr(new, f) for f in STORE_FIELDS)

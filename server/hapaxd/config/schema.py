@@ -606,6 +606,9 @@ class CacheSettings(RedisConnection):
     max_entry_bytes: int = Field(4 * 1024 * 1024, ge=1)  # a bigger answer is not stored
     key_prefix: Text = "hapax:cache:"
     redis_timeout: Seconds = 0.05
+    # With backend redis: how long this process keeps a near copy of an entry it wrote or read
+    # (bounded by max_bytes), so a repeated hit asks Redis nothing; 0 asks Redis every time.
+    near_ttl: float = Field(5.0, ge=0)
 
 
 class Settings(_Frozen):

@@ -15,6 +15,7 @@ from typing import Any
 
 from hapaxd.calls.record import CallRecord
 from hapaxd.core.errors import MalformedRequest
+from hapaxd.observability.log_format import direct_sink
 
 log = logging.getLogger("hapaxd.access")
 
@@ -79,7 +80,16 @@ class AccessLog:
         # A request that could not even be decoded is the caller's fault, worth a warning; the
         # line is the only one written for it (no traceback).
         level = logging.WARNING if info.error_reason == MalformedRequest.reason else logging.INFO
-        self._log.handle(self._record(level, method, code, fields))
+        sink = direct_sink(self._log, level)
+        if sink is None:
+            self._log.handle(self._record(level, method, code, fields))
+            return
+        # Logged the standard way (hapaxd serve's one JSON handler, nothing else listening):
+        # the line its formatter would make from the record, written as it would write it,
+        # without the record and the logging machinery around it.
+        name = logging.getLevelName(level)
+        line = sink.formatter.line(time.time(), name, self._log.name, f"{method} {code}", fields)
+        sink.write_line(line)
 
     def _record(
         self, level: int, method: str, code: str, fields: dict[str, Any]
