@@ -279,6 +279,7 @@ def test_cache_benchmark_measures_hits_misses_and_the_floor() -> None:
         *(f"cells.*.{variant}.server_cpu_us_per_request" for variant in cache.VARIANTS),
         "cells.*.hit_local_over_miss_local.cpu_per_request_ratio",
         "cells.*.hit_redis_over_miss_redis.cpu_per_request_ratio",
+        "cells.*.hit_redis_far_over_miss_redis.cpu_per_request_ratio",
         "cells.*.floor.p50_ms+",
     )
     assert "hit_local / miss_local" in cache.format_table(result)

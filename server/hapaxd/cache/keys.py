@@ -18,15 +18,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from hapaxd.admission.keys import Caller
 from hapaxd.core.types import CompletionRequest, Image, Json, Message, Part, Role
 
 FORMAT = 1  # bumped when the encoding changes, so old entries are never read as new ones
-# Canonical JSON: sorted keys (the shape holds lists, with any JSON object already canonical
-# text), no spaces; the encoder made once.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _canonical_encoder() -> Callable[[Any], str]:
+    """Canonical JSON: sorted keys (the shape holds lists, with any JSON object already
+    canonical text), no spaces, not ASCII-escaped: what json.dumps(value, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False) writes. The C encoder is made once (json.dumps
+    makes one per call) and without the circular-reference check a shape of lists of plain
+    values never needs."""
+    if c_make_encoder is None:  # no C accelerator: the pure-Python encoder, same text
+        return json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    default = json.JSONEncoder().default  # what is not JSON: TypeError, as json.dumps says
+    made = c_make_encoder(None, default, encode_basestring, None, ":", ",", True, False, True)
+    return lambda value: "".join(made(value, 0))
+
+
+_CANONICAL = _canonical_encoder()
 
 
 def scope_of(caller: Caller | None, scope: str) -> str:

@@ -16,6 +16,7 @@ from hapaxd.cache.entries import Entry
 
 class MemoryStore:
     name = "local"
+    remote = False
 
     def __init__(
         self,
@@ -35,7 +36,7 @@ class MemoryStore:
 
     def find(self, key: str) -> Entry | None:
         """The entry under `key`, if it is here and alive (the least recently used order
-        updated); no await, for the Redis store's near copies."""
+        updated); no I/O, no await."""
         found = self._entries.get(key)
         if found is None:
             return None

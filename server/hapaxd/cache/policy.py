@@ -45,6 +45,7 @@ from hapaxd.core.types import CompletionRequest, EmbeddingRequest
 log = logging.getLogger("hapaxd.cache")
 
 WARN_EVERY = 60.0  # seconds between log lines about the store failing
+MAX_REMEMBERED = 1024  # model names whose cache settings are remembered
 # (embedding model, text, deadline) -> the text's vector, through the gateway's own router
 Embed = Callable[[str, str, float | None], Awaitable[Sequence[float]]]
 
@@ -118,16 +119,22 @@ class ResponseCache:
             (re.compile(fnmatch.translate(pattern)), model)
             for pattern, model in settings.models.items()
         ]
+        self._by_model: dict[str, ModelCacheSettings | None] = {}
         self._keys = re.compile("|".join(f"(?:{fnmatch.translate(k)})" for k in settings.keys))
         self._embed = embed
         self._listeners = listeners
         self._clock = clock
 
     def _model(self, model: str) -> ModelCacheSettings | None:
-        for pattern, settings in self._models:
-            if pattern.match(model):
-                return settings
-        return None
+        """The cache settings of a logical model (the first pattern it matches), remembered."""
+        known = self._by_model
+        if model in known:
+            return known[model]
+        found = next((settings for pattern, settings in self._models if pattern.match(model)), None)
+        if len(known) >= MAX_REMEMBERED:
+            known.clear()  # model names a provider passes on as they come: keep this small
+        known[model] = found
+        return found
 
     def plan(
         self, request: CompletionRequest, caller: Caller | None, directives: Directives
@@ -183,8 +190,11 @@ class ResponseCache:
         return hit
 
     async def _exact(self, key: str, plan: Plan, similarity: float | None = None) -> Hit | None:
-        try:
-            entry = await self.state.store.get(key)
+        store = self.state.store
+        try:  # what this process holds first: no await for a hit on it
+            entry = store.find(key)
+            if entry is None and store.remote:
+                entry = await store.get(key)
         except CacheStoreError as exc:
             self._failed("get", str(exc))
             return None

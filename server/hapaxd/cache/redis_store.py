@@ -33,6 +33,7 @@ DOWN_FOR = 1.0
 
 class RedisCacheStore:
     name = "redis"
+    remote = True
 
     def __init__(
         self,
@@ -53,6 +54,10 @@ class RedisCacheStore:
     def held(self) -> int:
         """The bytes of the near copies (the entries themselves are in Redis)."""
         return self._near.held
+
+    def find(self, key: str) -> Entry | None:
+        """The near copy of the entry, if this process keeps one."""
+        return self._near.find(key)
 
     async def get(self, key: str) -> Entry | None:
         near = self._near.find(key)

@@ -64,6 +64,7 @@ class PrometheusListener:
         self.metrics = metrics
         self._attempts: dict[tuple[str, str, str], _Attempt] = {}
         self._served: dict[tuple[str, str], _Served] = {}
+        self._lookups: dict[str, Any] = {}  # by result: hit, semantic_hit, miss, ...
 
     def _attempt(self, provider: str, model: str, outcome: str) -> _Attempt:
         m = self.metrics
@@ -102,6 +103,11 @@ class PrometheusListener:
                     served.prompt.inc(prompt)
                 if completion > 0:
                     served.completion.inc(completion)
+            case CacheLookup(result):  # one a call that uses the cache: near the top
+                lookups = self._lookups.get(result)
+                if lookups is None:
+                    lookups = self._lookups[result] = m.cache_lookups.labels(result)
+                lookups.inc()
             case Retried(provider):
                 m.retries.labels(m.provider(provider)).inc()
             case FailedOver(from_provider, to_provider):
@@ -127,8 +133,6 @@ class PrometheusListener:
                 m.limiter_errors.labels(backend, "admitted" if admitted else "refused").inc()
             case BudgetStoreUnavailable(backend, admitted):
                 m.budget_store_errors.labels(backend, "admitted" if admitted else "refused").inc()
-            case CacheLookup(result):
-                m.cache_lookups.labels(result).inc()
             case CacheStored(size, held):
                 m.cache_stored_bytes.inc(size)
                 m.cache_bytes.set(held)
