@@ -41,6 +41,15 @@ java=/usr/share/java
 [ -f $java/perfmark-api.jar ] || packages+=(libperfmark-java)
 [ -f $java/netty-codec-http2.jar ] || packages+=(libnetty-java)
 [ -f $java/geronimo-annotation-1.3-spec.jar ] || packages+=(libgeronimo-annotation-1.3-spec-java)
+# Production peers (README "Running in production"): nginx as the L7 proxy in front of two
+# gateway processes (grpc_pass), and the daemonless image build and run: mmdebstrap makes the
+# root filesystem from Debian's packages, umoci assembles the OCI image, runc runs it, jq edits
+# its runtime config.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx)
+command -v mmdebstrap >/dev/null 2>&1 || packages+=(mmdebstrap)
+command -v umoci >/dev/null 2>&1 || packages+=(umoci)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || packages+=(runc)
+command -v jq >/dev/null 2>&1 || packages+=(jq)
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
 fi
@@ -74,4 +83,5 @@ ${as_root[@]+"${as_root[@]}"} apt-get install -y --no-install-recommends "${pack
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   ${as_root[@]+"${as_root[@]}"} systemctl disable --now prometheus.service >/dev/null 2>&1 || true
   ${as_root[@]+"${as_root[@]}"} systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+  ${as_root[@]+"${as_root[@]}"} systemctl disable --now nginx.service >/dev/null 2>&1 || true
 fi

@@ -1,7 +1,9 @@
-"""Command line: `hapaxd serve [--config FILE]`, `hapaxd check-config [--no-secrets] FILE`,
+"""Command line: `hapaxd serve [--config FILE] [--workers N|auto]`,
+`hapaxd check-config [--no-secrets] FILE`,
 `hapaxd healthcheck [ADDRESS] [--cacert CA [--cert C --key K]]`,
 `hapaxd hash-key [--id ID] [--owner TEAM] [--stdin]`, `hapaxd --version`. Argument parsing, and
-turning start-up failures an operator can fix into one line and exit status 2."""
+turning start-up failures an operator can fix into one line and exit status 2. (`hapaxd worker`
+is internal: one worker process of `serve --workers`, started by its supervisor.)"""
 
 from __future__ import annotations
 
@@ -179,6 +181,11 @@ def _check_config(settings: config.Settings, secrets: bool) -> int:
         print("auth: off (every caller that reaches the port is served)")
     for line in _usage_lines(settings):
         print(line)
+    from hapaxd.workers.cores import workers_of
+    from hapaxd.workers.sharing import notes
+
+    for line in notes(settings, workers_of(settings.server.workers)):
+        print(line)
     if not secrets:
         needed = [
             f"{env} ({key}{'' if os.environ.get(env) else ', not set'})"
@@ -221,6 +228,44 @@ async def _healthcheck(
 KEY_PREFIX = "hpx_"
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if text.isdigit() and 1 <= int(text) <= 256:
+        return int(text)
+    raise argparse.ArgumentTypeError("a number of worker processes from 1 to 256, or auto")
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """One worker of `serve --workers` (workers/worker.py), on the supervisor's ports."""
+    from hapaxd.workers.worker import run_worker, worker_settings
+
+    path = _path(args.config)
+
+    def load() -> config.Settings:
+        return worker_settings(_settings(path), args.grpc_address, args.http_address)
+
+    async def work() -> str | None:
+        from hapaxd.tls.certificates import TlsError
+
+        try:
+            await run_worker(load, path, args.index, args.report_fd, args.lifeline_fd)
+        except TlsError as exc:
+            return str(exc)
+        except (OSError, RuntimeError) as exc:
+            line = _listen_failure(exc, load())
+            if line is None:
+                raise
+            return line
+        return None
+
+    failure = _run(work())
+    if failure is not None:
+        print(f"hapaxd worker {args.index}: {failure}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _hash_key(key_id: str | None, owner: str, from_stdin: bool) -> int:
     """Print the `auth.keys` entry for a key to stdout, and a new key (once) to stderr, so that
     `hapaxd hash-key --id team >> keys.yaml` keeps the key out of the file."""
@@ -248,6 +293,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="YAML config file (default: $HAPAX_CONFIG or built-in)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="worker processes sharing the ports: a number, or auto (one per usable core); "
+        "default server.workers, 1",
+    )
+    # One worker of `serve --workers`, started by its supervisor (workers/supervisor.py).
+    worker = sub.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("--config")
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--grpc-address", required=True)
+    worker.add_argument("--http-address", default="")
+    worker.add_argument("--report-fd", type=int, required=True)
+    worker.add_argument("--lifeline-fd", type=int, required=True)
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     check.add_argument(
@@ -291,7 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     from hapaxd.observability.log_format import configure_logging
 
     configure_logging(settings.logging)
-    failure = _run(_serve(settings, _path(args.config)))
+    if args.command == "worker":
+        return _worker(args)
+    from hapaxd.workers.cores import workers_of
+
+    count = workers_of(args.workers or settings.server.workers)
+    if count > 1:
+        from hapaxd.workers.supervisor import Supervisor
+
+        failure = asyncio.run(Supervisor(settings, _path(args.config), count).run())
+    else:
+        failure = _run(_serve(settings, _path(args.config)))
     if failure is not None:
         print(f"hapaxd: {failure}", file=sys.stderr)
         return 2

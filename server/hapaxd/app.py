@@ -86,6 +86,10 @@ EMBEDDING_SERVICE = embedding_service_pb2.DESCRIPTOR.services_by_name["Embedding
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 USAGE_SERVICE = usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 HEALTH_SERVICES = ("", COMPLETION_SERVICE)
+# A health name for liveness probes (Kubernetes `grpc: {service: liveness}`): SERVING while the
+# process serves, whatever its providers' health, so an upstream outage takes the gateway out of
+# rotation (the names above) without getting it restarted; NOT_SERVING once it drains.
+LIVENESS_SERVICE = "liveness"
 # The methods the call pipeline runs (calls/pipeline.py); the admission interceptor is the door
 # of every other one.
 PIPELINE_METHODS = (
@@ -145,8 +149,11 @@ def build_upstreams(
     ]
 
 
-def server_options(server: ServerSettings) -> list[tuple[str, int]]:
-    """The grpc core channel arguments for `server:` (README "Limits" lists them)."""
+def server_options(server: ServerSettings, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """The grpc core channel arguments for `server:` (README "Limits" lists them). The port is
+    bound without SO_REUSEPORT, so a second gateway on a taken port fails instead of sharing
+    it, except in the worker processes of `serve --workers` (`reuse_port`), which share it by
+    design (workers/supervisor.py holds it for them)."""
 
     def ms(seconds: float | None) -> int:
         return -1 if seconds is None else round(seconds * 1000)  # -1: grpc's "no limit"
@@ -170,7 +177,7 @@ def server_options(server: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", ms(keepalive.min_ping_interval)),
         ("grpc.http2.max_ping_strikes", keepalive.max_ping_strikes),
         ("grpc.http2.max_pings_without_data", keepalive.max_pings_without_data),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
     if server.max_connection_idle is not None:
         options.append(("grpc.max_connection_idle_ms", ms(server.max_connection_idle)))
@@ -194,12 +201,16 @@ class App:
         clock: Callable[[], float] = time.monotonic,
         interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
         observability: Observability | None = None,
+        worker: int | None = None,
     ) -> None:
+        """`worker`: this gateway is worker `worker` of `serve --workers` (workers/): it shares
+        its ports with the other workers (SO_REUSEPORT) and keeps a ledger spool of its own."""
         self.settings = settings
+        self.worker = worker
         self.observability = observability or Observability(settings)
         # One row per call that reached a provider, written off the call path (ledger/).
         self.ledger = open_ledger(
-            settings.ledger, self.observability.metrics, settings.prices.currency
+            settings.ledger, self.observability.metrics, settings.prices.currency, worker
         )
         self.observability.observer.use_ledger(self.ledger)
         # What budgets have spent: kept across reloads, in this process (seeded from the
@@ -251,7 +262,7 @@ class App:
             # Tracing's and a caller's own interceptors, if any; the gateway's own wrappers
             # are applied when the handlers are registered (below), not per call.
             interceptors=(*self.observability.interceptors, *interceptors) or None,
-            options=server_options(settings.server),
+            options=server_options(settings.server, reuse_port=self.worker is not None),
         )
         # Each handler wrapped at registration, outermost first: the observing wrapper opens
         # each hapax.v1 call's record and observes it; the pipeline's calls meet the door in the
@@ -556,11 +567,12 @@ class App:
             if self.ledger is not None:
                 self.ledger.start()
                 await self._seed_budgets(self.ledger)
+            await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
             await self.monitor.publish()
             self.monitor.start()
             await self.observability.start(ready=lambda: self.monitor.any_usable())
             if self.openai_http is not None:
-                await self.openai_http.start()
+                await self.openai_http.start(reuse_port=self.worker is not None)
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -611,7 +623,9 @@ class App:
         await self.observability.stop()
 
 
-def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Ledger | None:
+def open_ledger(
+    settings: LedgerSettings, metrics: Metrics, currency: str, worker: int | None = None
+) -> Ledger | None:
     """The usage ledger on its store, SQLite or PostgreSQL (None when `ledger.enabled` is off);
     rows it writes and drops are counted in `metrics`. ConfigError when the SQLite file cannot
     be opened or keeps costs in another currency, or the PostgreSQL URL cannot be parsed. The
@@ -646,7 +660,7 @@ def open_ledger(settings: LedgerSettings, metrics: Metrics, currency: str) -> Le
         raise ConfigError(f"{key}: {exc}") from None
     return Ledger(
         store,
-        spool_path=path.with_name(path.name + ".spool"),
+        spool_path=path.with_name(path.name + ".spool" + (f".{worker}" if worker else "")),
         batch_size=settings.batch_size,
         flush_interval=settings.flush_interval,
         queue_limit=settings.queue_limit,
@@ -699,17 +713,29 @@ def tune_garbage_collector() -> None:
 
 
 async def serve(
-    settings: Settings, load: Callable[[], Settings] | None = None, path: str = ""
+    settings: Settings,
+    load: Callable[[], Settings] | None = None,
+    path: str = "",
+    *,
+    worker: int | None = None,
+    started: Callable[[App], None] | None = None,
+    lifeline: Coroutine[Any, Any, None] | None = None,
 ) -> None:
     """Run until SIGINT or SIGTERM. With `load` (how to read the config again), SIGHUP reloads
-    it, and so does a change of the file at `path` while `reload.watch` is on."""
-    app = App(settings)
+    it, and so does a change of the file at `path` while `reload.watch` is on. A worker of
+    `serve --workers` (workers/worker.py) passes its index, `started` (told once it serves) and
+    `lifeline` (returns when its supervisor is gone, which stops it as SIGTERM would)."""
+    app = App(settings, worker=worker)
     await app.start()
     tune_garbage_collector()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    if lifeline is not None:
+        loop.create_task(lifeline).add_done_callback(lambda _: stopping.set())
+    if started is not None:
+        started(app)
     watching: asyncio.Task[None] | None = None
     if load is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: app.reload_soon(load, "SIGHUP"))

@@ -357,6 +357,8 @@ async def test_health_flips_to_not_serving_when_every_provider_is_down_and_back(
         backup.set_down()
         async with asyncio.timeout(10):
             assert (await watch.read()).status == not_serving
+        liveness = await health.Check(health_pb2.HealthCheckRequest(service="liveness"))
+        assert liveness.status == serving  # out of rotation, not to be restarted
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await gateway.stub.Complete(ask("while down"))
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -322,3 +322,29 @@ def test_semantic_index_benchmark_measures_numpy_brute_force_exactly() -> None:
     installed = [name for name, version in result["versions"].items() if version is not None]
     assert [c["implementation"] for c in result["cells"]] == installed
     assert "| semantic.py (numpy) | 1,000 | 256 |" in done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_workers_benchmark_measures_one_and_two_workers_with_every_call_answered() -> None:
+    from benchmarks import workers
+
+    config = workers.Config(rounds=1, duration=1.0, warmup=0.2, clients=4, streams=2)
+    result = workers.run(config)
+
+    for n in workers.VARIANTS:
+        measured = result[f"workers_{n}"]
+        # every call the gateway ended was OK, and h2load saw them (a call in flight when
+        # h2load's time ran out is counted by the gateway only)
+        assert measured["calls_failed"] == 0, measured
+        assert 0 < measured["h2load_succeeded"] <= measured["calls_ok"], measured
+        assert all(s["h2load_exit"] == 0 for s in measured["rounds"])
+    assert_measured(
+        result,
+        "workers_1.rps+",
+        "workers_2.rps+",
+        "workers_1.cpu_us_per_call+",
+        "workers_2.cpu_us_per_call+",
+        "rps_ratio+",
+        "cpu_ratio+",
+    )
+    assert "2 workers / 1" in workers.format_table(result)

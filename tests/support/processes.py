@@ -100,9 +100,13 @@ class GatewayProcess:
 
 @contextlib.asynccontextmanager
 async def gateway_process(
-    config_yaml: str, directory: pathlib.Path, env: Mapping[str, str] | None = None
+    config_yaml: str,
+    directory: pathlib.Path,
+    env: Mapping[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> AsyncIterator[GatewayProcess]:
-    """Serve `config_yaml`, in which `{address}` is replaced by a free 127.0.0.1 port."""
+    """Serve `config_yaml`, in which `{address}` is replaced by a free 127.0.0.1 port; `args`
+    go on `hapaxd serve`'s command line (`--workers 2`)."""
     address = f"127.0.0.1:{free_port()}"
     config = directory / "gateway.yaml"
     config.write_text(config_yaml.replace("{address}", address))
@@ -113,6 +117,7 @@ async def gateway_process(
             "serve",
             "--config",
             str(config),
+            *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,

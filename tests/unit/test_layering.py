@@ -17,6 +17,9 @@ source), so a module is covered the day it is added.
                     HTTP library
     openai_http/    the HTTP door: config, core, admission, calls, tls, observability,
                     openai_http; never the gRPC door: no api/, grpc, protobuf or stubs
+    workers/        serve --workers: config, observability (the side port), app (a worker
+                    runs the whole gateway), workers; no grpc of its own: the supervisor
+                    builds no grpc object (its workers are exec'd, not forked)
     app.py, __main__.py   anything: the one place that wires the parts
 """
 
@@ -68,6 +71,7 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("config", "core", "costs", "admission", "calls", "tls", "observability", "openai_http"),
         GRPC + STUBS + TELEMETRY,
     ),
+    "workers": (("config", "observability", "app", "workers"), GRPC + STUBS),
 }
 TOP_LEVEL = {"__init__.py", "__main__.py", "app.py"}
 

@@ -266,6 +266,16 @@ class ServerSettings(_Frozen):
     max_in_flight: int | None = Field(20_000, ge=1)
     keepalive: KeepaliveSettings = KeepaliveSettings()
     tls: TlsSettings | None = None  # None: plaintext (h2c)
+    # Worker processes sharing the ports (README "Running in production"): 1 is one process;
+    # "auto" one per core this process may use (its CPU affinity and cgroup CPU limit).
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError("a number of worker processes from 1 to 256, or auto")
+        return value
 
     @field_validator("address")
     @classmethod

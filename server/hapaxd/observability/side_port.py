@@ -15,7 +15,7 @@ import binascii
 import hmac
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -93,9 +93,13 @@ class MetricsServer:
         settings: MetricsSettings,
         registry: CollectorRegistry,
         ready: Callable[[], bool] = lambda: True,
+        before_scrape: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`before_scrape` runs before each /metrics answer is made (the supervisor of
+        `serve --workers` gathers its workers' series there)."""
         self._settings = settings
         self._registry = registry
+        self._before_scrape = before_scrape
         self._credentials = Credentials(settings)
         self.ready = ready
         self._draining = False
@@ -143,6 +147,8 @@ class MetricsServer:
                 text="unauthorized\n",
                 headers={"WWW-Authenticate": self._credentials.challenge()},
             )
+        if self._before_scrape is not None:
+            await self._before_scrape()
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         body = encoder(self._registry)
         response = web.Response(body=body, headers={"Content-Type": content_type})

@@ -83,7 +83,7 @@ class OpenAIDoor:
 
     # lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, address: str | None = None) -> None:
+    async def start(self, address: str | None = None, reuse_port: bool = False) -> None:
         """Listen (on `address`, else `openai_http.address`): over HTTPS when `openai_http.tls`
         is set, its certificate re-read on change (TlsError before anything listens when the
         files cannot serve)."""
@@ -96,7 +96,13 @@ class OpenAIDoor:
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         host, _, port = (address or self._settings.address).rpartition(":")
-        site = web.TCPSite(runner, host.strip("[]") or "0.0.0.0", int(port), ssl_context=context)
+        site = web.TCPSite(
+            runner,
+            host.strip("[]") or "0.0.0.0",
+            int(port),
+            ssl_context=context,
+            reuse_port=reuse_port,  # the worker processes of serve --workers share the port
+        )
         try:
             await site.start()
         except BaseException:
