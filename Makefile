@@ -18,8 +18,10 @@ TOOLS_STAMP := $(TOOLS)/node_modules/.installed
 PYTEST_ARGS ?=
 # A config file for `make run`; empty means $$HAPAX_CONFIG or the built-in default.
 CONFIG ?=
+# Where `make image` writes the OCI image layout (oci/) and its figures (image.json).
+IMAGE_DIR ?= build/image
 
-.PHONY: help venv tools node-tools system-deps run check test generate lint bench
+.PHONY: help venv tools node-tools system-deps run check test generate lint bench image
 
 help:
 	@echo "make venv       create .venv and install the project with its dev extras"
@@ -30,6 +32,7 @@ help:
 	@echo "make generate   regenerate the Python, TypeScript, Go and Java stubs from protos/"
 	@echo "make lint       buf lint, ruff check, ruff format --check, mypy"
 	@echo "make bench      run the benchmarks"
+	@echo "make image      build the OCI image into build/image without Docker (root; mmdebstrap, umoci)"
 
 # --- setup -------------------------------------------------------------------------------------
 
@@ -78,3 +81,8 @@ lint: venv node-tools
 
 bench: venv
 	$(BIN)/python -m benchmarks
+
+# The OCI image without a Docker daemon (README "Running in production"): root, with the tools
+# `make tools` installs. The commit's time as SOURCE_DATE_EPOCH makes the build reproducible.
+image: system-deps
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)} scripts/build-image.sh $(IMAGE_DIR)

@@ -281,10 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--rounds", type=int, help="rounds (default 5)")
+    parser.add_argument("--clients", type=int, help="h2load connections (default 32)")
+    parser.add_argument("--streams", type=int, help="calls in flight on each (default 4)")
     args = parser.parse_args(argv)
     config = Config.quick() if args.quick else Config()
-    if args.rounds:
-        config.rounds = args.rounds
+    for name in ("rounds", "clients", "streams"):
+        if getattr(args, name):
+            setattr(config, name, getattr(args, name))
     result = run(config)
     print(format_table(result))
     if args.json:

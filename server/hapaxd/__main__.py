@@ -250,7 +250,7 @@ def _worker(args: argparse.Namespace) -> int:
 
         try:
             await run_worker(load, path, args.index, args.report_fd, args.lifeline_fd)
-        except TlsError as exc:
+        except (TlsError, config.ConfigError) as exc:
             return str(exc)
         except (OSError, RuntimeError) as exc:
             line = _listen_failure(exc, load())

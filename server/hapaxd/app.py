@@ -719,12 +719,13 @@ async def serve(
     *,
     worker: int | None = None,
     started: Callable[[App], None] | None = None,
-    lifeline: Coroutine[Any, Any, None] | None = None,
+    lifeline: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Run until SIGINT or SIGTERM. With `load` (how to read the config again), SIGHUP reloads
     it, and so does a change of the file at `path` while `reload.watch` is on. A worker of
     `serve --workers` (workers/worker.py) passes its index, `started` (told once it serves) and
-    `lifeline` (returns when its supervisor is gone, which stops it as SIGTERM would)."""
+    `lifeline` (made once serving; returns when its supervisor is gone, which stops it as SIGTERM
+    would)."""
     app = App(settings, worker=worker)
     await app.start()
     tune_garbage_collector()
@@ -733,7 +734,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     if lifeline is not None:
-        loop.create_task(lifeline).add_done_callback(lambda _: stopping.set())
+        loop.create_task(lifeline()).add_done_callback(lambda _: stopping.set())
     if started is not None:
         started(app)
     watching: asyncio.Task[None] | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import random
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -460,3 +461,29 @@ def test_opening_prunes_what_is_past_retention(tmp_path: Path) -> None:
     kept.close()
     SqliteStore(path, retention_days=1, clock=lambda: MAY_1 + 3 * DAY).close()
     assert raw(path, "SELECT COUNT(*) FROM calls") == [(0,)]
+
+
+def test_processes_opening_one_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """The workers of `serve --workers` open one ledger file together: SQLite answers
+    "database is locked" to all but one for the switch to WAL and the schema, whatever the busy
+    timeout; each open waits its turn instead of failing."""
+    import multiprocessing
+
+    path = tmp_path / "usage.db"
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(6) as pool:
+        start = manager.Event()
+        opened = [pool.apply_async(_open_when_told, (str(path), start)) for _ in range(6)]
+        time.sleep(0.5)  # every one waiting at the start line
+        start.set()
+        results = [r.get(timeout=60) for r in opened]
+    assert results == ["opened"] * 6, results
+
+
+def _open_when_told(path: str, start: object) -> str:
+    start.wait()  # type: ignore[attr-defined]
+    try:
+        SqliteStore(path, currency="USD").close()
+    except Exception as exc:  # reported, not raised: the parent compares the results
+        return f"{type(exc).__name__}: {exc}"
+    return "opened"

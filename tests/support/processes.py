@@ -17,7 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 async def run(
-    *argv: str, within: float = 30.0, env: Mapping[str, str] | None = None
+    *argv: str,
+    within: float = 30.0,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of a program run to its end, killed after `within` seconds."""
     proc = await asyncio.create_subprocess_exec(
@@ -26,6 +29,7 @@ async def run(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=None if env is None else dict(env),
+        cwd=cwd,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), within)

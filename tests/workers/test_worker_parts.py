@@ -127,3 +127,51 @@ def test_check_config_prints_the_workers_notes(tmp_path: pathlib.Path) -> None:
         assert main(["check-config", str(path)]) == 0
     assert "workers: 2 processes share the ports" in out.getvalue()
     assert "cache.backend is local" in out.getvalue()
+
+
+FLAKY_WORKER = """
+import json, os, sys, time
+args = sys.argv[1:]
+fd = int(args[args.index("--report-fd") + 1])
+os.write(fd, (json.dumps({"pid": os.getpid(), "metrics_port": 0}) + "\\n").encode())
+os.close(fd)
+time.sleep(0.1)
+sys.exit(3)  # dies soon after it served, every time
+"""
+
+
+@pytest.mark.external  # the supervisor starts processes (a stand-in worker)
+async def test_a_worker_that_keeps_dying_is_restarted_later_each_time(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor with a stand-in for `hapaxd worker` that serves and dies at once: each
+    restart waits twice as long as the last (0.5, 1, 2 s), and each is counted."""
+    import asyncio
+    import logging
+    import re
+    import sys
+    import time
+
+    from hapaxd.workers.supervisor import Supervisor
+
+    script = tmp_path / "flaky.py"
+    script.write_text(FLAKY_WORKER)
+    settings = make_settings(
+        server={"address": "127.0.0.1:0", "grace_period": "1s"}, metrics={"enabled": False}
+    )
+    supervisor = Supervisor(settings, "", 1, command=lambda: [sys.executable, str(script)])
+    caplog.set_level(logging.INFO, logger="hapaxd.workers")
+    running = asyncio.create_task(supervisor.run())
+    began = time.monotonic()
+    for _ in range(300):  # 15 s at most
+        if supervisor.restarts._value.get() >= 3:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.05)
+    assert supervisor.restarts._value.get() >= 3, caplog.text  # type: ignore[attr-defined]
+    elapsed = time.monotonic() - began
+    supervisor._stopping.set()
+    assert await asyncio.wait_for(running, 15) is None
+    delays = [float(d) for d in re.findall(r"restarting it in ([\d.]+)s", caplog.text)]
+    assert delays[:3] == [0.5, 1.0, 2.0], caplog.text
+    assert elapsed >= 0.5 + 1.0  # the first two waits were waited (the third was counted)
+    assert "exited with status 3" in caplog.text

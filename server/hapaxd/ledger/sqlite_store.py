@@ -31,6 +31,7 @@ from typing import TypeAlias
 from hapaxd.ledger.rows import LedgerRow, UsageRow
 
 SCHEMA_VERSION = 2  # 2: the response cache's columns
+OPEN_RETRY_SECONDS = 10.0  # how long opening waits out other processes opening the file
 DAY = 86_400.0
 PRUNE_EVERY = 3_600.0  # seconds between the prunes `write` does by itself
 
@@ -180,10 +181,7 @@ class SqliteStore:
             self.path, timeout=5.0, isolation_level=None, check_same_thread=False
         )
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(f"BEGIN; {SCHEMA} COMMIT;")
-            self._migrate()
+            self._prepare()
             if currency is not None:
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('currency', ?)", (currency,)
@@ -201,6 +199,31 @@ class SqliteStore:
             raise
         self._pruned_at = self._clock()
         self.prune(self._pruned_at)
+
+    def _prepare(self) -> None:
+        """WAL mode and the schema, up to date. Several processes may open one new file at once
+        (the workers of `serve --workers`): SQLite answers "database is locked" to all but one
+        of them for some of these steps whatever the busy timeout, so each step is tried again
+        for up to OPEN_RETRY_SECONDS."""
+        steps = (
+            lambda: self._db.execute("PRAGMA journal_mode=WAL"),
+            lambda: self._db.execute("PRAGMA synchronous=NORMAL"),
+            lambda: self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;"),
+            self._migrate,
+        )
+        for step in steps:
+            deadline = time.monotonic() + OPEN_RETRY_SECONDS
+            while True:
+                try:
+                    step()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    busy = "locked" in str(exc) or "busy" in str(exc)
+                    if not busy or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
     def _migrate(self) -> None:
         """Bring a file an earlier version made up to date: add the columns it lacks (its rows

@@ -156,8 +156,9 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._later(self.reload()))
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT))
         try:
-            try:
-                await asyncio.gather(*(self._start(w) for w in self.workers))
+            try:  # the first alone (it makes the ledger's file and schema), then the rest
+                await self._start(self.workers[0])
+                await asyncio.gather(*(self._start(w) for w in self.workers[1:]))
             except WorkerFailed as exc:
                 return str(exc)
             if settings.metrics.enabled:

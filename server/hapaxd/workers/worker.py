@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from hapaxd.app import App, serve
 from hapaxd.config import Settings
@@ -43,7 +44,10 @@ async def run_worker(
         os.write(report_fd, (json.dumps(line) + "\n").encode())
         os.close(report_fd)
 
-    await serve(load(), load, path, worker=index, started=started, lifeline=_lifeline(lifeline_fd))
+    def lifeline() -> Coroutine[Any, Any, None]:
+        return _lifeline(lifeline_fd)
+
+    await serve(load(), load, path, worker=index, started=started, lifeline=lifeline)
 
 
 async def _lifeline(fd: int) -> None:
