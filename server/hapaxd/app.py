@@ -731,8 +731,11 @@ async def serve(
     tune_garbage_collector()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    if worker is None:
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
+    else:  # a terminal's Ctrl-C reaches the whole group: the supervisor decides, and signals
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if lifeline is not None:
         loop.create_task(lifeline()).add_done_callback(lambda _: stopping.set())
     if started is not None:

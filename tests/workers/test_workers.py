@@ -148,12 +148,15 @@ async def test_a_worker_that_dies_is_restarted_and_its_counts_stay_in_the_sum(
         assert await complete_on_fresh_connections(running.gateway.address, 30) == ["OK"] * 30
         before = await scrape(port)  # scraped now: what each worker counted so far
         assert before[COMPLETE_OK] == 30
+        first, _ = running.workers()[0]
+        os.kill(first, signal.SIGINT)  # a worker leaves Ctrl-C to its supervisor
         pid, _ = running.workers()[1]
         os.kill(pid, signal.SIGKILL)
         await running.until_logged(rf"worker 1 \(pid {pid}\) exited with status -9")
         await running.until_logged(SERVING.pattern, count=3)
         new_pid, _ = running.workers()[1]
         assert new_pid != pid
+        assert running.workers()[0][0] == first and _alive(first)  # SIGINT did not stop it
         after = await scrape(port)
         assert after[COMPLETE_OK] == 30  # the dead worker's 30-something stayed in the sum
         assert after[("hapax_worker_restarts_total", ())] == 1
@@ -220,6 +223,10 @@ async def test_sigterm_drains_every_worker_health_not_serving_first(tmp_path: pa
         assert code == 0, running.gateway.output()[-3000:]
         for pid, _ in running.workers().values():
             assert _gone(pid)
+
+
+def _alive(pid: int) -> bool:
+    return not _gone(pid)
 
 
 def _gone(pid: int) -> bool:
