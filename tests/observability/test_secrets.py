@@ -70,6 +70,42 @@ async def test_traffic_with_keys_logs_no_secret(
     assert set(SECRETS.values()) <= redaction.attached_secrets()
 
 
+GEMINI_KEY = "AIzaSyFakeGeminiKey0123456789abcdefghij"
+
+
+async def test_a_gemini_key_travels_in_its_header_and_is_masked_everywhere(
+    observe: Observe, fake_upstream: FakeUpstream, all_logs: logging.Handler
+) -> None:
+    settings = settings_with(
+        environ={"GEMINI_TEST_KEY": GEMINI_KEY},
+        providers=[
+            {
+                "name": "gemini",
+                "type": "gemini",
+                "base_url": fake_upstream.base_url("gemini"),
+                "models": {"*": "gemini-2.5-flash"},
+                "api_key_env": "GEMINI_TEST_KEY",
+            }
+        ],
+        router={"retry": {"max_attempts": 1}},
+    )
+    observed = await observe(settings)
+    before = len(all_logs.lines)  # type: ignore[attr-defined]
+    fake_upstream.script("gemini.generate", Fail(401, message=f"bad key {GEMINI_KEY} given"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await observed.stub.Complete(pb.CompleteRequest(prompt="hello"))
+    sent = fake_upstream.requests[0]
+    assert sent.headers["x-goog-api-key"] == GEMINI_KEY  # in its header,
+    assert GEMINI_KEY not in sent.path and not sent.query  # never in the URL
+    assert "bad key [REDACTED] given" in str(caught.value.details())
+    listing = await observed.gateway.admin.ListProviders(admin_service_pb2.ListProvidersRequest())
+    assert "[REDACTED]" in str(listing)
+    lines = all_logs.lines[before:]  # type: ignore[attr-defined]
+    assert lines
+    assert not leaked([*lines, str(listing), str(caught.value.details())], {GEMINI_KEY})
+    assert GEMINI_KEY in observed.obs.redactor.secrets()
+
+
 def test_redactor_masks_header_shapes_and_configured_patterns() -> None:
     redactor = redaction.Redactor()
     redactor.add(["literal-secret-value", "short"], [r"\b\d{3}-\d{2}-\d{4}\b"])
@@ -80,6 +116,8 @@ def test_redactor_masks_header_shapes_and_configured_patterns() -> None:
         '"api-key": "0123456789"': '"api-key": "[REDACTED]"',
         "token Bearer eyJhbGciOiJIUzI1NiJ9.x": "token Bearer [REDACTED]",
         "key sk-ant-api03-abcdefghijklmnop in text": "key [REDACTED] in text",
+        "key AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q, next": "key [REDACTED], next",
+        "x-goog-api-key: some-proxy-key-value": "x-goog-api-key: [REDACTED]",
         "the literal-secret-value leaked": "the [REDACTED] leaked",
         "ssn 123-45-6789": "ssn [REDACTED]",
         "short words stay": "short words stay",  # below the minimum secret length

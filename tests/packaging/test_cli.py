@@ -219,6 +219,29 @@ def test_check_config_no_secrets_checks_the_example_and_names_the_secrets_it_nee
     assert "auth: 2 keys (team-search, ops); reflection open, admin service admin" in result.stdout
 
 
+def test_check_config_names_the_gemini_key_the_uncommented_example_needs(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The example's commented gemini entry, uncommented, is a valid provider whose missing
+    key check-config names like the others'."""
+    text = (CONFIG_DIR / "hapax.example.yaml").read_text()
+    start = text.index("  # - name: gemini")
+    end = text.index("  - name: local")
+    entry = "".join(line.replace("# ", "", 1) + "\n" for line in text[start:end].splitlines())
+    path = tmp_path / "hapax.yaml"
+    path.write_text(text[:start] + entry + text[end:])
+    env = without("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "HAPAX_OPS_KEY")
+    refused = hapaxd("check-config", str(path), env=env)
+    assert refused.returncode == 2
+    assert "providers[2].api_key_env: environment variable GEMINI_API_KEY is not set" in (
+        refused.stderr
+    )
+    result = hapaxd("check-config", "--no-secrets", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "gemini (gemini)" in result.stdout
+    assert "GEMINI_API_KEY (providers[2].api_key_env, not set)" in result.stdout
+
+
 def test_check_config_no_secrets_still_reports_everything_else(tmp_path: pathlib.Path) -> None:
     text = GOOD.replace(
         "models: {llama: llama3.2}", "models: {llama: llama3.2}\n    api_key_env: K"

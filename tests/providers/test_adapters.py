@@ -1,10 +1,15 @@
 """One scenario suite run against every network adapter over real HTTP to the fake upstream:
-answers, streams, vendor errors, broken and stalled connections, timeouts, probes, cancellation."""
+answers, streams, tool calls, vendor errors, broken and stalled connections, timeouts, probes,
+cancellation, embeddings; then the wire details each vendor insists on (Gemini's tools, structured
+output, images and embeddings bodies among them). The fake refuses any body its vendor's SDK types
+refuse (tests/fakes/upstream/shapes.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
@@ -13,9 +18,34 @@ from hapaxd.config.provider_types import KIND
 from hapaxd.core.errors import UpstreamError
 from hapaxd.core.failures import FailureClass
 from hapaxd.core.provider import Embedder, Provider, ProviderSpec, Timeouts
-from hapaxd.core.types import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
+from hapaxd.core.types import (
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    FinishReason,
+    FormatType,
+    Image,
+    Json,
+    Message,
+    ResponseFormat,
+    Role,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolMode,
+    Usage,
+)
 from hapaxd.providers.registry import ADAPTERS, PROVIDER_TYPES, build_provider
-from tests.fakes.upstream import Fail, FakeUpstream, Hang, Malformed, Raw, Reply, awkward_pieces
+from tests.fakes.upstream import (
+    Call,
+    Fail,
+    FakeUpstream,
+    Hang,
+    Malformed,
+    Raw,
+    Reply,
+    awkward_pieces,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +64,8 @@ OPENAI = Case("openai", "openai", "openai.chat", "openai.models")
 ANTHROPIC = Case("anthropic", "anthropic", "anthropic.messages", "anthropic.models")
 OLLAMA = Case("ollama", "ollama", "ollama.chat", "ollama.tags")
 AZURE = Case("azure_openai", "azure", "azure.chat", "azure.models", {"deployment": "gpt4o-prod"})
-NETWORK = [OPENAI, ANTHROPIC, OLLAMA]
+GEMINI = Case("gemini", "gemini", "gemini.generate", "gemini.models")
+NETWORK = [OPENAI, ANTHROPIC, OLLAMA, GEMINI]
 WITH_AZURE = [*NETWORK, AZURE]
 
 REQUEST = CompletionRequest(
@@ -106,8 +137,8 @@ async def test_complete(case: Case, make: Factory, fake_upstream: FakeUpstream) 
     assert completion.usage == Usage(21, 13)
     assert completion.upstream_model == "test-model"
     assert fake_upstream.count(case.chat) == 1
-    sent = fake_upstream.last.json
-    assert sent["model"] == "test-model" and sent.get("stream") in (None, False)
+    sent = fake_upstream.last
+    assert sent.model == "test-model" and not sent.streaming
 
 
 @pytest.mark.parametrize("case", WITH_AZURE, ids=str)
@@ -126,7 +157,7 @@ async def test_stream(case: Case, make: Factory, fake_upstream: FakeUpstream) ->
     assert [c.delta for c in chunks[:-1]] == reply.pieces
     assert_well_formed(chunks, TEXT, Usage(21, 17))
     assert all(c.upstream_model == "test-model" for c in chunks)
-    assert fake_upstream.last.json["stream"] is True
+    assert fake_upstream.last.streaming
 
 
 @pytest.mark.parametrize("case", NETWORK, ids=str)
@@ -209,6 +240,22 @@ VENDOR_ERRORS = [
         FailureClass.CREDENTIAL,
     ),
     (ANTHROPIC, Fail(403), FailureClass.CREDENTIAL),
+    (GEMINI, Fail(403), FailureClass.CREDENTIAL),
+    (GEMINI, Fail(429), FailureClass.RATE_LIMITED),  # a quota with no RetryInfo
+    (GEMINI, Fail(504), FailureClass.TIMEOUT),  # DEADLINE_EXCEEDED
+    # A bad key is a 400 INVALID_ARGUMENT on the Gemini API; its ErrorInfo reason tells.
+    (
+        GEMINI,
+        Fail(
+            400, code="API_KEY_INVALID", message="API key not valid. Please pass a valid API key."
+        ),
+        FailureClass.CREDENTIAL,
+    ),
+    (
+        GEMINI,
+        Fail(400, kind="FAILED_PRECONDITION", message="User location is not supported."),
+        FailureClass.CREDENTIAL,
+    ),
 ]
 ERROR_CASES = [(c, f, k) for c in NETWORK for f, k in COMMON_ERRORS] + VENDOR_ERRORS
 
@@ -325,6 +372,10 @@ STREAM_ERRORS = [
     (ANTHROPIC, Fail(500), FailureClass.TRANSIENT),
     (ANTHROPIC, Fail(429), FailureClass.RATE_LIMITED),
     (OLLAMA, Fail(500), FailureClass.TRANSIENT),
+    (GEMINI, Fail(500), FailureClass.TRANSIENT),
+    (GEMINI, Fail(503), FailureClass.TRANSIENT),
+    (GEMINI, Fail(429), FailureClass.RATE_LIMITED),
+    (GEMINI, Fail(400), FailureClass.CALLER),
 ]
 
 
@@ -342,6 +393,91 @@ async def test_error_event_mid_stream(
     assert [c.delta for c in chunks] == reply.pieces[:1]
     assert error.failure_class is failure
     assert "went wrong" in error.message
+
+
+# tool calls ------------------------------------------------------------------------------------
+
+WEATHER = Json({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+TOOLS = CompletionRequest(
+    model="test-model",
+    messages=(Message(Role.USER, "Weather in Oslo, and the time?"),),
+    max_tokens=50,
+    tools=(Tool("get_weather", "The weather in a city", WEATHER), Tool("get_time")),
+)
+TWO_CALLS = Reply(
+    text="",
+    tool_calls=(Call(), Call("call_fake_2", "get_time", "{}")),
+    finish="tool_calls",
+)
+
+
+def calls_of(chunks: list[Chunk]) -> list[tuple[str, str, str]]:
+    """(id, name, arguments) of each streamed tool call, its deltas joined by index."""
+    parts: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for delta in chunk.tool_calls:
+            got = parts.setdefault(delta.index, ["", "", ""])
+            got[0] += delta.id
+            got[1] += delta.name
+            got[2] += delta.arguments
+    return [(p[0], p[1], p[2]) for _, p in sorted(parts.items())]
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+@pytest.mark.parametrize("case", NETWORK, ids=str)
+async def test_tool_calls_come_back_with_distinct_ids_names_and_arguments(
+    case: Case, mode: str, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.set_default(TWO_CALLS)
+    provider = make(case)
+    if mode == "complete":
+        completion = await provider.complete(TOOLS)
+        calls = [(c.id, c.name, c.arguments) for c in completion.tool_calls]
+        finish = completion.finish_reason
+    else:
+        chunks = [c async for c in provider.stream(TOOLS)]
+        calls, finish = calls_of(chunks), chunks[-1].finish_reason
+    assert [name for _, name, _ in calls] == ["get_weather", "get_time"]
+    assert [json.loads(arguments) for _, _, arguments in calls] == [{"city": "Oslo"}, {}]
+    assert all(calls) and len({call_id for call_id, _, _ in calls}) == 2
+    assert finish is FinishReason.TOOL_CALLS
+
+
+# embeddings ------------------------------------------------------------------------------------
+
+EMBEDDERS = [c for c in NETWORK if "embeddings" in KIND[c.type].capabilities]
+
+
+@pytest.mark.parametrize("case", EMBEDDERS, ids=str)
+async def test_embeddings_one_vector_per_input_in_order(
+    case: Case, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    provider = make(case)
+    assert isinstance(provider, Embedder)
+    answer = await provider.embed(EmbeddingRequest("embed-model", ("a", "bbb", "cc"), dimensions=4))
+    # fake_vector: each input's length and index, then 0.25s
+    assert answer.vectors == (
+        (1.0, 0.0, 0.25, 0.25),
+        (3.0, 1.0, 0.25, 0.25),
+        (2.0, 2.0, 0.25, 0.25),
+    )
+    assert fake_upstream.last.model == "embed-model"
+
+
+@pytest.mark.parametrize(
+    ("fail", "failure"),
+    [(Fail(429), FailureClass.RATE_LIMITED), (Fail(401), FailureClass.CREDENTIAL)],
+)
+@pytest.mark.parametrize("case", EMBEDDERS, ids=str)
+async def test_embedding_errors(
+    case: Case, fail: Fail, failure: FailureClass, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.set_default(fail)
+    provider = make(case)
+    assert isinstance(provider, Embedder)
+    with pytest.raises(UpstreamError) as caught:
+        await provider.embed(EmbeddingRequest("embed-model", ("a",)))
+    assert caught.value.failure_class is failure
 
 
 # timeouts and refused connections --------------------------------------------------------------
@@ -621,6 +757,356 @@ async def test_ollama_body(make: Factory, fake_upstream: FakeUpstream) -> None:
     assert sent.json["options"] == {"num_predict": 50}
 
 
+async def test_gemini_paths_key_header_and_body(make: Factory, fake_upstream: FakeUpstream) -> None:
+    provider = make(GEMINI)
+    await provider.complete(dataclasses.replace(REQUEST, stop=("END",), temperature=0.0, seed=7))
+    await collect(provider)
+    await provider.probe()
+    chat, stream, models = fake_upstream.requests
+    assert chat.path == "/v1beta/models/test-model:generateContent" and chat.query == {}
+    assert stream.path == "/v1beta/models/test-model:streamGenerateContent"
+    assert stream.query == {"alt": "sse"}
+    assert models.method == "GET" and models.path == "/v1beta/models"
+    for sent in (chat, stream, models):  # the key in a header, never in the URL
+        assert sent.headers["x-goog-api-key"] == "sk-test"
+        assert "key" not in sent.query and "authorization" not in sent.headers
+    assert chat.json == {
+        "contents": [{"role": "user", "parts": [{"text": "Say hello."}]}],
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "generationConfig": {
+            "maxOutputTokens": 50,
+            "temperature": 0.0,
+            "stopSequences": ["END"],
+            "seed": 7,
+        },
+    }
+    assert stream.json == {**chat.json, "generationConfig": {"maxOutputTokens": 50}}
+
+
+async def test_gemini_without_key_sends_no_key_header(
+    make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    await make(GEMINI, api_key="").complete(REQUEST)
+    assert "x-goog-api-key" not in fake_upstream.last.headers
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+async def test_gemini_tools_tool_choice_and_made_up_call_ids(
+    mode: str, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    """Gemini's function calls have no ids: each gets call_<n>_<name>."""
+    fake_upstream.set_default(TWO_CALLS)
+    request = dataclasses.replace(TOOLS, tool_choice=ToolChoice(ToolMode.FUNCTION, "get_weather"))
+    provider = make(GEMINI)
+    if mode == "complete":
+        calls = [(c.id, c.name) for c in (await provider.complete(request)).tool_calls]
+    else:
+        calls = [(i, n) for i, n, _ in calls_of([c async for c in provider.stream(request)])]
+    assert calls == [("call_0_get_weather", "get_weather"), ("call_1_get_time", "get_time")]
+    sent = fake_upstream.last.json
+    assert sent["tools"] == [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "get_weather",
+                    "description": "The weather in a city",
+                    "parametersJsonSchema": WEATHER.value,
+                },
+                {"name": "get_time"},
+            ]
+        }
+    ]
+    assert sent["toolConfig"] == {
+        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+    }
+
+
+@pytest.mark.parametrize(
+    ("mode", "wire"), [(ToolMode.AUTO, "AUTO"), (ToolMode.NONE, "NONE"), (ToolMode.REQUIRED, "ANY")]
+)
+async def test_gemini_tool_modes(
+    mode: ToolMode, wire: str, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    await make(GEMINI).complete(dataclasses.replace(TOOLS, tool_choice=ToolChoice(mode)))
+    assert fake_upstream.last.json["toolConfig"] == {"functionCallingConfig": {"mode": wire}}
+
+
+async def test_gemini_tool_results_go_back_as_function_responses(
+    make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    calls = (
+        ToolCall("call_0_get_weather", "get_weather", '{"city": "Oslo"}'),
+        ToolCall("call_1_get_time", "get_time", ""),
+    )
+    request = dataclasses.replace(
+        TOOLS,
+        messages=(
+            *TOOLS.messages,
+            Message(Role.ASSISTANT, "", tool_calls=calls),
+            Message(Role.TOOL, "-3C", tool_call_id="call_0_get_weather"),
+            Message(Role.TOOL, '{"time": "12:00"}', tool_call_id="call_1_get_time"),
+            Message(Role.USER, "Thanks"),
+        ),
+    )
+    await make(GEMINI).complete(request)
+    assert fake_upstream.last.json["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather in Oslo, and the time?"}]},
+        {
+            "role": "model",
+            "parts": [
+                {
+                    "functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+                    "thoughtSignature": "skip_thought_signature_validator",
+                },
+                {"functionCall": {"name": "get_time", "args": {}}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"output": "-3C"}}},
+                {"functionResponse": {"name": "get_time", "response": {"time": "12:00"}}},
+            ],
+        },
+        {"role": "user", "parts": [{"text": "Thanks"}]},
+    ]
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+async def test_gemini_structured_output(
+    mode: str, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.set_default(Reply(text='{"city": "Oslo"}', chunks=2))
+    answer = ResponseFormat(FormatType.JSON_SCHEMA, name="place", schema=WEATHER)
+    request = dataclasses.replace(REQUEST, response_format=answer)
+    provider = make(GEMINI)
+    if mode == "complete":
+        text = (await provider.complete(request)).text
+    else:
+        text = text_of(await anext_all(provider, request))
+    assert json.loads(text) == {"city": "Oslo"}
+    assert fake_upstream.last.json["generationConfig"] == {
+        "maxOutputTokens": 50,
+        "responseMimeType": "application/json",
+        "responseJsonSchema": WEATHER.value,
+    }
+    await provider.complete(
+        dataclasses.replace(REQUEST, response_format=ResponseFormat(FormatType.JSON_OBJECT))
+    )
+    assert fake_upstream.last.json["generationConfig"] == {
+        "maxOutputTokens": 50,
+        "responseMimeType": "application/json",
+    }
+
+
+async def anext_all(provider: Provider, request: CompletionRequest) -> list[Chunk]:
+    return [c async for c in provider.stream(request)]
+
+
+async def test_gemini_images_inline_and_by_uri(make: Factory, fake_upstream: FakeUpstream) -> None:
+    png = b"\x89PNG\r\n\x1a\n fake"
+    parts = (
+        "What are these?",
+        Image(data=png, mime_type="image/png"),
+        Image(url="https://example.com/cat.jpeg"),
+    )
+    request = dataclasses.replace(
+        REQUEST, messages=(Message(Role.USER, "What are these?", parts=parts),)
+    )
+    await make(GEMINI).complete(request)
+    assert fake_upstream.last.json["contents"][0]["parts"] == [
+        {"text": "What are these?"},
+        {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()}},
+        {"fileData": {"fileUri": "https://example.com/cat.jpeg", "mimeType": "image/jpeg"}},
+    ]
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+async def test_gemini_thoughts_and_token_counts(
+    mode: str, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    """Thought parts are reasoning; thoughtsTokenCount is output too, cachedContentTokenCount
+    part of the prompt."""
+    reply = Reply(
+        text="Cold.", reasoning="Winter.", cached_tokens=3, reasoning_tokens=2, completion_tokens=5
+    )
+    fake_upstream.set_default(reply)
+    provider = make(GEMINI)
+    if mode == "complete":
+        completion = await provider.complete(REQUEST)
+        text, reasoning, usage = completion.text, completion.reasoning, completion.usage
+    else:
+        chunks = await collect(provider)
+        text, usage = text_of(chunks), chunks[-1].usage
+        reasoning = "".join(c.reasoning for c in chunks)
+    assert (text, reasoning) == ("Cold.", "Winter.")
+    assert usage == Usage(11, 5, cached_prompt_tokens=3, reasoning_tokens=2)
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+async def test_gemini_safety_finish_is_content_filter(
+    mode: str, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.set_default(Reply(finish="content_filter"))
+    provider = make(GEMINI)
+    if mode == "complete":
+        finish = (await provider.complete(REQUEST)).finish_reason
+    else:
+        finish = (await collect(provider))[-1].finish_reason
+    assert finish is FinishReason.CONTENT_FILTER
+
+
+BLOCKED = {
+    "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+    "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9},
+    "modelVersion": "gemini-2.5-flash",
+}
+
+
+async def test_gemini_blocked_prompt_is_content_filter(
+    make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    body = json.dumps(BLOCKED).encode()
+    fake_upstream.script("gemini.generate", Raw((body,), content_type="application/json"))
+    fake_upstream.script("gemini.generate", Raw((b"data: " + body + b"\n\n",)))
+    provider = make(GEMINI)
+    completion = await provider.complete(REQUEST)
+    assert completion.finish_reason is FinishReason.CONTENT_FILTER and completion.text == ""
+    assert completion.usage == Usage(9, 0)
+    chunks = await collect(provider)
+    assert chunks == [
+        Chunk(
+            finish_reason=FinishReason.CONTENT_FILTER,
+            usage=Usage(9, 0),
+            upstream_model="gemini-2.5-flash",
+        )
+    ]
+
+
+MALFORMED_CALL = {
+    "candidates": [
+        {"content": {}, "finishReason": "MALFORMED_FUNCTION_CALL", "index": 0},
+    ],
+    "modelVersion": "gemini-2.5-flash",
+}
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+async def test_gemini_malformed_function_call_is_a_transient_error(
+    mode: str, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    body = json.dumps(MALFORMED_CALL).encode()
+    if mode == "complete":
+        fake_upstream.set_default(Raw((body,), content_type="application/json"))
+    else:
+        fake_upstream.set_default(Raw((b"data: " + body + b"\n\n",)))
+    with pytest.raises(UpstreamError) as caught:
+        await call(make(GEMINI), mode)
+    assert caught.value.failure_class is FailureClass.TRANSIENT
+    assert "MALFORMED_FUNCTION_CALL" in caught.value.message
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+async def test_gemini_retry_after_header_when_there_is_no_retry_info(
+    mode: str, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.set_default(Fail(429, headers={"Retry-After": "3"}))
+    with pytest.raises(UpstreamError) as caught:
+        await call(make(GEMINI), mode)
+    assert caught.value.failure_class is FailureClass.RATE_LIMITED
+    assert caught.value.retry_after == 3.0
+
+
+async def test_gemini_error_object_in_a_200_answer(
+    make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
+    fake_upstream.set_default(Raw((json.dumps(error).encode(),), content_type="application/json"))
+    with pytest.raises(UpstreamError) as caught:
+        await make(GEMINI).complete(REQUEST)
+    assert caught.value.failure_class is FailureClass.TRANSIENT
+    assert "The model is overloaded. (UNAVAILABLE)" in caught.value.message
+
+
+async def test_gemini_bare_json_error_inside_a_stream(
+    make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    """An error the API writes into a 200 stream as plain JSON lines, not as a `data:` event."""
+    first = {
+        "candidates": [{"content": {"parts": [{"text": "Hel"}], "role": "model"}, "index": 0}],
+        "modelVersion": "gemini-2.5-flash",
+    }
+    error = {
+        "error": {
+            "code": 429,
+            "message": "Resource has been exhausted (e.g. check quota).",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"}],
+        }
+    }
+    bare = json.dumps(error, indent=2).encode()
+    fake_upstream.set_default(
+        Raw((b"data: " + json.dumps(first).encode() + b"\r\n\r\n", bare[:40], bare[40:]))
+    )
+    chunks, error_seen = await stream_until_error(make(GEMINI))
+    assert text_of(chunks) == "Hel"
+    assert error_seen.failure_class is FailureClass.RATE_LIMITED
+    assert error_seen.retry_after == 2.0
+    assert "error in stream: Resource has been exhausted" in error_seen.message
+
+
+async def test_gemini_vendor_options_and_generation_settings(
+    make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    """generationConfig fields given as vendor options go into it; the rest go top level."""
+    options = {
+        "thinkingConfig": {"thinkingBudget": 0, "includeThoughts": False},
+        "topK": 40,
+        "safetySettings": [
+            {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}
+        ],
+    }
+    request = dataclasses.replace(
+        REQUEST,
+        top_p=0.9,
+        presence_penalty=0.1,
+        frequency_penalty=0.2,
+        vendor_options=(("gemini", Json(options)), ("openai", Json({"reasoning_effort": "low"}))),
+    )
+    await make(GEMINI).complete(request)
+    sent = fake_upstream.last.json
+    assert sent["safetySettings"] == options["safetySettings"]
+    assert sent["generationConfig"] == {
+        "maxOutputTokens": 50,
+        "topP": 0.9,
+        "presencePenalty": 0.1,
+        "frequencyPenalty": 0.2,
+        "thinkingConfig": {"thinkingBudget": 0, "includeThoughts": False},
+        "topK": 40,
+    }
+    assert "reasoning_effort" not in sent
+
+
+async def test_gemini_embeddings_body(make: Factory, fake_upstream: FakeUpstream) -> None:
+    provider = make(GEMINI)
+    assert isinstance(provider, Embedder)
+    answer = await provider.embed(EmbeddingRequest("text-embedding-004", ("a", "bb"), dimensions=5))
+    sent = fake_upstream.last
+    assert sent.path == "/v1beta/models/text-embedding-004:batchEmbedContents"
+    assert sent.headers["x-goog-api-key"] == "sk-test"
+    assert sent.json == {
+        "requests": [
+            {
+                "model": "models/text-embedding-004",
+                "content": {"parts": [{"text": text}]},
+                "outputDimensionality": 5,
+            }
+            for text in ("a", "bb")
+        ]
+    }
+    assert len(answer.vectors) == 2 and answer.upstream_model == "text-embedding-004"
+
+
 # registry --------------------------------------------------------------------------------------
 
 
@@ -637,7 +1123,7 @@ async def test_registry_builds_every_type(kind: str) -> None:
 
 def test_registry_rejects_unknown_types_and_azure_without_url() -> None:
     assert list(ADAPTERS) == list(PROVIDER_TYPES)  # one adapter per declared type, in order
-    with pytest.raises(ValueError, match="unknown type 'gemini'"):
-        build_provider(ProviderSpec(name="p", type="gemini"))
+    with pytest.raises(ValueError, match="unknown type 'bedrock'"):
+        build_provider(ProviderSpec(name="p", type="bedrock"))
     with pytest.raises(ValueError, match="base_url"):
         build_provider(ProviderSpec(name="p", type="azure_openai"))

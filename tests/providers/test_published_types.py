@@ -1,4 +1,5 @@
-"""The wire shapes, judged by the vendors' own SDK types (openai, anthropic, ollama on PyPI):
+"""The wire shapes, judged by the vendors' own SDK types (openai, anthropic, ollama, google-genai on
+PyPI):
 
 - every payload the fake upstream sends (whole answers and each stream event, with text, tool
   calls, reasoning and cache counts) parses as the vendor's response types, so the fakes cannot
@@ -30,7 +31,7 @@ from hapaxd.core.types import (
     ToolChoice,
     ToolMode,
 )
-from hapaxd.providers import anthropic, ollama, openai
+from hapaxd.providers import anthropic, gemini, ollama, openai
 from tests.fakes.upstream import Call, Reply
 from tests.fakes.upstream.shapes import (
     ShapeError,
@@ -131,6 +132,7 @@ def rich_request(form: FormatType | None) -> CompletionRequest:
         vendor_options=(
             ("anthropic", Json({"thinking": {"type": "enabled", "budget_tokens": 1024}})),
             ("ollama", Json({"think": True})),
+            ("gemini", Json({"thinkingConfig": {"includeThoughts": True}})),
             ("openai", Json({"reasoning_effort": "low"})),
         ),
     )
@@ -172,6 +174,15 @@ def test_ollama_bodies_pass_the_ollama_sdk_types(form: FormatType | None, stream
     check_request("ollama", ollama.to_wire(rich_request(form), stream=stream), stream=stream)
 
 
+@FORMATS
+@STREAMS
+def test_gemini_bodies_pass_the_google_genai_sdk_types(
+    form: FormatType | None, stream: bool
+) -> None:
+    check_request("gemini", gemini.to_wire(rich_request(form)), stream=stream)
+    check_request("gemini", gemini.to_wire(with_url_image(rich_request(None))), stream=False)
+
+
 @pytest.mark.parametrize(
     ("vendor", "body"),
     [
@@ -196,6 +207,9 @@ def test_ollama_bodies_pass_the_ollama_sdk_types(form: FormatType | None, stream
         ),
         ("anthropic", {"model": "m", "messages": []}),
         ("ollama", {"model": "m", "messages": [], "tool_choice": "auto"}),
+        ("gemini", {"contents": [{"role": "user", "parts": [{"txt": "hi"}]}]}),
+        ("gemini", {"contents": [], "generationConfig": {"max_output_tokens": 5}}),
+        ("gemini", {"contents": [], "model": "m"}),
     ],
     ids=[
         "openai-misspelt",
@@ -205,6 +219,9 @@ def test_ollama_bodies_pass_the_ollama_sdk_types(form: FormatType | None, stream
         "anthropic-image-source",
         "anthropic-no-max-tokens",
         "ollama-unknown-key",
+        "gemini-unknown-part-key",
+        "gemini-snake-case-field",
+        "gemini-model-in-body",
     ],
 )
 def test_the_judge_refuses_wrong_shapes(vendor: str, body: dict[str, Any]) -> None:
@@ -219,7 +236,7 @@ def test_the_judge_refuses_a_wrong_answer_payload() -> None:
         check_event("openai", {"id": "x", "object": "chat.completion.chunk", "choices": "none"})
 
 
-@pytest.mark.parametrize("vendor", ["openai", "azure", "ollama"])
+@pytest.mark.parametrize("vendor", ["openai", "azure", "ollama", "gemini"])
 def test_the_fakes_embeddings_parse_as_the_vendors_published_types(vendor: str) -> None:
     body = WIRES[vendor].embeddings(Reply(), "embed-model", ["a", "bb"], 5)  # type: ignore[union-attr]
     check_embed_answer(vendor, body)
@@ -230,5 +247,8 @@ def test_embedding_bodies_pass_the_sdk_types(dimensions: int | None) -> None:
     request = EmbeddingRequest("m", ("a", "b"), dimensions=dimensions, user="u")
     check_embed_request("openai", openai.embed_to_wire(request))
     check_embed_request("ollama", ollama.embed_to_wire(request))
+    check_embed_request("gemini", gemini.embed_to_wire(request))
     with pytest.raises(ShapeError):
         check_embed_request("openai", {"model": "m", "inputs": ["a"]})
+    with pytest.raises(ShapeError):
+        check_embed_request("gemini", {"requests": [{"model": "models/m", "text": "a"}]})

@@ -4,13 +4,22 @@ reasons and error classification."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from hapaxd.core.failures import FailureClass
-from hapaxd.core.types import Chunk, CompletionRequest, FinishReason, Message, Role, Usage
-from hapaxd.providers import anthropic, ollama, openai
+from hapaxd.core.types import (
+    Chunk,
+    CompletionRequest,
+    FinishReason,
+    Message,
+    Role,
+    ToolCall,
+    Usage,
+)
+from hapaxd.providers import anthropic, gemini, ollama, openai
 from tests.fakes.payloads import load
 from tests.fakes.upstream import Reply
 from tests.fakes.upstream.wire import WIRES
@@ -420,6 +429,122 @@ def test_ollama_classify(status: int, failure: FailureClass) -> None:
     assert ollama.classify(status, {**load("ollama", "error"), "error": "x"}) is failure
 
 
+# Gemini ----------------------------------------------------------------------------------------
+
+GEMINI_ANSWER = load("gemini", "generate")
+
+
+def test_gemini_to_wire_full() -> None:
+    """System prompts join in systemInstruction; the assistant is "model"; there is no user
+    field in the Gemini API, so `user` is not sent."""
+    assert gemini.to_wire(FULL) == {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hi"}]},
+            {"role": "model", "parts": [{"text": "Hello."}]},
+            {"role": "user", "parts": [{"text": "How are you?"}]},
+        ],
+        "systemInstruction": {"parts": [{"text": "Be brief.\n\nAnswer in French."}]},
+        "generationConfig": {
+            "maxOutputTokens": 64,
+            "temperature": 0.2,
+            "topP": 0.9,
+            "stopSequences": ["\n\n", "END"],
+        },
+    }
+    assert gemini.to_wire(MINIMAL) == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
+
+
+def test_gemini_from_wire() -> None:
+    """Thinking tokens are output tokens Gemini counts apart: added to completion_tokens."""
+    completion = gemini.from_wire(GEMINI_ANSWER)
+    assert completion.text == "The image shows a wooden boardwalk through a green meadow."
+    assert completion.finish_reason is FinishReason.STOP
+    assert completion.usage == Usage(1290, 45, reasoning_tokens=31)
+    assert completion.upstream_model == "gemini-2.5-flash"
+    assert gemini.from_wire({**GEMINI_ANSWER, "modelVersion": "models/gemini-2.0-flash"}) == (
+        dataclasses.replace(completion, upstream_model="gemini-2.0-flash")
+    )
+
+
+@pytest.mark.parametrize("body", [None, [], {"candidates": []}, {"candidates": "x"}, {}])
+def test_gemini_from_wire_rejects_non_answers(body: Any) -> None:
+    with pytest.raises(ValueError):
+        gemini.from_wire(body)
+
+
+@pytest.mark.parametrize(
+    ("wire", "reason"),
+    [
+        ("STOP", FinishReason.STOP),
+        ("MAX_TOKENS", FinishReason.LENGTH),
+        ("SAFETY", FinishReason.CONTENT_FILTER),
+        ("RECITATION", FinishReason.CONTENT_FILTER),
+        ("BLOCKLIST", FinishReason.CONTENT_FILTER),
+        ("PROHIBITED_CONTENT", FinishReason.CONTENT_FILTER),
+        ("SPII", FinishReason.CONTENT_FILTER),
+        ("OTHER", FinishReason.UNSPECIFIED),
+        (None, FinishReason.UNSPECIFIED),
+    ],
+)
+def test_gemini_finish_reasons(wire: Any, reason: FinishReason) -> None:
+    assert gemini.finish_reason(wire) is reason
+
+
+def test_gemini_tool_results_find_their_function() -> None:
+    """By the call earlier in the request; else by the name in an id of ours."""
+    request = CompletionRequest(
+        model="m",
+        messages=(
+            Message(Role.USER, "Hi"),
+            Message(Role.ASSISTANT, "", tool_calls=(ToolCall("abc", "lookup", "{}"),)),
+            Message(Role.TOOL, "[1, 2]", tool_call_id="abc"),
+            Message(Role.TOOL, "ok", tool_call_id="call_3_get_time"),
+        ),
+    )
+    results = gemini.to_wire(request)["contents"][2]["parts"]
+    assert results == [
+        {"functionResponse": {"name": "lookup", "response": {"output": "[1, 2]"}}},
+        {"functionResponse": {"name": "get_time", "response": {"output": "ok"}}},
+    ]
+
+
+def _gemini_error(status: int, kind: str, message: str = "m") -> dict[str, Any]:
+    return {"error": {"code": status, "message": message, "status": kind}}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "failure"),
+    [
+        (400, load("gemini", "error"), FailureClass.CREDENTIAL),  # API_KEY_INVALID
+        (400, _gemini_error(400, "INVALID_ARGUMENT"), FailureClass.CALLER),
+        (400, _gemini_error(400, "FAILED_PRECONDITION"), FailureClass.CREDENTIAL),
+        (401, _gemini_error(401, "UNAUTHENTICATED"), FailureClass.CREDENTIAL),
+        (403, _gemini_error(403, "PERMISSION_DENIED"), FailureClass.CREDENTIAL),
+        (404, _gemini_error(404, "NOT_FOUND"), FailureClass.MODEL_UNAVAILABLE),
+        (429, load("gemini", "quota_error"), FailureClass.RATE_LIMITED),
+        (500, _gemini_error(500, "INTERNAL"), FailureClass.TRANSIENT),
+        (503, _gemini_error(503, "UNAVAILABLE"), FailureClass.TRANSIENT),
+        (504, _gemini_error(504, "DEADLINE_EXCEEDED"), FailureClass.TIMEOUT),
+        (502, "<html>Bad Gateway</html>", FailureClass.TRANSIENT),
+    ],
+)
+def test_gemini_classify(status: int, body: Any, failure: FailureClass) -> None:
+    assert gemini.classify(status, body) is failure
+
+
+def test_gemini_retry_delay_status_and_message() -> None:
+    quota = load("gemini", "quota_error")
+    assert gemini.retry_delay(quota) == 12.0
+    quota["error"]["details"][-1]["retryDelay"] = "0.250s"
+    assert gemini.retry_delay(quota) == 0.25
+    assert gemini.retry_delay(_gemini_error(429, "RESOURCE_EXHAUSTED")) is None
+    assert gemini.error_status({"error": {"status": "RESOURCE_EXHAUSTED"}}) == 429
+    assert gemini.error_status(_gemini_error(503, "UNAVAILABLE")) == 503
+    assert gemini.error_message(_gemini_error(404, "NOT_FOUND", "no model")) == (
+        "no model (NOT_FOUND)"
+    )
+
+
 # The fake upstream and these tests read the same payloads ----------------------------------------
 
 
@@ -439,6 +564,7 @@ SHARED = [
     ("azure", ("openai", "completion"), openai),  # Azure answers in OpenAI's shape
     ("anthropic", ("anthropic", "message"), anthropic),
     ("ollama", ("ollama", "chat"), ollama),
+    ("gemini", ("gemini", "generate"), gemini),
 ]
 
 

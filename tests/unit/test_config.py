@@ -187,7 +187,9 @@ def test_azure_without_its_resource_url_is_a_config_error() -> None:
 
 
 def test_every_provider_type_has_one_vendor_option_schema() -> None:
-    assert set(config.PROVIDER_TYPES) == {"local", "openai", "azure_openai", "anthropic", "ollama"}
+    assert set(config.PROVIDER_TYPES) == {
+        *("local", "openai", "azure_openai", "anthropic", "ollama", "gemini")
+    }
     assert len(set(config.PROVIDER_TYPES)) == len(config.PROVIDER_TYPES)
     assert list(OPTIONS) == list(config.PROVIDER_TYPES)
 
@@ -199,8 +201,8 @@ def test_a_provider_type_is_one_of_provider_types_and_nothing_else() -> None:
     with pytest.raises(config.ConfigError) as caught:
         config.parse({"providers": [{"name": "l", "type": "nope"}], "default_model": "m"}, {})
     assert str(caught.value).startswith(
-        "providers[0].type: Input should be 'local', 'openai', 'azure_openai', 'anthropic' or "
-        "'ollama'"
+        "providers[0].type: Input should be 'local', 'openai', 'azure_openai', 'anthropic', "
+        "'ollama' or 'gemini'"
     )
 
 
@@ -215,11 +217,14 @@ def test_what_each_type_declares_reaches_config_and_validation() -> None:
         "openai": ("openai", "azure_openai"),
         "anthropic": ("anthropic",),
         "ollama": ("ollama",),
+        "gemini": ("gemini",),
     }
+    assert DEFAULT_CAPABILITIES["gemini"] == DEFAULT_CAPABILITIES["openai"]
     assert RESERVED_OPTIONS == {
         *("model", "messages", "stream", "stream_options", "system", "tools", "tool_choice"),
         *("parallel_tool_calls", "response_format", "format", "max_tokens"),
         *("max_completion_tokens", "options", "input"),
+        *("contents", "systemInstruction", "toolConfig", "generationConfig"),
     }
 
 
@@ -255,6 +260,7 @@ def test_local_chunk_delay_is_a_duration_normalised_to_seconds(
         ("anthropic", {"default_max_tokens": "0"}, "providers[0].options.default_max_tokens: In"),
         ("anthropic", {"anthropic_version": ""}, "providers[0].options.anthropic_version: String"),
         ("ollama", {"num_ctx": 8}, "providers[0].options.num_ctx: unknown option for type ollama"),
+        ("gemini", {"api_version": "v1"}, "providers[0].options.api_version: unknown option for"),
         ("local", ["chunk_delay"], "providers[0].options: not a mapping"),
     ],
 )

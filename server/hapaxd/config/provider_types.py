@@ -54,6 +54,11 @@ class OllamaOptions(Frozen):
     """No vendor options yet."""
 
 
+class GeminiOptions(Frozen):
+    """No vendor options yet: the API version is base_url's (.../v1beta by default, or .../v1),
+    and safety settings are per request (`vendor_options {"gemini": {"safetySettings": ...}}`)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class VendorWire:
     """A request body format callers may add fields to, as `vendor_options[name]`; `owned` are
@@ -88,6 +93,10 @@ ANTHROPIC_WIRE = VendorWire(
 OLLAMA_WIRE = VendorWire(
     "ollama",
     frozenset({"model", "messages", "stream", "tools", "format", "options", "input"}),
+)
+GEMINI_WIRE = VendorWire(
+    "gemini",
+    frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"}),
 )
 
 # The built-in default's provider entry (less name and type) when the environment has one.
@@ -150,6 +159,8 @@ KINDS: tuple[ProviderKind, ...] = (
         detect=_keyed("ANTHROPIC_API_KEY", "claude-haiku-4-5"),
     ),
     ProviderKind("ollama", OllamaOptions, image_urls=False, wire=OLLAMA_WIRE, detect=_ollama),
+    # Image URLs go as fileData.fileUri (Files API, Cloud Storage or https URIs).
+    ProviderKind("gemini", GeminiOptions, wire=GEMINI_WIRE),
 )
 KIND: Mapping[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 TYPE_NAMES: tuple[str, ...] = tuple(KIND)

@@ -31,6 +31,7 @@ BUILTIN_PATTERNS = (
     ("api", r"(?i)(?P<keep>\b(?:x-)?api[-_]key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}&]+"),
     ("bearer", r"(?i)(?P<keep>\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     ("sk-", r"\bsk-[A-Za-z0-9_-]{16,}"),
+    ("aiza", r"\bAIza[0-9A-Za-z_-]{35}"),  # Google API keys (Gemini API)
 )
 
 

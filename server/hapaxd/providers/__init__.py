@@ -11,6 +11,8 @@
     openai.py       OpenAI Chat Completions and embeddings (and Azure OpenAI)
     anthropic.py    Anthropic Messages (structured output through a forced tool)
     ollama.py       Ollama /api/chat and /api/embed
+    gemini.py       Google Gemini API generateContent, streamGenerateContent (SSE) and
+                    batchEmbedContents
     local.py        the built-in provider: no network, deterministic answers, tool calls,
                     structured output and embeddings
     registry.py     provider type -> adapter, one line per config/provider_types.py entry;

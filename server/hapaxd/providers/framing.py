@@ -1,6 +1,6 @@
-"""Incremental decoders for streamed upstream bodies: Server-Sent Events (SSEDecoder, for OpenAI
-and Anthropic) and newline-delimited JSON (LineDecoder, for Ollama), and `decode_stream`, which
-runs either over a body.
+"""Incremental decoders for streamed upstream bodies: Server-Sent Events (SSEDecoder, for OpenAI,
+Anthropic and Gemini) and newline-delimited JSON (LineDecoder, for Ollama), and `decode_stream`,
+which runs either over a body.
 
 Bytes may arrive split anywhere (inside a UTF-8 character, between CR and LF); both decoders keep
 what is incomplete for the next feed. Pure Python: no HTTP client, no grpc.

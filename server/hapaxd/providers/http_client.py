@@ -28,6 +28,8 @@ from hapaxd.providers.exchange_timer import ExchangeTimer
 Classifier = Callable[[int, Any], FailureClass]
 # error_message(body) -> human text from a vendor error body
 ErrorText = Callable[[Any], str]
+# retry_delay(body) -> seconds to wait that a vendor error body names (Gemini's RetryInfo), or None
+RetryDelay = Callable[[Any], float | None]
 
 NO_HEADERS: Mapping[str, str] = {}
 
@@ -106,9 +108,12 @@ class HttpClient:
         classify: Classifier = default_classify,
         error_text: ErrorText = _json_error_text,
         auth_headers: Mapping[str, str] | None = None,
+        retry_delay: RetryDelay | None = None,
     ) -> None:
-        """`auth_headers` (the vendor's key header) go on every request, with spec.headers."""
+        """`auth_headers` (the vendor's key header) go on every request, with spec.headers;
+        `retry_delay` reads a wait from an error body that has no Retry-After header."""
         self._spec = spec
+        self._retry_delay = retry_delay
         self._headers = {**spec.headers, **(auth_headers or {})}
         self._classify = classify
         self._error_text = error_text
@@ -290,6 +295,8 @@ class HttpClient:
         body = _decode_body(raw)
         failure = self._classify(response.status, body)
         retry_after = parse_retry_after(response.headers)
+        if retry_after is None and self._retry_delay is not None:
+            retry_after = self._retry_delay(body)
         raise UpstreamError(
             failure,
             self._spec.name,

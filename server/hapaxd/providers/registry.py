@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from hapaxd.config import PROVIDER_TYPES, ProviderSettings
 from hapaxd.core.provider import Provider, ProviderSpec, Timeouts
 from hapaxd.providers.anthropic import AnthropicProvider
+from hapaxd.providers.gemini import GeminiProvider
 from hapaxd.providers.local import LocalProvider
 from hapaxd.providers.ollama import OllamaProvider
 from hapaxd.providers.openai import AzureOpenAIProvider, OpenAIProvider
@@ -21,6 +22,7 @@ ADAPTERS: Mapping[str, Callable[[ProviderSpec], Provider]] = {
     "azure_openai": AzureOpenAIProvider,
     "anthropic": AnthropicProvider,
     "ollama": OllamaProvider,
+    "gemini": GeminiProvider,
 }
 
 

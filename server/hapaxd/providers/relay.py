@@ -36,10 +36,21 @@ def stream_json(provider: str, text: str) -> Any:
 
 
 def error_in_body(
-    provider: str, failure: FailureClass, message: str, *, in_stream: bool = False
+    provider: str,
+    failure: FailureClass,
+    message: str,
+    *,
+    in_stream: bool = False,
+    retry_after: float | None = None,
 ) -> UpstreamError:
-    """An error object the vendor sent with HTTP 200, as a whole answer or inside a stream."""
-    return UpstreamError(failure, provider, f"error in stream: {message}" if in_stream else message)
+    """An error object the vendor sent with HTTP 200, as a whole answer or inside a stream
+    (`retry_after`: a wait the object itself names, as Gemini's RetryInfo does)."""
+    return UpstreamError(
+        failure,
+        provider,
+        f"error in stream: {message}" if in_stream else message,
+        retry_after=retry_after,
+    )
 
 
 def decode_answer(provider: str, answer: Any, from_wire: Callable[[Any], T]) -> T:

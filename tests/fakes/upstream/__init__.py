@@ -1,4 +1,5 @@
-"""A scriptable fake LLM upstream (OpenAI, Azure OpenAI, Anthropic, Ollama) for adapter tests."""
+"""A scriptable fake LLM upstream (OpenAI, Azure OpenAI, Anthropic, Ollama, Gemini) for adapter
+tests."""
 
 from .behaviours import (
     Behaviour,

@@ -1,6 +1,6 @@
-"""FakeUpstream: a real HTTP server on 127.0.0.1 that speaks the OpenAI, Azure OpenAI, Anthropic and
-Ollama wire formats, plays scripted behaviours, and records requests, the TCP connections they came
-on, and client disconnects."""
+"""FakeUpstream: a real HTTP server on 127.0.0.1 that speaks the OpenAI, Azure OpenAI, Anthropic,
+Ollama and Gemini wire formats, plays scripted behaviours, and records requests, the TCP connections
+they came on, and client disconnects."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .behaviours import Behaviour, Fail, Hang, Malformed, Raw, Reply, awkward_pieces
 from .shapes import ShapeError, check_embed_request, check_request
-from .wire import WIRES, OllamaWire, Wire
+from .wire import WIRES, GeminiWire, OllamaWire, Wire
 
 # route name -> (method, path regex, vendor wire)
 ROUTES: dict[str, tuple[str, str, str]] = {
@@ -31,6 +31,14 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "ollama.chat": ("POST", r"/api/chat", "ollama"),
     "ollama.tags": ("GET", r"/api/tags", "ollama"),
     "ollama.embed": ("POST", r"/api/embed", "ollama"),
+    # Gemini names the model in the path; the method after the colon says whether it streams.
+    "gemini.generate": (
+        "POST",
+        r"/v1beta/models/[^/:]+:(?:generateContent|streamGenerateContent)",
+        "gemini",
+    ),
+    "gemini.models": ("GET", r"/v1beta/models", "gemini"),
+    "gemini.embed": ("POST", r"/v1beta/models/[^/:]+:batchEmbedContents", "gemini"),
 }
 EMBED_ROUTES = frozenset(r for r in ROUTES if r.endswith(("embeddings", "embed")))
 CHAT_ROUTES = frozenset(
@@ -51,6 +59,8 @@ class RecordedRequest:
     connection: int = 0  # which TCP connection it came on: 1 for the first the fake saw, and so on
     finished: bool = False  # the fake played it to the end (a stream: its body's end was written)
     shape_error: str = ""  # why the vendor's SDK types refuse the body (answered with a 400)
+    model: str = ""  # the model asked for: the body's, or (Azure, Gemini) the path's
+    streaming: bool = False  # a chat request asking for a streamed answer
 
 
 class FakeUpstream:
@@ -122,7 +132,10 @@ class FakeUpstream:
         return f"http://127.0.0.1:{self.port}"
 
     def base_url(self, vendor: str) -> str:
-        """The base_url an adapter of that type is configured with (OpenAI's includes /v1)."""
+        """The base_url an adapter of that type is configured with (OpenAI's includes /v1,
+        Gemini's /v1beta)."""
+        if vendor == "gemini":
+            return f"{self.url}/v1beta"
         return f"{self.url}/v1" if vendor == "openai" else self.url
 
     # scripting --------------------------------------------------------------------------------
@@ -263,10 +276,13 @@ class FakeUpstream:
         if route == "unknown":
             record.finished = True
             return self._json(404, wire.error_body(Fail(404, message=f"no route {request.path}")))
+        record.model, record.streaming = _asked(route, request, parsed)
         if route in CHAT_ROUTES | EMBED_ROUTES and isinstance(parsed, dict):
             vendor = ROUTES[route][2]
-            streaming = parsed.get("stream", vendor == "ollama") is True
+            streaming = record.streaming
             try:
+                if vendor == "gemini" and streaming and request.query.get("alt") != "sse":
+                    raise ShapeError("streamGenerateContent without alt=sse answers a JSON array")
                 if route in EMBED_ROUTES:
                     check_embed_request(vendor, parsed)
                 else:
@@ -309,7 +325,7 @@ class FakeUpstream:
             behaviour = behaviour.then
         if isinstance(behaviour, Fail):
             headers = dict(behaviour.headers)
-            if behaviour.retry_after is not None:
+            if behaviour.retry_after is not None and not isinstance(wire, GeminiWire):
                 headers["Retry-After"] = behaviour.retry_after
             return self._json(behaviour.status, wire.error_body(behaviour), headers)
         if isinstance(behaviour, Raw):
@@ -318,25 +334,21 @@ class FakeUpstream:
             await response.write_eof()
             return response
         body = record.json if isinstance(record.json, dict) else {}
-        # Azure names the deployment in the path, not the model in the body.
-        deployment = request.path.split("/")[3] if record.route == "azure.chat" else "unknown"
-        model = str(body.get("model") or deployment)
+        model = record.model or "unknown"
         if record.route in EMBED_ROUTES:
             if isinstance(behaviour, Malformed):
                 return web.Response(body=wire.malformed_body(), content_type="application/json")
-            inputs = body.get("input")
-            texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+            texts, dims = _embed_inputs(body)
             count = behaviour.vectors  # type: ignore[union-attr]
             if count is not None:  # a broken upstream: more or fewer vectors than inputs
                 texts = [texts[i % len(texts)] if texts else "x" for i in range(count)]
-            dims = int(body.get("dimensions") or 3)
             answer = wire.embeddings(behaviour, behaviour.model or model, texts, dims)  # type: ignore[union-attr]
             return self._json(200, answer, behaviour.headers)
         if record.route not in CHAT_ROUTES:
             if isinstance(behaviour, Malformed):
                 return web.Response(body=wire.malformed_body(), content_type="application/json")
             return self._json(200, wire.models())
-        streaming = body.get("stream", isinstance(wire, OllamaWire)) is True
+        streaming = record.streaming
         if isinstance(behaviour, Malformed):
             if not streaming:
                 return web.Response(body=wire.malformed_body(), content_type="application/json")
@@ -446,3 +458,32 @@ class FakeUpstream:
         if headers:
             response.headers.update(headers)
         return response
+
+
+def _asked(route: str, request: web.Request, body: Any) -> tuple[str, bool]:
+    """The model a request asks for and whether it asks for a stream, as its vendor says them."""
+    body = body if isinstance(body, dict) else {}
+    vendor = ROUTES[route][2] if route in ROUTES else ""
+    if vendor == "gemini":  # /v1beta/models/{model}:{method}
+        model, _, method = request.path.split("/")[-1].partition(":")
+        return model, method == "streamGenerateContent"
+    model = str(body.get("model") or "")
+    if route == "azure.chat":  # Azure names the deployment in the path, not the model in the body
+        model = model or request.path.split("/")[3]
+    return model, route in CHAT_ROUTES and body.get("stream", vendor == "ollama") is True
+
+
+def _embed_inputs(body: dict[str, Any]) -> tuple[list[str], int]:
+    """The texts an embeddings request asks for, and the dimensions (3 if it names none)."""
+    rows = body.get("requests")
+    if isinstance(rows, list):  # Gemini's batchEmbedContents: one request per text
+        texts = [
+            "".join(p.get("text", "") for p in r.get("content", {}).get("parts", []))
+            for r in rows
+            if isinstance(r, dict)
+        ]
+        dims = rows[0].get("outputDimensionality") if rows and isinstance(rows[0], dict) else None
+        return texts, int(dims or 3)
+    inputs = body.get("input")
+    texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    return texts, int(body.get("dimensions") or 3)

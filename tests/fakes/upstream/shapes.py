@@ -6,6 +6,11 @@ made it) and the payloads the fake sends (so the fake cannot drift from the real
 - Anthropic: `anthropic.types` (MessageCreateParams; Message, RawMessageStreamEvent)
 - Ollama: `ollama._types` (ChatRequest, ChatResponse; EmbedRequest, EmbedResponse)
 - Embeddings: `openai.types` (EmbeddingCreateParams, CreateEmbeddingResponse)
+- Gemini: `google.genai.types` (google-genai). The SDK publishes no type for the REST request
+  body itself (its calls take a config it converts): the bodies below are the API reference's
+  fields, each typed with the SDK's own models (Content, Tool, ToolConfig, GenerationConfig,
+  SafetySetting); answers and stream events are GenerateContentResponse, embeddings
+  EmbedContentResponse. The SDK's models refuse unknown keys themselves.
 
 Unknown keys are problems too (a misspelt field would otherwise pass unseen): the SDKs' request
 TypedDicts are checked with extra keys forbidden, and pydantic models key by key.
@@ -22,6 +27,7 @@ import ollama._types as ollama_types
 import openai.types as openai_types
 import openai.types.chat as openai_chat
 from anthropic.types import message_create_params as anthropic_params
+from google.genai import types as genai_types
 from openai.types import embedding_create_params as openai_embedding_params
 from openai.types.chat import completion_create_params as openai_params
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
@@ -113,6 +119,36 @@ _OPENAI = {
     "embed request": _typed(openai_embedding_params.EmbeddingCreateParams),
     "embed answer": openai_types.CreateEmbeddingResponse.model_validate,
 }
+_STRICT = ConfigDict(extra="forbid")
+# The REST API's GenerateContentRequest (its model is the path's), as the API reference lists
+# its fields, typed with the SDK's models.
+GeminiGenerateContentRequest = create_model(
+    "GeminiGenerateContentRequest",
+    __config__=_STRICT,
+    contents=(list[genai_types.Content], ...),
+    systemInstruction=(genai_types.Content | None, None),
+    tools=(list[genai_types.Tool] | None, None),
+    toolConfig=(genai_types.ToolConfig | None, None),
+    safetySettings=(list[genai_types.SafetySetting] | None, None),
+    generationConfig=(genai_types.GenerationConfig | None, None),
+    cachedContent=(str | None, None),
+)
+# batchEmbedContents: {"requests": [EmbedContentRequest]}, each naming its model.
+GeminiEmbedContentRequest = create_model(
+    "GeminiEmbedContentRequest",
+    __config__=_STRICT,
+    model=(str, ...),
+    content=(genai_types.Content, ...),
+    taskType=(str | None, None),
+    title=(str | None, None),
+    outputDimensionality=(int | None, None),
+)
+GeminiBatchEmbedContentsRequest = create_model(
+    "GeminiBatchEmbedContentsRequest",
+    __config__=_STRICT,
+    requests=(list[GeminiEmbedContentRequest], ...),  # type: ignore[valid-type]
+)
+
 # What judges each kind of body, by vendor (Azure speaks OpenAI's shapes).
 JUDGES: dict[str, dict[str, Any]] = {
     "openai": _OPENAI,
@@ -130,6 +166,14 @@ JUDGES: dict[str, dict[str, Any]] = {
         "event": ollama_types.ChatResponse.model_validate,
         "embed request": _model(ollama_types.EmbedRequest),
         "embed answer": ollama_types.EmbedResponse.model_validate,
+    },
+    "gemini": {
+        "request": _model(GeminiGenerateContentRequest),
+        "stream request": _model(GeminiGenerateContentRequest),
+        "answer": _model(genai_types.GenerateContentResponse),
+        "event": _model(genai_types.GenerateContentResponse),
+        "embed request": _model(GeminiBatchEmbedContentsRequest),
+        "embed answer": _model(genai_types.EmbedContentResponse),
     },
 }
 

@@ -1,4 +1,5 @@
-"""Vendor wire formats the fake upstream speaks: OpenAI (and Azure's variant), Anthropic, Ollama.
+"""Vendor wire formats the fake upstream speaks: OpenAI (and Azure's variant), Anthropic, Ollama,
+Gemini.
 
 Every body starts from the vendor's real payload in tests/fakes/payloads/ (the same files the
 wire tests feed to the adapters), with the reply's text, model, ids and counts filled in; each
@@ -520,10 +521,162 @@ class OllamaWire:
         return load("ollama", "tags")  # type: ignore[no-any-return]
 
 
-Wire = OpenAIWire | AnthropicWire | OllamaWire
+class GeminiWire:
+    """The Gemini API: every SSE event is a whole GenerateContentResponse, the last one carrying
+    the finish reason and the usage; function calls come whole, in one event, and carry no id."""
+
+    vendor = "gemini"
+    stream_content_type = "text/event-stream"
+    retry_in_body = True  # a wait is a google.rpc.RetryInfo detail, not a Retry-After header
+    finish = {
+        "stop": "STOP",
+        "length": "MAX_TOKENS",
+        "content_filter": "SAFETY",
+        "tool_calls": "STOP",  # Gemini finishes a turn of function calls with STOP
+    }
+    _errors = {
+        400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+        401: (
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+            "login cookie or other valid authentication credential.",
+        ),
+        403: (
+            "PERMISSION_DENIED",
+            "Method doesn't allow unregistered callers (callers without established identity). "
+            "Please use API Key or other form of API consumer identity to call this API.",
+        ),
+        404: (
+            "NOT_FOUND",
+            "models/gemini-nonexistent is not found for API version v1beta, or is not supported "
+            "for generateContent. Call ListModels to see the list of available models and their "
+            "supported methods.",
+        ),
+        429: ("RESOURCE_EXHAUSTED", load("gemini", "quota_error")["error"]["message"]),
+        499: ("CANCELLED", "The operation was cancelled."),
+        500: (
+            "INTERNAL",
+            "An internal error has occurred. Please retry or report in "
+            "https://developers.generativeai.google/guide/troubleshooting",
+        ),
+        503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+        504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+    }
+
+    def _response(
+        self, reply: Reply, model: str, parts: list[dict[str, Any]], finish: str | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = load("gemini", "generate")
+        candidate = body["candidates"][0]
+        candidate["content"]["parts"] = parts
+        if finish is None:
+            del candidate["finishReason"]
+        else:
+            candidate["finishReason"] = finish
+        usage = body["usageMetadata"]
+        answer = reply.output_tokens - reply.reasoning_tokens
+        usage.update(
+            promptTokenCount=reply.prompt_tokens,
+            candidatesTokenCount=answer,
+            totalTokenCount=reply.prompt_tokens + reply.output_tokens,
+            promptTokensDetails=[{"modality": "TEXT", "tokenCount": reply.prompt_tokens}],
+            thoughtsTokenCount=reply.reasoning_tokens,
+        )
+        if reply.cached_tokens:
+            usage["cachedContentTokenCount"] = reply.cached_tokens
+        body.update(modelVersion=model, responseId=_id(""))
+        return body
+
+    @staticmethod
+    def _call(call: Call) -> dict[str, Any]:
+        return {"functionCall": {"name": call.name, "args": json.loads(call.arguments)}}
+
+    def completion(self, reply: Reply, model: str) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = []
+        if reply.reasoning:
+            parts.append({"text": reply.reasoning, "thought": True})
+        if reply.text or not reply.tool_calls:
+            parts.append({"text": reply.text})
+        parts.extend(self._call(c) for c in reply.tool_calls)
+        return self._response(reply, model, parts, self.finish[reply.finish])
+
+    def _chunk(self, model: str, parts: list[dict[str, Any]], prompt: int) -> dict[str, Any]:
+        event: dict[str, Any] = load("gemini", "chunk")
+        event["candidates"][0]["content"]["parts"] = parts
+        event["usageMetadata"].update(
+            promptTokenCount=prompt,
+            totalTokenCount=prompt,
+            promptTokensDetails=[{"modality": "TEXT", "tokenCount": prompt}],
+        )
+        event.update(modelVersion=model)
+        return event
+
+    def event(self, obj: Any) -> str:
+        return f"data: {_dump(obj)}\n\n"
+
+    def frames(self, reply: Reply, model: str) -> Frames:
+        prompt = reply.prompt_tokens
+        opening = [
+            self.event(self._chunk(model, [{"text": piece, "thought": True}], prompt))
+            for piece in (_halves(reply.reasoning) if reply.reasoning else [])
+        ]
+        content = [self.event(self._chunk(model, [{"text": p}], prompt)) for p in reply.pieces]
+        closing = []
+        if reply.tool_calls:  # whole, in one event
+            calls = [self._call(c) for c in reply.tool_calls]
+            closing.append(self.event(self._chunk(model, calls, prompt)))
+        last = self._response(reply, model, [{"text": ""}], self.finish[reply.finish])
+        closing.append(self.event(last))
+        return Frames(opening, content, closing)
+
+    def embeddings(self, reply: Reply, model: str, inputs: list[str], dims: int) -> dict[str, Any]:
+        body: dict[str, Any] = load("gemini", "embed")
+        body["embeddings"] = [
+            {"values": _vector(reply, text, i, dims)} for i, text in enumerate(inputs)
+        ]
+        return body
+
+    def error_body(self, fail: Fail) -> dict[str, Any]:
+        status, message = self._errors.get(fail.status) or (
+            ("INTERNAL", "Internal error encountered.")
+            if fail.status >= 500
+            else ("INVALID_ARGUMENT", "Request contains an invalid argument.")
+        )
+        kind = fail.kind or status
+        if kind == "RESOURCE_EXHAUSTED":
+            body: dict[str, Any] = load("gemini", "quota_error")
+            details = body["error"]["details"]
+            details[-1]["retryDelay"] = f"{fail.retry_after}s"
+            if fail.retry_after is None:  # a quota that no wait will restore
+                del details[-1]
+        else:
+            body = load("gemini", "error")
+            if fail.code is None:  # `code` names the ErrorInfo reason, e.g. "API_KEY_INVALID"
+                del body["error"]["details"]
+            else:
+                body["error"]["details"][0]["reason"] = fail.code
+                body["error"]["details"][1]["message"] = fail.message or message
+        body["error"].update(code=fail.status, message=fail.message or message, status=kind)
+        return body
+
+    def stream_error(self, fail: Fail) -> str:
+        return self.event(self.error_body(fail))
+
+    def malformed_body(self) -> bytes:
+        return b'{"candidates": [{"content": {"parts": [{"text": "Hel'
+
+    def malformed_frame(self) -> str:
+        return 'data: {"candidates": [{"content": {"parts": [{"te\n\n'
+
+    def models(self) -> dict[str, Any]:
+        return load("gemini", "models")  # type: ignore[no-any-return]
+
+
+Wire = OpenAIWire | AnthropicWire | OllamaWire | GeminiWire
 WIRES: dict[str, Wire] = {
     "openai": OpenAIWire(),
     "azure": AzureWire(),
     "anthropic": AnthropicWire(),
     "ollama": OllamaWire(),
+    "gemini": GeminiWire(),
 }
