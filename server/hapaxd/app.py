@@ -736,8 +736,10 @@ async def serve(
         loop.add_signal_handler(signal.SIGINT, stopping.set)
     else:  # a terminal's Ctrl-C reaches the whole group: the supervisor decides, and signals
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watching_supervisor = None  # held here: the loop keeps only a weak reference to a task
     if lifeline is not None:
-        loop.create_task(lifeline()).add_done_callback(lambda _: stopping.set())
+        watching_supervisor = loop.create_task(lifeline())
+        watching_supervisor.add_done_callback(lambda _: stopping.set())
     if started is not None:
         started(app)
     watching: asyncio.Task[None] | None = None
@@ -748,6 +750,8 @@ async def serve(
     await stopping.wait()
     if watching is not None:
         watching.cancel()
+    if watching_supervisor is not None:
+        watching_supervisor.cancel()
     log.info("shutting down: draining for up to %gs", app.settings.server.grace_period)
     await app.stop()
 

@@ -175,3 +175,41 @@ async def test_a_worker_that_keeps_dying_is_restarted_later_each_time(
     assert delays[:3] == [0.5, 1.0, 2.0], caplog.text
     assert elapsed >= 0.5 + 1.0  # the first two waits were waited (the third was counted)
     assert "exited with status 3" in caplog.text
+
+
+async def test_a_worker_stops_when_its_supervisor_goes_even_after_a_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's gateway (app.serve with a lifeline, as workers/worker.py runs it) stops when
+    the supervisor's end of the pipe closes, also after the garbage collector ran: the loop keeps
+    only a weak reference to the task reading the pipe (a worker once outlived its supervisor
+    that way)."""
+    import asyncio
+    import gc
+    import os
+
+    from hapaxd import app
+    from hapaxd.workers.worker import _lifeline
+
+    monkeypatch.setattr(app, "tune_garbage_collector", lambda: None)  # process-wide: not here
+    monkeypatch.setattr(app.signal, "signal", lambda *_: None)  # nor a worker's SIGINT ignored
+    read_end, write_end = os.pipe()
+    started = asyncio.Event()
+    settings = make_settings(
+        server={"address": "127.0.0.1:0", "grace_period": "100ms"}, metrics={"enabled": False}
+    )
+    serving = asyncio.create_task(
+        app.serve(
+            settings,
+            worker=0,
+            started=lambda _: started.set(),
+            lifeline=lambda: _lifeline(read_end),
+        )
+    )
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.sleep(0.1)
+        gc.collect()
+    finally:
+        os.close(write_end)  # the supervisor is gone
+    await asyncio.wait_for(serving, 10)

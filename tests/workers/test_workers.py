@@ -165,6 +165,23 @@ async def test_a_worker_that_dies_is_restarted_and_its_counts_stay_in_the_sum(
         assert (await scrape(port))[COMPLETE_OK] == 40
 
 
+async def test_workers_whose_supervisor_is_killed_drain_and_exit(tmp_path: pathlib.Path) -> None:
+    """SIGKILL leaves the supervisor no chance to signal: each worker sees its lifeline pipe
+    close and stops by itself (after enough calls that a collection ran in each worker: the
+    task reading the pipe must outlive the garbage collector)."""
+    port = free_port()
+    async with supervised(local(tmp_path, port), tmp_path, port) as running:
+        assert await complete_on_fresh_connections(running.gateway.address, 60) == ["OK"] * 60
+        pids = [pid for pid, _ in running.workers().values()]
+        running.gateway.proc.kill()
+        await running.gateway.proc.wait()
+        for _ in range(200):  # 20 s at most
+            if all(_gone(pid) for pid in pids):
+                break
+            await asyncio.sleep(0.1)
+        assert all(_gone(pid) for pid in pids), running.gateway.output()[-3000:]
+
+
 async def test_sighup_reloads_every_worker_and_an_invalid_file_is_refused_for_all(
     tmp_path: pathlib.Path,
 ) -> None:
