@@ -4,6 +4,7 @@ grepped; plus the redactor itself on the shapes secrets arrive in."""
 from __future__ import annotations
 
 import logging
+import pathlib
 
 import grpc
 import pytest
@@ -104,6 +105,53 @@ async def test_a_gemini_key_travels_in_its_header_and_is_masked_everywhere(
     assert lines
     assert not leaked([*lines, str(listing), str(caught.value.details())], {GEMINI_KEY})
     assert GEMINI_KEY in observed.obs.redactor.secrets()
+
+
+async def test_a_vertex_service_account_key_is_masked_everywhere(
+    observe: Observe,
+    fake_upstream: FakeUpstream,
+    all_logs: logging.Handler,
+    tmp_path: pathlib.Path,
+) -> None:
+    """The key file is read at load; its private key (whole, or any line of it) never reaches a
+    log, an error or ListProviders, and the OAuth2 token it mints travels as a bearer token."""
+    key_file = tmp_path / "service-account.json"
+    key_file.write_text(fake_upstream.service_account())
+    pem = fake_upstream.oauth.private_key_pem()
+    line = pem.splitlines()[3]  # a piece of the key, as a careless upstream might echo it
+    settings = settings_with(
+        providers=[
+            {
+                "name": "vertex",
+                "type": "vertex",
+                "base_url": fake_upstream.base_url("vertex"),
+                "models": {"*": "gemini-2.5-flash"},
+                "options": {
+                    "project": "test-project",
+                    "location": "us-central1",
+                    "credentials_file": str(key_file),
+                },
+            }
+        ],
+        router={"retry": {"max_attempts": 1}},
+    )
+    assert pem not in repr(settings)
+    observed = await observe(settings)
+    before = len(all_logs.lines)  # type: ignore[attr-defined]
+    fake_upstream.script("vertex.generate", Fail(400, message=f"bad key {line} given"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await observed.stub.Complete(pb.CompleteRequest(prompt="hello"))
+    assert fake_upstream.requests[0].headers["authorization"] == "Bearer ya29.fake-1"
+    assert "bad key [REDACTED] given" in str(caught.value.details())
+    listing = await observed.gateway.admin.ListProviders(admin_service_pb2.ListProvidersRequest())
+    assert "[REDACTED]" in str(listing)
+    log = logging.getLogger("hapaxd.test")
+    log.warning("loaded %s", key_file.read_text())  # the whole file, by mistake
+    lines = all_logs.lines[before:]  # type: ignore[attr-defined]
+    assert lines
+    secrets = {pem, line, pem.replace("\n", "\\n")}
+    assert not leaked([*lines, str(listing), str(caught.value.details())], secrets)
+    assert {pem, line} <= observed.obs.redactor.secrets()
 
 
 def test_redactor_masks_header_shapes_and_configured_patterns() -> None:

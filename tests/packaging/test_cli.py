@@ -19,6 +19,7 @@ import pytest
 
 from hapax.v1 import completion_service_pb2, completion_service_pb2_grpc
 from tests.conftest import Gateway
+from tests.fakes.upstream.oauth import TokenEndpoint
 from tests.support.processes import HAPAXD, GatewayProcess, free_port, run
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "config"
@@ -120,6 +121,25 @@ def test_check_config_names_the_bad_key_and_exits_2(tmp_path: pathlib.Path) -> N
     result = check_config(write(tmp_path, GOOD.replace("http://127.0.0.1:11434", "nope")))
     assert result.returncode == 2
     assert "providers[1].base_url: not a URL" in result.stderr
+
+
+def test_check_config_names_what_a_vertex_provider_lacks(tmp_path: pathlib.Path) -> None:
+    vertex = GOOD.replace(
+        "providers:\n",
+        "providers:\n  - name: vertex\n    type: vertex\n    models: {gemini: gemini-2.5-flash}\n"
+        "    options: {project: my-project}\n",
+    )
+    result = check_config(write(tmp_path, vertex))
+    assert result.returncode == 2
+    assert "providers[0].options.location: required" in result.stderr
+    assert "providers[0].options.credentials_file: required" in result.stderr
+    missing = vertex.replace(
+        "{project: my-project}",
+        f"{{project: my-project, location: global, credentials_file: {tmp_path / 'sa.json'}}}",
+    )
+    result = check_config(write(tmp_path, missing))
+    assert result.returncode == 2
+    assert "providers[0].options.credentials_file: cannot read" in result.stderr
 
 
 def test_check_config_rejects_a_file_that_is_not_there(tmp_path: pathlib.Path) -> None:
@@ -226,7 +246,7 @@ def test_check_config_names_the_gemini_key_the_uncommented_example_needs(
     key check-config names like the others'."""
     text = (CONFIG_DIR / "hapax.example.yaml").read_text()
     start = text.index("  # - name: gemini")
-    end = text.index("  - name: local")
+    end = text.index("  # - name: vertex")
     entry = "".join(line.replace("# ", "", 1) + "\n" for line in text[start:end].splitlines())
     path = tmp_path / "hapax.yaml"
     path.write_text(text[:start] + entry + text[end:])
@@ -240,6 +260,34 @@ def test_check_config_names_the_gemini_key_the_uncommented_example_needs(
     assert result.returncode == 0, result.stderr
     assert "gemini (gemini)" in result.stdout
     assert "GEMINI_API_KEY (providers[2].api_key_env, not set)" in result.stdout
+
+
+def test_check_config_reads_the_key_file_the_uncommented_vertex_example_names(
+    tmp_path: pathlib.Path,
+) -> None:
+    text = (CONFIG_DIR / "hapax.example.yaml").read_text()
+    start = text.index("  # - name: vertex")
+    end = text.index("  - name: local")
+    entry = "".join(line.replace("# ", "", 1) + "\n" for line in text[start:end].splitlines())
+    path = tmp_path / "hapax.yaml"
+    path.write_text(text[:start] + entry + text[end:])
+    env = {
+        **without("GOOGLE_APPLICATION_CREDENTIALS"),
+        "OPENAI_API_KEY": "sk-x",
+        "ANTHROPIC_API_KEY": "sk-ant-x",
+        "HAPAX_OPS_KEY": "ops-key",
+    }
+    refused = hapaxd("check-config", str(path), env=env)
+    assert refused.returncode == 2
+    assert "GOOGLE_APPLICATION_CREDENTIALS is not set" in refused.stderr
+    key_file = tmp_path / "sa.json"
+    key_file.write_text(TokenEndpoint("https://oauth2.googleapis.com/token").key_file())
+    result = hapaxd(
+        "check-config", str(path), env={**env, "GOOGLE_APPLICATION_CREDENTIALS": str(key_file)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "vertex (vertex)" in result.stdout
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
 
 
 def test_check_config_no_secrets_still_reports_everything_else(tmp_path: pathlib.Path) -> None:

@@ -65,7 +65,9 @@ ANTHROPIC = Case("anthropic", "anthropic", "anthropic.messages", "anthropic.mode
 OLLAMA = Case("ollama", "ollama", "ollama.chat", "ollama.tags")
 AZURE = Case("azure_openai", "azure", "azure.chat", "azure.models", {"deployment": "gpt4o-prod"})
 GEMINI = Case("gemini", "gemini", "gemini.generate", "gemini.models")
-NETWORK = [OPENAI, ANTHROPIC, OLLAMA, GEMINI]
+VERTEX_OPTIONS = {"project": "test-project", "location": "us-central1"}
+VERTEX = Case("vertex", "vertex", "vertex.generate", "vertex.models", VERTEX_OPTIONS)
+NETWORK = [OPENAI, ANTHROPIC, OLLAMA, GEMINI, VERTEX]
 WITH_AZURE = [*NETWORK, AZURE]
 
 REQUEST = CompletionRequest(
@@ -93,6 +95,9 @@ async def make(fake_upstream: FakeUpstream) -> AsyncIterator[Factory]:
             "timeouts": timeouts,
             "options": dict(case.options),
         }
+        if case.type == "vertex":  # a service account of the fake's own token endpoint
+            fields["credentials"] = fake_upstream.service_account()
+            fields["api_key"] = ""
         provider = build_provider(ProviderSpec(**{**fields, **overrides}))  # type: ignore[arg-type]
         built.append(provider)
         return provider
@@ -257,6 +262,8 @@ VENDOR_ERRORS = [
         FailureClass.CREDENTIAL,
     ),
 ]
+# Vertex AI answers errors as the Gemini API does.
+VENDOR_ERRORS += [(VERTEX, f, k) for c, f, k in VENDOR_ERRORS if c is GEMINI]
 ERROR_CASES = [(c, f, k) for c in NETWORK for f, k in COMMON_ERRORS] + VENDOR_ERRORS
 
 
@@ -377,6 +384,7 @@ STREAM_ERRORS = [
     (GEMINI, Fail(429), FailureClass.RATE_LIMITED),
     (GEMINI, Fail(400), FailureClass.CALLER),
 ]
+STREAM_ERRORS += [(VERTEX, f, k) for c, f, k in STREAM_ERRORS if c is GEMINI]
 
 
 @pytest.mark.parametrize(
@@ -1112,7 +1120,8 @@ async def test_gemini_embeddings_body(make: Factory, fake_upstream: FakeUpstream
 
 @pytest.mark.parametrize("kind", PROVIDER_TYPES)
 async def test_registry_builds_every_type(kind: str) -> None:
-    spec = ProviderSpec(name="p", type=kind, base_url="http://127.0.0.1:9")
+    options = VERTEX_OPTIONS if kind == "vertex" else {}
+    spec = ProviderSpec(name="p", type=kind, base_url="http://127.0.0.1:9", options=options)
     provider = build_provider(spec)
     assert isinstance(provider, Provider)
     assert provider.type == kind and provider.name == "p"

@@ -188,7 +188,7 @@ def test_azure_without_its_resource_url_is_a_config_error() -> None:
 
 def test_every_provider_type_has_one_vendor_option_schema() -> None:
     assert set(config.PROVIDER_TYPES) == {
-        *("local", "openai", "azure_openai", "anthropic", "ollama", "gemini")
+        *("local", "openai", "azure_openai", "anthropic", "ollama", "gemini", "vertex")
     }
     assert len(set(config.PROVIDER_TYPES)) == len(config.PROVIDER_TYPES)
     assert list(OPTIONS) == list(config.PROVIDER_TYPES)
@@ -196,13 +196,17 @@ def test_every_provider_type_has_one_vendor_option_schema() -> None:
 
 def test_a_provider_type_is_one_of_provider_types_and_nothing_else() -> None:
     assert config.ProviderSettings.model_fields["type"].annotation == config.ProviderType
+    vertex = {"project": "p", "location": "us-central1", "credentials_file": "/k.json"}
     for kind in config.PROVIDER_TYPES:
-        config.ProviderSettings(name="p", type=kind, base_url="https://r.openai.azure.com")
+        options = vertex if kind == "vertex" else {}
+        config.ProviderSettings(
+            name="p", type=kind, base_url="https://r.openai.azure.com", options=options
+        )
     with pytest.raises(config.ConfigError) as caught:
         config.parse({"providers": [{"name": "l", "type": "nope"}], "default_model": "m"}, {})
     assert str(caught.value).startswith(
         "providers[0].type: Input should be 'local', 'openai', 'azure_openai', 'anthropic', "
-        "'ollama' or 'gemini'"
+        "'ollama', 'gemini' or 'vertex'"
     )
 
 
@@ -217,9 +221,10 @@ def test_what_each_type_declares_reaches_config_and_validation() -> None:
         "openai": ("openai", "azure_openai"),
         "anthropic": ("anthropic",),
         "ollama": ("ollama",),
-        "gemini": ("gemini",),
+        "gemini": ("gemini", "vertex"),
     }
     assert DEFAULT_CAPABILITIES["gemini"] == DEFAULT_CAPABILITIES["openai"]
+    assert DEFAULT_CAPABILITIES["vertex"] == DEFAULT_CAPABILITIES["gemini"]
     assert RESERVED_OPTIONS == {
         *("model", "messages", "stream", "stream_options", "system", "tools", "tool_choice"),
         *("parallel_tool_calls", "response_format", "format", "max_tokens"),
@@ -261,6 +266,8 @@ def test_local_chunk_delay_is_a_duration_normalised_to_seconds(
         ("anthropic", {"anthropic_version": ""}, "providers[0].options.anthropic_version: String"),
         ("ollama", {"num_ctx": 8}, "providers[0].options.num_ctx: unknown option for type ollama"),
         ("gemini", {"api_version": "v1"}, "providers[0].options.api_version: unknown option for"),
+        ("vertex", {}, "providers[0].options.project: required"),
+        ("vertex", {"region": "x", "project": "p"}, "providers[0].options.region: unknown option"),
         ("local", ["chunk_delay"], "providers[0].options: not a mapping"),
     ],
 )

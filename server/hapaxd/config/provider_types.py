@@ -59,6 +59,17 @@ class GeminiOptions(Frozen):
     and safety settings are per request (`vendor_options {"gemini": {"safetySettings": ...}}`)."""
 
 
+class VertexOptions(Frozen):
+    """Vertex AI's Gemini models: the project and region they are called in, and the Google
+    service-account key file (a path; the key is read at load, never written in the config)
+    whose OAuth2 tokens authenticate the calls. All three are required."""
+
+    project: Text
+    location: Text  # a region (us-central1, europe-west4, ...) or "global"
+    credentials_file: Text
+    probe_model: Text | None = None  # the publisher model probe() looks up; gemini-2.5-flash
+
+
 @dataclasses.dataclass(frozen=True)
 class VendorWire:
     """A request body format callers may add fields to, as `vendor_options[name]`; `owned` are
@@ -161,6 +172,8 @@ KINDS: tuple[ProviderKind, ...] = (
     ProviderKind("ollama", OllamaOptions, image_urls=False, wire=OLLAMA_WIRE, detect=_ollama),
     # Image URLs go as fileData.fileUri (Files API, Cloud Storage or https URIs).
     ProviderKind("gemini", GeminiOptions, wire=GEMINI_WIRE),
+    # Gemini on Vertex AI: the same wire (and vendor_options["gemini"]), OAuth2 service accounts.
+    ProviderKind("vertex", VertexOptions, wire=GEMINI_WIRE),
 )
 KIND: Mapping[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 TYPE_NAMES: tuple[str, ...] = tuple(KIND)

@@ -124,6 +124,8 @@ class ProviderSettings(_Frozen):
     base_url: str = ""
     api_key_env: str = ""  # the NAME of the environment variable holding the key
     api_key: SecretStr = SecretStr("")  # filled from api_key_env at load; never in the file
+    # vertex: the service-account key file's JSON, read from options.credentials_file at load.
+    credentials: SecretStr = SecretStr("")
     headers: dict[str, str] = {}
     models: dict[str, str] = {}  # logical model -> upstream model; "*" maps any logical name
     weight: float = Field(1.0, gt=0, allow_inf_nan=False)
@@ -172,6 +174,20 @@ class ProviderSettings(_Frozen):
                 raise key_problem(
                     "model_capabilities", f"{logical!r} is not one of this provider's models"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _required_options(self) -> ProviderSettings:
+        """Options a type cannot do without (vertex: project, location, credentials_file) when
+        `options` was left out altogether (given, its schema names each one missing)."""
+        schema = OPTIONS[self.type]
+        missing = [
+            name
+            for name, field in schema.model_fields.items()
+            if field.is_required() and name not in self.options
+        ]
+        if missing:
+            raise key_problem("options", f"{self.type} requires {', '.join(missing)}")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ Imports nothing else of hapaxd but this package.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -92,6 +93,17 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
         env = provider.get("api_key_env")
         if env and isinstance(env, str) and (value := secret(f"providers[{i}].api_key_env", env)):
             provider["api_key"] = value
+        if "credentials" in provider:
+            problems.append(
+                f"providers[{i}].credentials: keys are not written in the file; "
+                "name the key file in options.credentials_file"
+            )
+            del provider["credentials"]
+        options = provider.get("options")
+        path = options.get("credentials_file") if isinstance(options, dict) else None
+        if provider.get("type") == "vertex" and isinstance(path, str) and path:
+            where = f"providers[{i}].options.credentials_file"
+            problems += _service_account(provider, path, where, secrets=secrets)
     auth = data.get("auth")
     keys = auth.get("keys") if isinstance(auth, dict) else None
     for i, key in enumerate(keys if isinstance(keys, list) else []):
@@ -119,6 +131,50 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
             if env and isinstance(env, str) and (value := secret(f"metrics.{key}_env", env)):
                 metrics[key] = value
     return problems
+
+
+# What a Google service-account key file must hold for its tokens to be minted.
+SERVICE_ACCOUNT_FIELDS = ("client_email", "private_key", "token_uri")
+
+
+def _service_account(
+    provider: dict[str, Any], path: str, where: str, *, secrets: bool
+) -> list[str]:
+    """Fill `credentials` of a vertex provider (in place) from its service-account key file;
+    the problems name the file and the field at fault, never the key."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        return [f"{where}: cannot read {path}: {exc.strerror}"] if secrets else []
+    except UnicodeDecodeError:
+        return [f"{where}: {path} is not text"]
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return [f"{where}: {path} is not JSON (a service-account key file is)"]
+    if not isinstance(info, dict) or info.get("type") != "service_account":
+        return [f"{where}: {path} is not a service-account key file (type: service_account)"]
+    missing = [k for k in SERVICE_ACCOUNT_FIELDS if not isinstance(info.get(k), str) or not info[k]]
+    if missing:
+        return [f"{where}: {path} has no {', '.join(missing)}"]
+    provider["credentials"] = text
+    return []
+
+
+def service_account_secrets(credentials: str) -> list[str]:
+    """What of a service-account key file's JSON must never be seen (the redactor masks them):
+    its private key as PEM, as the file escapes it, and each line of its base64 body, so even a
+    piece of it is masked."""
+    try:
+        info = json.loads(credentials) if credentials else None
+    except ValueError:
+        return [credentials]
+    key = info.get("private_key") if isinstance(info, dict) else None
+    if not isinstance(key, str) or not key:
+        return []
+    lines = [line.strip() for line in key.splitlines() if len(line.strip()) >= 32]
+    return [key, key.replace("\n", "\\n"), *lines]
 
 
 KEY_SOURCES = ("sha256", "key_env", "key_file")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 
 from hapaxd.config import Settings
+from hapaxd.config.sources import service_account_secrets
 from hapaxd.core.events import Listener
 from hapaxd.core.routes import RouteTable
 from hapaxd.core.upstream import Upstream
@@ -33,6 +34,11 @@ from hapaxd.observability.side_port import MetricsServer
 
 def _secrets(settings: Settings) -> list[str]:
     values = [p.api_key.get_secret_value() for p in settings.providers]
+    values += [
+        v
+        for p in settings.providers
+        for v in service_account_secrets(p.credentials.get_secret_value())
+    ]
     values += [
         settings.metrics.bearer_token.get_secret_value(),
         settings.metrics.basic_auth_password.get_secret_value(),

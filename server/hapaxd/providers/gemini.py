@@ -50,7 +50,7 @@ from hapaxd.core.types import (
     Usage,
 )
 from hapaxd.providers.framing import Event, SSEDecoder
-from hapaxd.providers.http_client import HttpClient, default_classify
+from hapaxd.providers.http_client import NO_HEADERS, HttpClient, default_classify
 from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
@@ -579,9 +579,16 @@ class GeminiProvider:
     def _url(self, model: str, method: str) -> str:
         return self._http.url(f"/models/{urllib.parse.quote(model, safe='')}:{method}")
 
+    async def _auth(self) -> Mapping[str, str]:
+        """Per-call auth headers: none here (the key is a header of every request); Vertex AI's
+        subclass sends its OAuth2 token."""
+        return NO_HEADERS
+
     async def complete(self, request: CompletionRequest) -> Completion:
         url = self._url(request.model, "generateContent")
-        answer = await self._http.post_json(url, to_wire(request), request_id=request.request_id)
+        answer = await self._http.post_json(
+            url, to_wire(request), request_id=request.request_id, headers=await self._auth()
+        )
         if isinstance(answer, dict) and answer.get("error") and "candidates" not in answer:
             _raise_in_body(self.name, answer, in_stream=False)
         try:
@@ -590,8 +597,15 @@ class GeminiProvider:
             raise UpstreamError(FailureClass.TRANSIENT, self.name, str(exc)) from None
 
     def stream(self, request: CompletionRequest) -> AsyncGenerator[Chunk, None]:
+        return self._relay(request, NO_HEADERS)
+
+    def _relay(
+        self, request: CompletionRequest, headers: Mapping[str, str]
+    ) -> AsyncGenerator[Chunk, None]:
         url = self._url(request.model, "streamGenerateContent") + "?alt=sse"
-        upstream = self._http.post_stream(url, to_wire(request), request_id=request.request_id)
+        upstream = self._http.post_stream(
+            url, to_wire(request), request_id=request.request_id, headers=headers
+        )
         return relay(self.name, upstream, _Decoder(), _StreamState(self.name))
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:

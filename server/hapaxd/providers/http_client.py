@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from hapaxd.config.sources import service_account_secrets
 from hapaxd.core.errors import UpstreamError
 from hapaxd.core.failures import FailureClass, from_http_status
 from hapaxd.core.provider import ProviderSpec
@@ -113,6 +114,9 @@ class HttpClient:
         """`auth_headers` (the vendor's key header) go on every request, with spec.headers;
         `retry_delay` reads a wait from an error body that has no Retry-After header."""
         self._spec = spec
+        # Longest first, so a whole key is masked before any line of it.
+        secrets = [spec.api_key, *service_account_secrets(spec.credentials)]
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._retry_delay = retry_delay
         self._headers = {**spec.headers, **(auth_headers or {})}
         self._classify = classify
@@ -284,10 +288,13 @@ class HttpClient:
             ) from None
 
     def scrub(self, text: str) -> str:
-        """Upstream error text with this provider's own key masked: some vendors echo the key
-        they were sent, and error text reaches callers, logs and ListProviders."""
-        key = self._spec.api_key
-        return text.replace(key, "[REDACTED]") if key and key in text else text
+        """Upstream error text with this provider's own key masked (a service account's private
+        key too, whole or any line of it): some vendors echo the key they were sent, and error
+        text reaches callers, logs and ListProviders."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[REDACTED]")
+        return text
 
     def _raise_for_status(self, response: aiohttp.ClientResponse, raw: bytes) -> None:
         if response.status < 400:

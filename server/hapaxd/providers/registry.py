@@ -13,6 +13,7 @@ from hapaxd.providers.gemini import GeminiProvider
 from hapaxd.providers.local import LocalProvider
 from hapaxd.providers.ollama import OllamaProvider
 from hapaxd.providers.openai import AzureOpenAIProvider, OpenAIProvider
+from hapaxd.providers.vertex import VertexProvider
 
 # One adapter for each of config's PROVIDER_TYPES (provider_types.KINDS; tests/providers checks
 # both agree).
@@ -23,6 +24,7 @@ ADAPTERS: Mapping[str, Callable[[ProviderSpec], Provider]] = {
     "anthropic": AnthropicProvider,
     "ollama": OllamaProvider,
     "gemini": GeminiProvider,
+    "vertex": VertexProvider,
 }
 
 
@@ -38,6 +40,7 @@ def spec_of(settings: ProviderSettings) -> ProviderSpec:
         timeouts=Timeouts(t.connect, t.first_byte, t.idle, t.total),
         max_connections=settings.max_connections,
         options=dict(settings.options),
+        credentials=settings.credentials.get_secret_value(),
     )
 
 

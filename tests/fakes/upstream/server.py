@@ -1,6 +1,7 @@
 """FakeUpstream: a real HTTP server on 127.0.0.1 that speaks the OpenAI, Azure OpenAI, Anthropic,
-Ollama and Gemini wire formats, plays scripted behaviours, and records requests, the TCP connections
-they came on, and client disconnects."""
+Ollama, Gemini and Vertex AI wire formats (with Google's OAuth2 token endpoint, oauth.py), plays
+scripted behaviours, and records requests, the TCP connections they came on, and client
+disconnects."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from typing import Any, Self
 from aiohttp import web
 
 from .behaviours import Behaviour, Fail, Hang, Malformed, Raw, Reply, awkward_pieces
+from .oauth import TokenEndpoint
 from .shapes import ShapeError, check_embed_request, check_request
 from .wire import WIRES, GeminiWire, OllamaWire, Wire
 
+VERTEX = r"/v1/projects/[^/]+/locations/[^/]+/publishers/google/models"
+TOKEN_PATH = "/token"
 # route name -> (method, path regex, vendor wire)
 ROUTES: dict[str, tuple[str, str, str]] = {
     "openai.chat": ("POST", r"/v1/chat/completions", "openai"),
@@ -39,6 +43,15 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     ),
     "gemini.models": ("GET", r"/v1beta/models", "gemini"),
     "gemini.embed": ("POST", r"/v1beta/models/[^/:]+:batchEmbedContents", "gemini"),
+    # Vertex AI: the Gemini wire under a project and location; every route wants a token of the
+    # fake's token endpoint (oauth.py, at /token, not a route: not recorded in `requests`).
+    "vertex.generate": (
+        "POST",
+        VERTEX + r"/[^/:]+:(?:generateContent|streamGenerateContent)",
+        "vertex",
+    ),
+    "vertex.models": ("GET", VERTEX + r"/[^/:]+", "vertex"),  # one publisher model
+    "vertex.embed": ("POST", VERTEX + r"/[^/:]+:predict", "vertex"),
 }
 EMBED_ROUTES = frozenset(r for r in ROUTES if r.endswith(("embeddings", "embed")))
 CHAT_ROUTES = frozenset(
@@ -89,6 +102,7 @@ class FakeUpstream:
         self.paused = 0  # streams waiting at Reply.pause_after
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self.oauth = TokenEndpoint("")  # its token_uri is known once the port is
 
     # lifecycle --------------------------------------------------------------------------------
 
@@ -111,6 +125,7 @@ class FakeUpstream:
         self._runner, self._closing = runner, False
         if not self.port:
             self.port = int(runner.addresses[0][1])
+        self.oauth.token_uri = f"{self.url}{TOKEN_PATH}"
 
     async def stop(self) -> None:
         """Close the listener and every open connection (hanging handlers are cancelled)."""
@@ -133,10 +148,16 @@ class FakeUpstream:
 
     def base_url(self, vendor: str) -> str:
         """The base_url an adapter of that type is configured with (OpenAI's includes /v1,
-        Gemini's /v1beta)."""
+        Gemini's /v1beta; Vertex AI's is the host alone)."""
         if vendor == "gemini":
             return f"{self.url}/v1beta"
         return f"{self.url}/v1" if vendor == "openai" else self.url
+
+    def service_account(self, expires_in: int = 3600) -> str:
+        """A service-account key file's JSON whose token_uri is this fake's token endpoint; the
+        tokens it mints last `expires_in` seconds."""
+        self.oauth.expires_in = expires_in
+        return self.oauth.key_file()
 
     # scripting --------------------------------------------------------------------------------
 
@@ -253,6 +274,9 @@ class FakeUpstream:
         return len(self._transports)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path == TOKEN_PATH and request.method == "POST":
+            status, answer = self.oauth.grant(dict(await request.post()))  # type: ignore[arg-type]
+            return self._json(status, answer)
         raw = await request.read()
         try:
             parsed = json.loads(raw) if raw else None
@@ -277,11 +301,20 @@ class FakeUpstream:
             record.finished = True
             return self._json(404, wire.error_body(Fail(404, message=f"no route {request.path}")))
         record.model, record.streaming = _asked(route, request, parsed)
+        if ROUTES[route][2] == "vertex" and not self.oauth.authorized(
+            request.headers.get("Authorization", "")
+        ):
+            record.finished = True
+            return self._json(401, wire.error_body(Fail(401)))
         if route in CHAT_ROUTES | EMBED_ROUTES and isinstance(parsed, dict):
             vendor = ROUTES[route][2]
             streaming = record.streaming
             try:
-                if vendor == "gemini" and streaming and request.query.get("alt") != "sse":
+                if (
+                    vendor in ("gemini", "vertex")
+                    and streaming
+                    and request.query.get("alt") != "sse"
+                ):
                     raise ShapeError("streamGenerateContent without alt=sse answers a JSON array")
                 if route in EMBED_ROUTES:
                     check_embed_request(vendor, parsed)
@@ -325,7 +358,7 @@ class FakeUpstream:
             behaviour = behaviour.then
         if isinstance(behaviour, Fail):
             headers = dict(behaviour.headers)
-            if behaviour.retry_after is not None and not isinstance(wire, GeminiWire):
+            if behaviour.retry_after is not None and not isinstance(wire, GeminiWire):  # Vertex too
                 headers["Retry-After"] = behaviour.retry_after
             return self._json(behaviour.status, wire.error_body(behaviour), headers)
         if isinstance(behaviour, Raw):
@@ -464,7 +497,7 @@ def _asked(route: str, request: web.Request, body: Any) -> tuple[str, bool]:
     """The model a request asks for and whether it asks for a stream, as its vendor says them."""
     body = body if isinstance(body, dict) else {}
     vendor = ROUTES[route][2] if route in ROUTES else ""
-    if vendor == "gemini":  # /v1beta/models/{model}:{method}
+    if vendor in ("gemini", "vertex"):  # .../models/{model}:{method}
         model, _, method = request.path.split("/")[-1].partition(":")
         return model, method == "streamGenerateContent"
     model = str(body.get("model") or "")
@@ -483,6 +516,12 @@ def _embed_inputs(body: dict[str, Any]) -> tuple[list[str], int]:
             if isinstance(r, dict)
         ]
         dims = rows[0].get("outputDimensionality") if rows and isinstance(rows[0], dict) else None
+        return texts, int(dims or 3)
+    instances = body.get("instances")
+    if isinstance(instances, list):  # Vertex AI's :predict: one instance per text
+        texts = [str(i.get("content", "")) for i in instances if isinstance(i, dict)]
+        parameters = body.get("parameters")
+        dims = parameters.get("outputDimensionality") if isinstance(parameters, dict) else None
         return texts, int(dims or 3)
     inputs = body.get("input")
     texts = [inputs] if isinstance(inputs, str) else list(inputs or [])

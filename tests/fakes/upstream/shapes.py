@@ -11,6 +11,8 @@ made it) and the payloads the fake sends (so the fake cannot drift from the real
   fields, each typed with the SDK's own models (Content, Tool, ToolConfig, GenerationConfig,
   SafetySetting); answers and stream events are GenerateContentResponse, embeddings
   EmbedContentResponse. The SDK's models refuse unknown keys themselves.
+- Vertex AI: Gemini's, but embeddings: `:predict` (hand-typed from the REST reference), its
+  answers hand-typed too.
 
 Unknown keys are problems too (a misspelt field would otherwise pass unseen): the SDKs' request
 TypedDicts are checked with extra keys forbidden, and pydantic models key by key.
@@ -149,6 +151,53 @@ GeminiBatchEmbedContentsRequest = create_model(
     requests=(list[GeminiEmbedContentRequest], ...),  # type: ignore[valid-type]
 )
 
+# Vertex AI's `:predict` for its embedding models (the REST reference's fields; the SDK builds
+# the body in code, with no type for it): one instance per text.
+VertexEmbedInstance = create_model(
+    "VertexEmbedInstance",
+    __config__=_STRICT,
+    content=(str, ...),
+    task_type=(str | None, None),
+    title=(str | None, None),
+)
+VertexEmbedParameters = create_model(
+    "VertexEmbedParameters",
+    __config__=_STRICT,
+    autoTruncate=(bool | None, None),
+    outputDimensionality=(int | None, None),
+)
+VertexPredictRequest = create_model(
+    "VertexPredictRequest",
+    __config__=_STRICT,
+    instances=(list[VertexEmbedInstance], ...),  # type: ignore[valid-type]
+    parameters=(VertexEmbedParameters | None, None),
+)
+# Its answer, as the reference writes it (snake_case statistics, which the SDK's
+# ContentEmbedding reads by field name).
+VertexEmbeddingStatistics = create_model(
+    "VertexEmbeddingStatistics",
+    __config__=_STRICT,
+    truncated=(bool | None, None),
+    token_count=(int | None, None),
+)
+VertexEmbedding = create_model(
+    "VertexEmbedding",
+    __config__=_STRICT,
+    values=(list[float], ...),
+    statistics=(VertexEmbeddingStatistics | None, None),
+)
+VertexPrediction = create_model(
+    "VertexPrediction",
+    __config__=_STRICT,
+    embeddings=(VertexEmbedding, ...),  # type: ignore[valid-type]
+)
+VertexPredictResponse = create_model(
+    "VertexPredictResponse",
+    __config__=_STRICT,
+    predictions=(list[VertexPrediction], ...),  # type: ignore[valid-type]
+    metadata=(dict[str, Any] | None, None),
+)
+
 # What judges each kind of body, by vendor (Azure speaks OpenAI's shapes).
 JUDGES: dict[str, dict[str, Any]] = {
     "openai": _OPENAI,
@@ -174,6 +223,15 @@ JUDGES: dict[str, dict[str, Any]] = {
         "event": _model(genai_types.GenerateContentResponse),
         "embed request": _model(GeminiBatchEmbedContentsRequest),
         "embed answer": _model(genai_types.EmbedContentResponse),
+    },
+    # Vertex AI speaks the Gemini wire, but for embeddings.
+    "vertex": {
+        "request": _model(GeminiGenerateContentRequest),
+        "stream request": _model(GeminiGenerateContentRequest),
+        "answer": _model(genai_types.GenerateContentResponse),
+        "event": _model(genai_types.GenerateContentResponse),
+        "embed request": _model(VertexPredictRequest),
+        "embed answer": _model(VertexPredictResponse),
     },
 }
 

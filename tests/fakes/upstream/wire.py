@@ -672,6 +672,27 @@ class GeminiWire:
         return load("gemini", "models")  # type: ignore[no-any-return]
 
 
+class VertexWire(GeminiWire):
+    """Vertex AI: the Gemini wire on its regional endpoints; embeddings are `:predict` with
+    `instances` in, `predictions[].embeddings` out, and probe() reads a publisher model."""
+
+    vendor = "vertex"
+
+    def embeddings(self, reply: Reply, model: str, inputs: list[str], dims: int) -> dict[str, Any]:
+        body: dict[str, Any] = load("vertex", "predict")
+        row = body["predictions"][0]
+        body["predictions"] = []
+        for i, text in enumerate(inputs):
+            embedding = {**row["embeddings"], "values": _vector(reply, text, i, dims)}
+            embedding["statistics"] = {"truncated": False, "token_count": len(text.split())}
+            body["predictions"].append({"embeddings": embedding})
+        body["metadata"]["billableCharacterCount"] = sum(len(t) for t in inputs)
+        return body
+
+    def models(self) -> dict[str, Any]:
+        return load("vertex", "model")  # type: ignore[no-any-return]
+
+
 Wire = OpenAIWire | AnthropicWire | OllamaWire | GeminiWire
 WIRES: dict[str, Wire] = {
     "openai": OpenAIWire(),
@@ -679,4 +700,5 @@ WIRES: dict[str, Wire] = {
     "anthropic": AnthropicWire(),
     "ollama": OllamaWire(),
     "gemini": GeminiWire(),
+    "vertex": VertexWire(),
 }
