@@ -276,12 +276,16 @@ async def test_an_interrupted_stream_is_not_cached(
         await stream(gateway)
     # a stream the caller left after its first chunk
     fake_upstream.set_default(Reply(text="abcdefgh", chunks=4, pause_after=1))
+    fake_upstream.disconnected.clear()  # the streams above may have set it
     call = gateway.stub.StreamComplete(
         pb.StreamCompleteRequest(prompt="what is two and two?", temperature=0.0),
         metadata=bearer(SEARCH_KEY),
     )
     await call.read()
     call.cancel()
+    # the gateway has cut the upstream call off (the fake's pause holds the rest until then; a
+    # stream whose rest arrived before the cancel did is whole, and may be stored)
+    await asyncio.wait_for(fake_upstream.disconnected.wait(), 5)
     fake_upstream.release()
     await gateway.app.generations.current.cache.state.drain()
     fake_upstream.set_default(Reply(text="whole"))

@@ -500,7 +500,7 @@ async def test_seed_penalties_and_vendor_options_reach_the_body(
     ("options", "field"),
     [
         ({"openai": {"model": "gpt-5"}}, "vendor_options['openai']"),
-        ({"bedrock": {"x": 1}}, "vendor_options['bedrock']"),
+        ({"sagemaker": {"x": 1}}, "vendor_options['sagemaker']"),
         ({"openai": {"blob": "x" * 20_000}}, "vendor_options"),
     ],
     ids=["reserved-field", "unknown-wire", "too-big"],

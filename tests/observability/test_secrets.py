@@ -173,3 +173,48 @@ def test_redactor_masks_header_shapes_and_configured_patterns() -> None:
     }
     for text, expected in cases.items():
         assert redactor.redact(text) == expected, text
+
+
+async def test_bedrock_aws_secrets_are_masked_everywhere(
+    observe: Observe,
+    fake_upstream: FakeUpstream,
+    all_logs: logging.Handler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The secret access key and session token from the AWS chain never reach a log, an error
+    or ListProviders; the requests carry only the signature and the (signed) token header."""
+    from tests.fakes.upstream import aws
+
+    for name, value in aws.environment(token=aws.SESSION_TOKEN).items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    fake_upstream.aws.keys[aws.ACCESS_KEY] = (aws.SECRET_KEY, aws.SESSION_TOKEN)
+    settings = settings_with(
+        providers=[
+            {
+                "name": "bedrock",
+                "type": "bedrock",
+                "base_url": fake_upstream.base_url("bedrock"),
+                "models": {"*": "anthropic.claude-3-haiku-20240307-v1:0"},
+                "options": {"region": aws.REGION, "control_url": fake_upstream.url},
+            }
+        ],
+        router={"retry": {"max_attempts": 1}},
+    )
+    observed = await observe(settings)
+    before = len(all_logs.lines)  # type: ignore[attr-defined]
+    echo = f"bad key {aws.SECRET_KEY} with {aws.SESSION_TOKEN}"
+    fake_upstream.script("bedrock.converse", Fail(400, message=echo))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await observed.stub.Complete(pb.CompleteRequest(prompt="hello"))
+    assert fake_upstream.requests[0].headers["x-amz-security-token"] == aws.SESSION_TOKEN
+    assert "bad key [REDACTED] with [REDACTED]" in str(caught.value.details())
+    listing = await observed.gateway.admin.ListProviders(admin_service_pb2.ListProvidersRequest())
+    log = logging.getLogger("hapaxd.test")
+    log.warning("credentials %s %s", aws.SECRET_KEY, aws.SESSION_TOKEN)  # by mistake
+    lines = all_logs.lines[before:]  # type: ignore[attr-defined]
+    secrets = {aws.SECRET_KEY, aws.SESSION_TOKEN}
+    assert not leaked([*lines, str(listing), str(caught.value.details())], secrets)
+    assert secrets <= observed.obs.redactor.secrets()

@@ -509,3 +509,39 @@ def test_a_file_with_auth_on_and_no_keys_is_refused(tmp_path: pathlib.Path) -> N
     result = check_config(write(tmp_path, text))
     assert result.returncode == 2
     assert "auth.keys: no API keys while auth is enabled" in result.stderr
+
+
+def test_check_config_names_what_a_bedrock_provider_lacks_and_its_credentials(
+    tmp_path: pathlib.Path,
+) -> None:
+    bedrock = GOOD.replace(
+        "providers:\n",
+        "providers:\n  - name: bedrock\n    type: bedrock\n"
+        "    models: {chat: anthropic.claude-3-haiku-20240307-v1:0}\n",
+    )
+    result = check_config(write(tmp_path, bedrock))
+    assert result.returncode == 2
+    assert "providers[0].options: bedrock requires region" in result.stderr
+    good = bedrock.replace(
+        "    models: {chat:", "    options: {region: us-east-1}\n    models: {chat:"
+    )
+    nowhere = {
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    aws_vars = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+    env = {**without(*aws_vars), **nowhere}
+    none = hapaxd("check-config", write(tmp_path, good), env=env)
+    assert none.returncode == 0, none.stderr
+    assert "bedrock (bedrock (bedrock))" not in none.stdout
+    assert "warning: bedrock (bedrock): no AWS credentials found" in none.stdout
+    secret = "fakeBedrockSecret/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    found = hapaxd(
+        "check-config",
+        write(tmp_path, good),
+        env={**env, "AWS_ACCESS_KEY_ID": "AKIAFAKE", "AWS_SECRET_ACCESS_KEY": secret},
+    )
+    assert found.returncode == 0, found.stderr
+    assert "bedrock (bedrock): AWS credentials from the AWS credential chain (env)" in found.stdout
+    assert secret not in found.stdout + found.stderr

@@ -45,6 +45,7 @@ from tests.fakes.upstream import (
     Raw,
     Reply,
     awkward_pieces,
+    aws,
 )
 
 
@@ -55,6 +56,7 @@ class Case:
     chat: str  # the fake's route for completions
     probe: str  # the fake's route for probe()
     options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    embed_model: str = "embed-model"  # an embeddings model the vendor's wire takes
 
     def __str__(self) -> str:
         return self.type
@@ -67,7 +69,17 @@ AZURE = Case("azure_openai", "azure", "azure.chat", "azure.models", {"deployment
 GEMINI = Case("gemini", "gemini", "gemini.generate", "gemini.models")
 VERTEX_OPTIONS = {"project": "test-project", "location": "us-central1"}
 VERTEX = Case("vertex", "vertex", "vertex.generate", "vertex.models", VERTEX_OPTIONS)
-NETWORK = [OPENAI, ANTHROPIC, OLLAMA, GEMINI, VERTEX]
+# Bedrock: Converse on the runtime; probe() is the control plane's ListFoundationModels (the
+# fake serves both on one host); embeddings pick Titan's or Cohere's body by the model id.
+BEDROCK = Case(
+    "bedrock",
+    "bedrock",
+    "bedrock.converse",
+    "bedrock.models",
+    {"region": aws.REGION},
+    embed_model="cohere.embed-english-v3",
+)
+NETWORK = [OPENAI, ANTHROPIC, OLLAMA, GEMINI, VERTEX, BEDROCK]
 WITH_AZURE = [*NETWORK, AZURE]
 
 REQUEST = CompletionRequest(
@@ -82,9 +94,17 @@ Factory = Callable[..., Provider]
 
 
 @pytest.fixture
-async def make(fake_upstream: FakeUpstream) -> AsyncIterator[Factory]:
-    """Builds adapters pointed at the fake; closes them after the test."""
+async def make(
+    fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Factory]:
+    """Builds adapters pointed at the fake; closes them after the test. Bedrock's find the
+    fake's AWS credentials in the environment, as botocore's chain reads them."""
     built: list[Provider] = []
+    for name, value in aws.environment().items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
 
     def factory(case: Case, timeouts: Timeouts = FAST, **overrides: object) -> Provider:
         fields: dict[str, object] = {
@@ -98,6 +118,9 @@ async def make(fake_upstream: FakeUpstream) -> AsyncIterator[Factory]:
         if case.type == "vertex":  # a service account of the fake's own token endpoint
             fields["credentials"] = fake_upstream.service_account()
             fields["api_key"] = ""
+        if case.type == "bedrock":  # SigV4 from the AWS chain; the control plane is the fake too
+            fields["api_key"] = ""
+            fields["options"] = {**case.options, "control_url": fake_upstream.url}
         provider = build_provider(ProviderSpec(**{**fields, **overrides}))  # type: ignore[arg-type]
         built.append(provider)
         return provider
@@ -262,6 +285,21 @@ VENDOR_ERRORS = [
         FailureClass.CREDENTIAL,
     ),
 ]
+# Bedrock: the type in x-amzn-ErrorType decides where the status alone would not.
+VENDOR_ERRORS += [
+    (BEDROCK, Fail(403), FailureClass.CREDENTIAL),  # AccessDeniedException
+    (BEDROCK, Fail(403, kind="ExpiredTokenException"), FailureClass.CREDENTIAL),
+    (BEDROCK, Fail(403, kind="UnrecognizedClientException"), FailureClass.CREDENTIAL),
+    (BEDROCK, Fail(400, kind="ServiceQuotaExceededException"), FailureClass.CREDENTIAL),
+    (BEDROCK, Fail(429), FailureClass.RATE_LIMITED),  # ThrottlingException
+    (BEDROCK, Fail(429, kind="ModelNotReadyException"), FailureClass.TRANSIENT),
+    (BEDROCK, Fail(408), FailureClass.TIMEOUT),  # ModelTimeoutException
+    (BEDROCK, Fail(424), FailureClass.TRANSIENT),  # ModelErrorException
+    (BEDROCK, Fail(404), FailureClass.MODEL_UNAVAILABLE),  # ResourceNotFoundException
+    (BEDROCK, Fail(400), FailureClass.CALLER),  # ValidationException
+    (BEDROCK, Fail(500), FailureClass.TRANSIENT),  # InternalServerException
+    (BEDROCK, Fail(503), FailureClass.TRANSIENT),  # ServiceUnavailableException
+]
 # Vertex AI answers errors as the Gemini API does.
 VENDOR_ERRORS += [(VERTEX, f, k) for c, f, k in VENDOR_ERRORS if c is GEMINI]
 ERROR_CASES = [(c, f, k) for c in NETWORK for f, k in COMMON_ERRORS] + VENDOR_ERRORS
@@ -385,12 +423,21 @@ STREAM_ERRORS = [
     (GEMINI, Fail(400), FailureClass.CALLER),
 ]
 STREAM_ERRORS += [(VERTEX, f, k) for c, f, k in STREAM_ERRORS if c is GEMINI]
+# Bedrock: exception messages in the event stream, by their :exception-type.
+STREAM_ERRORS += [
+    (BEDROCK, Fail(500), FailureClass.TRANSIENT),  # internalServerException
+    (BEDROCK, Fail(424, kind="ModelStreamErrorException"), FailureClass.TRANSIENT),
+    (BEDROCK, Fail(429), FailureClass.RATE_LIMITED),  # throttlingException
+    (BEDROCK, Fail(400), FailureClass.CALLER),  # validationException
+    (BEDROCK, Fail(503), FailureClass.TRANSIENT),  # serviceUnavailableException
+    (BEDROCK, Fail(408), FailureClass.TIMEOUT),  # modelTimeoutException
+]
 
 
 @pytest.mark.parametrize(
     ("case", "fail", "failure"),
     STREAM_ERRORS,
-    ids=[f"{c}-{f.status}" for c, f, _ in STREAM_ERRORS],
+    ids=[f"{c}-{f.status}-{f.kind or ''}" for c, f, _ in STREAM_ERRORS],
 )
 async def test_error_event_mid_stream(
     case: Case, fail: Fail, failure: FailureClass, make: Factory, fake_upstream: FakeUpstream
@@ -462,14 +509,16 @@ async def test_embeddings_one_vector_per_input_in_order(
 ) -> None:
     provider = make(case)
     assert isinstance(provider, Embedder)
-    answer = await provider.embed(EmbeddingRequest("embed-model", ("a", "bbb", "cc"), dimensions=4))
+    answer = await provider.embed(
+        EmbeddingRequest(case.embed_model, ("a", "bbb", "cc"), dimensions=4)
+    )
     # fake_vector: each input's length and index, then 0.25s
     assert answer.vectors == (
         (1.0, 0.0, 0.25, 0.25),
         (3.0, 1.0, 0.25, 0.25),
         (2.0, 2.0, 0.25, 0.25),
     )
-    assert fake_upstream.last.model == "embed-model"
+    assert fake_upstream.last.model == case.embed_model
 
 
 @pytest.mark.parametrize(
@@ -484,7 +533,7 @@ async def test_embedding_errors(
     provider = make(case)
     assert isinstance(provider, Embedder)
     with pytest.raises(UpstreamError) as caught:
-        await provider.embed(EmbeddingRequest("embed-model", ("a",)))
+        await provider.embed(EmbeddingRequest(case.embed_model, ("a",)))
     assert caught.value.failure_class is failure
 
 
@@ -1120,7 +1169,7 @@ async def test_gemini_embeddings_body(make: Factory, fake_upstream: FakeUpstream
 
 @pytest.mark.parametrize("kind", PROVIDER_TYPES)
 async def test_registry_builds_every_type(kind: str) -> None:
-    options = VERTEX_OPTIONS if kind == "vertex" else {}
+    options = {"vertex": VERTEX_OPTIONS, "bedrock": {"region": aws.REGION}}.get(kind, {})
     spec = ProviderSpec(name="p", type=kind, base_url="http://127.0.0.1:9", options=options)
     provider = build_provider(spec)
     assert isinstance(provider, Provider)
@@ -1132,7 +1181,7 @@ async def test_registry_builds_every_type(kind: str) -> None:
 
 def test_registry_rejects_unknown_types_and_azure_without_url() -> None:
     assert list(ADAPTERS) == list(PROVIDER_TYPES)  # one adapter per declared type, in order
-    with pytest.raises(ValueError, match="unknown type 'bedrock'"):
-        build_provider(ProviderSpec(name="p", type="bedrock"))
+    with pytest.raises(ValueError, match="unknown type 'sagemaker'"):
+        build_provider(ProviderSpec(name="p", type="sagemaker"))
     with pytest.raises(ValueError, match="base_url"):
         build_provider(ProviderSpec(name="p", type="azure_openai"))

@@ -1,5 +1,5 @@
 """The wire shapes, judged by the vendors' own SDK types (openai, anthropic, ollama, google-genai on
-PyPI):
+PyPI; botocore's service model for Bedrock):
 
 - every payload the fake upstream sends (whole answers and each stream event, with text, tool
   calls, reasoning and cache counts) parses as the vendor's response types, so the fakes cannot
@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 import pytest
+from botocore.eventstream import EventStreamBuffer
 
 from hapaxd.core.types import (
     CompletionRequest,
@@ -31,11 +32,12 @@ from hapaxd.core.types import (
     ToolChoice,
     ToolMode,
 )
-from hapaxd.providers import anthropic, gemini, ollama, openai
+from hapaxd.providers import anthropic, bedrock, gemini, ollama, openai
 from tests.fakes.upstream import Call, Reply
 from tests.fakes.upstream.shapes import (
     ShapeError,
     check_answer,
+    check_bedrock_event,
     check_embed_answer,
     check_embed_request,
     check_event,
@@ -71,6 +73,17 @@ def test_the_fakes_payloads_parse_as_the_vendors_published_types(vendor: str, re
     wire = WIRES[vendor]
     check_answer(vendor, wire.completion(REPLIES[reply], "some-model"))
     frames = wire.frames(REPLIES[reply], "some-model")
+    if vendor == "bedrock":  # binary event-stream messages, judged by their :event-type
+        buffer = EventStreamBuffer()
+        for frame in (*frames.opening, *frames.content, *frames.closing):
+            buffer.add_data(frame)
+        messages = list(buffer)
+        assert [m.headers[":event-type"] for m in messages][-2:] == ["messageStop", "metadata"]
+        for message in messages:
+            payload = json.loads(message.payload)
+            payload.pop("p")  # the padding the real stream adds, which the model does not name
+            check_bedrock_event(message.headers[":event-type"], payload)
+        return
     objects = [
         o for f in (*frames.opening, *frames.content, *frames.closing) for o in events(vendor, f)
     ]
@@ -134,6 +147,15 @@ def rich_request(form: FormatType | None) -> CompletionRequest:
             ("ollama", Json({"think": True})),
             ("gemini", Json({"thinkingConfig": {"includeThoughts": True}})),
             ("openai", Json({"reasoning_effort": "low"})),
+            (
+                "bedrock",
+                Json(
+                    {
+                        "top_k": 40,
+                        "guardrailConfig": {"guardrailIdentifier": "g1", "guardrailVersion": "1"},
+                    }
+                ),
+            ),
         ),
     )
 
@@ -183,6 +205,19 @@ def test_gemini_bodies_pass_the_google_genai_sdk_types(
     check_request("gemini", gemini.to_wire(with_url_image(rich_request(None))), stream=False)
 
 
+@FORMATS
+@STREAMS
+def test_bedrock_bodies_pass_botocores_converse_shape(
+    form: FormatType | None, stream: bool
+) -> None:
+    body = bedrock.to_wire(rich_request(form))
+    check_request("bedrock", body, stream=stream)
+    assert body["additionalModelRequestFields"] == {"top_k": 40}
+    assert body["guardrailConfig"]["guardrailIdentifier"] == "g1"
+    with pytest.raises(ValueError, match="inline images only"):
+        bedrock.to_wire(with_url_image(rich_request(None)))
+
+
 @pytest.mark.parametrize(
     ("vendor", "body"),
     [
@@ -210,6 +245,9 @@ def test_gemini_bodies_pass_the_google_genai_sdk_types(
         ("gemini", {"contents": [{"role": "user", "parts": [{"txt": "hi"}]}]}),
         ("gemini", {"contents": [], "generationConfig": {"max_output_tokens": 5}}),
         ("gemini", {"contents": [], "model": "m"}),
+        ("bedrock", {"messages": [{"role": "user", "content": [{"txt": "hi"}]}]}),
+        ("bedrock", {"messages": [], "inferenceConfig": {"max_tokens": 5}}),
+        ("bedrock", {"messages": [], "modelId": "m"}),
     ],
     ids=[
         "openai-misspelt",
@@ -222,6 +260,9 @@ def test_gemini_bodies_pass_the_google_genai_sdk_types(
         "gemini-unknown-part-key",
         "gemini-snake-case-field",
         "gemini-model-in-body",
+        "bedrock-unknown-block-key",
+        "bedrock-snake-case-field",
+        "bedrock-model-in-body",
     ],
 )
 def test_the_judge_refuses_wrong_shapes(vendor: str, body: dict[str, Any]) -> None:
@@ -234,6 +275,10 @@ def test_the_judge_refuses_a_wrong_answer_payload() -> None:
         check_answer("anthropic", {"id": "x", "type": "message", "content": [{"type": "text"}]})
     with pytest.raises(ShapeError):
         check_event("openai", {"id": "x", "object": "chat.completion.chunk", "choices": "none"})
+    with pytest.raises(ShapeError):
+        check_answer("bedrock", {"output": {"message": {"role": "assistant", "content": "x"}}})
+    with pytest.raises(ShapeError):
+        check_bedrock_event("contentBlockDelta", {"delta": {"txt": "x"}, "contentBlockIndex": 0})
 
 
 @pytest.mark.parametrize("vendor", ["openai", "azure", "ollama", "gemini"])
@@ -252,3 +297,7 @@ def test_embedding_bodies_pass_the_sdk_types(dimensions: int | None) -> None:
         check_embed_request("openai", {"model": "m", "inputs": ["a"]})
     with pytest.raises(ShapeError):
         check_embed_request("gemini", {"requests": [{"model": "models/m", "text": "a"}]})
+    check_embed_request("bedrock", bedrock.titan_to_wire("a", dimensions))
+    check_embed_request("bedrock", bedrock.cohere_to_wire(["a", "b"], dimensions))
+    with pytest.raises(ShapeError):
+        check_embed_request("bedrock", {"inputText": "a", "dimension": 8})

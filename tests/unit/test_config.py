@@ -188,7 +188,8 @@ def test_azure_without_its_resource_url_is_a_config_error() -> None:
 
 def test_every_provider_type_has_one_vendor_option_schema() -> None:
     assert set(config.PROVIDER_TYPES) == {
-        *("local", "openai", "azure_openai", "anthropic", "ollama", "gemini", "vertex")
+        *("local", "openai", "azure_openai", "anthropic", "ollama", "gemini", "vertex"),
+        "bedrock",
     }
     assert len(set(config.PROVIDER_TYPES)) == len(config.PROVIDER_TYPES)
     assert list(OPTIONS) == list(config.PROVIDER_TYPES)
@@ -198,7 +199,7 @@ def test_a_provider_type_is_one_of_provider_types_and_nothing_else() -> None:
     assert config.ProviderSettings.model_fields["type"].annotation == config.ProviderType
     vertex = {"project": "p", "location": "us-central1", "credentials_file": "/k.json"}
     for kind in config.PROVIDER_TYPES:
-        options = vertex if kind == "vertex" else {}
+        options = {"vertex": vertex, "bedrock": {"region": "us-east-1"}}.get(kind, {})
         config.ProviderSettings(
             name="p", type=kind, base_url="https://r.openai.azure.com", options=options
         )
@@ -206,7 +207,7 @@ def test_a_provider_type_is_one_of_provider_types_and_nothing_else() -> None:
         config.parse({"providers": [{"name": "l", "type": "nope"}], "default_model": "m"}, {})
     assert str(caught.value).startswith(
         "providers[0].type: Input should be 'local', 'openai', 'azure_openai', 'anthropic', "
-        "'ollama', 'gemini' or 'vertex'"
+        "'ollama', 'gemini', 'vertex' or 'bedrock'"
     )
 
 
@@ -216,12 +217,14 @@ def test_what_each_type_declares_reaches_config_and_validation() -> None:
     assert [k.options for k in KINDS] == list(OPTIONS.values())
     assert DEFAULT_CAPABILITIES["anthropic"] == ("streaming", "tools", "images", "json_schema")
     assert DEFAULT_CAPABILITIES["ollama"] == DEFAULT_CAPABILITIES["openai"]
-    assert [k for k, kind in KIND.items() if not kind.image_urls] == ["ollama"]
+    # Bedrock takes image bytes (or S3 locations), not https URLs.
+    assert [k for k, kind in KIND.items() if not kind.image_urls] == ["ollama", "bedrock"]
     assert VENDOR_WIRES == {
         "openai": ("openai", "azure_openai"),
         "anthropic": ("anthropic",),
         "ollama": ("ollama",),
         "gemini": ("gemini", "vertex"),
+        "bedrock": ("bedrock",),
     }
     assert DEFAULT_CAPABILITIES["gemini"] == DEFAULT_CAPABILITIES["openai"]
     assert DEFAULT_CAPABILITIES["vertex"] == DEFAULT_CAPABILITIES["gemini"]
@@ -230,6 +233,7 @@ def test_what_each_type_declares_reaches_config_and_validation() -> None:
         *("parallel_tool_calls", "response_format", "format", "max_tokens"),
         *("max_completion_tokens", "options", "input"),
         *("contents", "systemInstruction", "toolConfig", "generationConfig"),
+        *("inferenceConfig", "additionalModelRequestFields"),
     }
 
 
@@ -268,6 +272,8 @@ def test_local_chunk_delay_is_a_duration_normalised_to_seconds(
         ("gemini", {"api_version": "v1"}, "providers[0].options.api_version: unknown option for"),
         ("vertex", {}, "providers[0].options.project: required"),
         ("vertex", {"region": "x", "project": "p"}, "providers[0].options.region: unknown option"),
+        ("bedrock", {}, "providers[0].options.region: required"),
+        ("bedrock", {"region": "us-east-1", "access_key": "x"}, "providers[0].options.access_key:"),
         ("local", ["chunk_delay"], "providers[0].options: not a mapping"),
     ],
 )

@@ -140,7 +140,7 @@ def test_zero_temperature_is_a_real_value_and_prompt_becomes_a_user_message() ->
             {"messages": [RawMessage(Role.ASSISTANT, "", tool_calls=[ToolCall("c", "f", "[1]")])]},
             ["messages[0].tool_calls[0].arguments"],
         ),
-        ({"vendor_options": {"bedrock": Json({"a": 1})}}, ["vendor_options['bedrock']"]),
+        ({"vendor_options": {"sagemaker": Json({"a": 1})}}, ["vendor_options['sagemaker']"]),
         ({"vendor_options": {"openai": Json({"model": "x"})}}, ["vendor_options['openai']"]),
         ({"vendor_options": {"openai": Json({"reasoning": "x" * 50})}}, ["vendor_options"]),
     ],

@@ -70,6 +70,16 @@ class VertexOptions(Frozen):
     probe_model: Text | None = None  # the publisher model probe() looks up; gemini-2.5-flash
 
 
+class BedrockOptions(Frozen):
+    """AWS Bedrock: the region its runtime is called in. Credentials are not options: they come
+    from the AWS credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN,
+    AWS_PROFILE and the shared files, web identity, container or instance roles)."""
+
+    region: Text  # us-east-1, eu-central-1, ...
+    # Where probe() lists foundation models; default https://bedrock.{region}.amazonaws.com.
+    control_url: Text | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class VendorWire:
     """A request body format callers may add fields to, as `vendor_options[name]`; `owned` are
@@ -108,6 +118,15 @@ OLLAMA_WIRE = VendorWire(
 GEMINI_WIRE = VendorWire(
     "gemini",
     frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"}),
+)
+
+# Converse: vendor options go into additionalModelRequestFields (a few Converse fields of their own
+# at the top level: providers/bedrock.py CONVERSE_OPTIONS).
+BEDROCK_WIRE = VendorWire(
+    "bedrock",
+    frozenset(
+        {"messages", "system", "inferenceConfig", "toolConfig", "additionalModelRequestFields"}
+    ),
 )
 
 # The built-in default's provider entry (less name and type) when the environment has one.
@@ -174,6 +193,8 @@ KINDS: tuple[ProviderKind, ...] = (
     ProviderKind("gemini", GeminiOptions, wire=GEMINI_WIRE),
     # Gemini on Vertex AI: the same wire (and vendor_options["gemini"]), OAuth2 service accounts.
     ProviderKind("vertex", VertexOptions, wire=GEMINI_WIRE),
+    # Bedrock takes image bytes (or S3 locations), not https URLs; SigV4 from the AWS chain.
+    ProviderKind("bedrock", BedrockOptions, image_urls=False, wire=BEDROCK_WIRE),
 )
 KIND: Mapping[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 TYPE_NAMES: tuple[str, ...] = tuple(KIND)

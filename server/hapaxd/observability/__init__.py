@@ -15,6 +15,7 @@ when OTEL_* asks.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 import grpc
@@ -31,9 +32,15 @@ from hapaxd.observability.listeners import PrometheusListener, log_events, span_
 from hapaxd.observability.metrics import Metrics
 from hapaxd.observability.side_port import MetricsServer
 
+# The AWS credential chain's secrets bedrock providers sign with, when the environment holds them
+# (those the adapter finds elsewhere, in the shared files or a role, its HttpClient scrubs).
+AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
 
 def _secrets(settings: Settings) -> list[str]:
     values = [p.api_key.get_secret_value() for p in settings.providers]
+    if any(p.type == "bedrock" for p in settings.providers):  # botocore reads os.environ itself
+        values += [os.environ.get(name, "") for name in AWS_SECRET_VARIABLES]
     values += [
         v
         for p in settings.providers

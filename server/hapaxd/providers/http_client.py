@@ -31,6 +31,12 @@ Classifier = Callable[[int, Any], FailureClass]
 ErrorText = Callable[[Any], str]
 # retry_delay(body) -> seconds to wait that a vendor error body names (Gemini's RetryInfo), or None
 RetryDelay = Callable[[Any], float | None]
+# error_body(headers, body) -> the error body classify, error_text and retry_delay read, made from
+# the response's headers and decoded body (Bedrock names its error type in x-amzn-ErrorType)
+ErrorBody = Callable[[Mapping[str, str], Any], Any]
+# A request body: JSON (a mapping aiohttp serialises), or bytes sent as they are (a body that was
+# signed, whose exact bytes matter; the caller sets its Content-Type).
+Body = Mapping[str, Any] | bytes
 
 NO_HEADERS: Mapping[str, str] = {}
 
@@ -110,14 +116,17 @@ class HttpClient:
         error_text: ErrorText = _json_error_text,
         auth_headers: Mapping[str, str] | None = None,
         retry_delay: RetryDelay | None = None,
+        error_body: ErrorBody | None = None,
     ) -> None:
         """`auth_headers` (the vendor's key header) go on every request, with spec.headers;
-        `retry_delay` reads a wait from an error body that has no Retry-After header."""
+        `retry_delay` reads a wait from an error body that has no Retry-After header;
+        `error_body` makes the error body the other hooks read from headers and body."""
         self._spec = spec
         # Longest first, so a whole key is masked before any line of it.
         secrets = [spec.api_key, *service_account_secrets(spec.credentials)]
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._retry_delay = retry_delay
+        self._error_body = error_body
         self._headers = {**spec.headers, **(auth_headers or {})}
         self._classify = classify
         self._error_text = error_text
@@ -130,6 +139,12 @@ class HttpClient:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=spec.timeouts.connect, sock_read=None
         )
+
+    def hide(self, *secrets: str) -> None:
+        """More secrets `scrub` masks: those an adapter learns after it was built (Bedrock's AWS
+        credentials, which come from the AWS credential chain, not from the spec)."""
+        known = set(self._secrets) | {s for s in secrets if s}
+        self._secrets = sorted(known, key=len, reverse=True)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -164,7 +179,7 @@ class HttpClient:
     async def post_json(
         self,
         url: str,
-        body: Mapping[str, Any],
+        body: Body,
         *,
         request_id: str = "",
         headers: Mapping[str, str] = NO_HEADERS,
@@ -211,7 +226,7 @@ class HttpClient:
     def post_stream(
         self,
         url: str,
-        body: Mapping[str, Any],
+        body: Body,
         *,
         request_id: str = "",
         headers: Mapping[str, str] = NO_HEADERS,
@@ -221,7 +236,7 @@ class HttpClient:
         return StreamBody(lambda stream: self._stream(stream, url, body, headers))
 
     async def _stream(
-        self, stream: StreamBody, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+        self, stream: StreamBody, url: str, body: Body, headers: Mapping[str, str]
     ) -> AsyncGenerator[bytes, None]:
         with self._mapped(), self._timer() as timer:
             response = await self._send(timer, "POST", url, headers, body)
@@ -300,6 +315,8 @@ class HttpClient:
         if response.status < 400:
             return
         body = _decode_body(raw)
+        if self._error_body is not None:
+            body = self._error_body(response.headers, body)
         failure = self._classify(response.status, body)
         retry_after = parse_retry_after(response.headers)
         if retry_after is None and self._retry_delay is not None:
@@ -321,7 +338,10 @@ class HttpClient:
         body: Any = None,
     ) -> aiohttp.ClientResponse:
         """The response, once its headers arrived within first_byte."""
-        request = self.session.request(method, url, json=body, headers=headers)
+        if isinstance(body, bytes):
+            request = self.session.request(method, url, data=body, headers=headers)
+        else:
+            request = self.session.request(method, url, json=body, headers=headers)
         try:
             return await timer.within(self._spec.timeouts.first_byte, request)
         except aiohttp.ClientError:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from hapaxd.config import PROVIDER_TYPES, ProviderSettings
 from hapaxd.core.provider import Provider, ProviderSpec, Timeouts
 from hapaxd.providers.anthropic import AnthropicProvider
+from hapaxd.providers.bedrock import BedrockProvider
 from hapaxd.providers.gemini import GeminiProvider
 from hapaxd.providers.local import LocalProvider
 from hapaxd.providers.ollama import OllamaProvider
@@ -25,6 +26,7 @@ ADAPTERS: Mapping[str, Callable[[ProviderSpec], Provider]] = {
     "ollama": OllamaProvider,
     "gemini": GeminiProvider,
     "vertex": VertexProvider,
+    "bedrock": BedrockProvider,
 }
 
 

@@ -1,5 +1,6 @@
 """FakeUpstream: a real HTTP server on 127.0.0.1 that speaks the OpenAI, Azure OpenAI, Anthropic,
-Ollama, Gemini and Vertex AI wire formats (with Google's OAuth2 token endpoint, oauth.py), plays
+Ollama, Gemini, Vertex AI and Bedrock wire formats (with Google's OAuth2 token endpoint, oauth.py,
+and AWS SigV4 checks and event-stream framing, aws.py), plays
 scripted behaviours, and records requests, the TCP connections they came on, and client
 disconnects."""
 
@@ -15,10 +16,11 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from .aws import AwsAccount
 from .behaviours import Behaviour, Fail, Hang, Malformed, Raw, Reply, awkward_pieces
 from .oauth import TokenEndpoint
 from .shapes import ShapeError, check_embed_request, check_request
-from .wire import WIRES, GeminiWire, OllamaWire, Wire
+from .wire import WIRES, BedrockWire, GeminiWire, OllamaWire, Wire
 
 VERTEX = r"/v1/projects/[^/]+/locations/[^/]+/publishers/google/models"
 TOKEN_PATH = "/token"
@@ -52,6 +54,11 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     ),
     "vertex.models": ("GET", VERTEX + r"/[^/:]+", "vertex"),  # one publisher model
     "vertex.embed": ("POST", VERTEX + r"/[^/:]+:predict", "vertex"),
+    # Bedrock: the runtime names the model in the path; ListFoundationModels is the control
+    # plane's (served here on the same host). Every route wants a good SigV4 signature (aws.py).
+    "bedrock.converse": ("POST", r"/model/[^/]+/(?:converse|converse-stream)", "bedrock"),
+    "bedrock.embed": ("POST", r"/model/[^/]+/invoke", "bedrock"),
+    "bedrock.models": ("GET", r"/foundation-models", "bedrock"),
 }
 EMBED_ROUTES = frozenset(r for r in ROUTES if r.endswith(("embeddings", "embed")))
 CHAT_ROUTES = frozenset(
@@ -103,6 +110,7 @@ class FakeUpstream:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.oauth = TokenEndpoint("")  # its token_uri is known once the port is
+        self.aws = AwsAccount()  # the AWS credentials Bedrock routes accept
 
     # lifecycle --------------------------------------------------------------------------------
 
@@ -301,6 +309,16 @@ class FakeUpstream:
             record.finished = True
             return self._json(404, wire.error_body(Fail(404, message=f"no route {request.path}")))
         record.model, record.streaming = _asked(route, request, parsed)
+        if ROUTES[route][2] == "bedrock":
+            url = f"{request.scheme}://{request.host}{request.raw_path}"
+            refused = self.aws.check(request.method, url, record.headers, raw)
+            if refused:  # a signature the real service refuses fails the test too
+                record.finished = True
+                record.shape_error = f"{route}: SigV4: {refused}"
+                self.shape_errors.append(record.shape_error)
+                fail = Fail(403, kind="InvalidSignatureException", message=refused)
+                assert isinstance(wire, BedrockWire)
+                return self._json(403, wire.error_body(fail), wire.error_headers(fail))
         if ROUTES[route][2] == "vertex" and not self.oauth.authorized(
             request.headers.get("Authorization", "")
         ):
@@ -360,6 +378,8 @@ class FakeUpstream:
             headers = dict(behaviour.headers)
             if behaviour.retry_after is not None and not isinstance(wire, GeminiWire):  # Vertex too
                 headers["Retry-After"] = behaviour.retry_after
+            if isinstance(wire, BedrockWire):
+                headers.update(wire.error_headers(behaviour))
             return self._json(behaviour.status, wire.error_body(behaviour), headers)
         if isinstance(behaviour, Raw):
             response = await self._open(request, behaviour.status, behaviour.content_type, {})
@@ -404,9 +424,12 @@ class FakeUpstream:
         frames = wire.frames(reply, reply.model or model)
         gap = "\n" if isinstance(wire, OllamaWire) else ": keep-alive\n\n"
 
-        def encode(frames: Iterable[str]) -> list[bytes]:
+        def encode(frames: Iterable[str | bytes]) -> list[bytes]:
             out: list[bytes] = []
             for frame in frames:
+                if isinstance(frame, bytes):  # a binary framing: no comments, no line ends
+                    out.append(frame)
+                    continue
                 text = f"{gap}{frame}" if reply.comments else frame
                 out.append((text.replace("\n", "\r\n") if reply.crlf else text).encode())
             return out
@@ -500,6 +523,9 @@ def _asked(route: str, request: web.Request, body: Any) -> tuple[str, bool]:
     if vendor in ("gemini", "vertex"):  # .../models/{model}:{method}
         model, _, method = request.path.split("/")[-1].partition(":")
         return model, method == "streamGenerateContent"
+    if vendor == "bedrock":  # /model/{modelId}/{converse|converse-stream|invoke}
+        parts = request.path.split("/")
+        return (parts[2], parts[3] == "converse-stream") if len(parts) == 4 else ("", False)
     model = str(body.get("model") or "")
     if route == "azure.chat":  # Azure names the deployment in the path, not the model in the body
         model = model or request.path.split("/")[3]
@@ -523,6 +549,10 @@ def _embed_inputs(body: dict[str, Any]) -> tuple[list[str], int]:
         parameters = body.get("parameters")
         dims = parameters.get("outputDimensionality") if isinstance(parameters, dict) else None
         return texts, int(dims or 3)
+    if isinstance(body.get("texts"), list):  # Bedrock's Cohere embed
+        return [str(t) for t in body["texts"]], int(body.get("output_dimension") or 3)
+    if isinstance(body.get("inputText"), str):  # Bedrock's Titan embed: one text a call
+        return [body["inputText"]], int(body.get("dimensions") or 3)
     inputs = body.get("input")
     texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
     return texts, int(body.get("dimensions") or 3)

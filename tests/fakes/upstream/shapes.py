@@ -11,6 +11,10 @@ made it) and the payloads the fake sends (so the fake cannot drift from the real
   fields, each typed with the SDK's own models (Content, Tool, ToolConfig, GenerationConfig,
   SafetySetting); answers and stream events are GenerateContentResponse, embeddings
   EmbedContentResponse. The SDK's models refuse unknown keys themselves.
+- Bedrock: botocore's own service model of bedrock-runtime (the shapes boto3 itself validates
+  against): Converse's input and output shapes, ConverseStream's event shapes. InvokeModel's
+  body is the model's own: Titan's and Cohere's embed bodies are hand-typed from their model
+  parameter pages.
 - Vertex AI: Gemini's, but embeddings: `:predict` (hand-typed from the REST reference), its
   answers hand-typed too.
 
@@ -198,6 +202,72 @@ VertexPredictResponse = create_model(
     metadata=(dict[str, Any] | None, None),
 )
 
+
+@functools.cache
+def _bedrock_model() -> Any:
+    import botocore.session
+
+    return botocore.session.Session().get_service_model("bedrock-runtime")
+
+
+def _botocore(shape: Any, params: Any) -> None:
+    import botocore.exceptions
+    import botocore.validate
+
+    try:
+        botocore.validate.validate_parameters(params, shape)
+    except botocore.exceptions.ParamValidationError as exc:
+        raise ShapeError(str(exc)) from None
+
+
+def _bedrock_request(body: Any) -> None:
+    """A Converse body (the model is the path's; modelId stands in for it)."""
+    if not isinstance(body, dict) or "modelId" in body:
+        raise ShapeError("a Converse body is an object, without modelId (the path's)")
+    _botocore(_bedrock_model().operation_model("Converse").input_shape, {**body, "modelId": "m"})
+
+
+def _bedrock_answer(body: Any) -> None:
+    _botocore(_bedrock_model().operation_model("Converse").output_shape, body)
+
+
+def _bedrock_event(kind: str, body: Any) -> None:
+    """One ConverseStream event's payload, by its :event-type (or exception type)."""
+    stream = _bedrock_model().operation_model("ConverseStream").output_shape.members["stream"]
+    if kind not in stream.members:
+        raise ShapeError(f"no ConverseStream event {kind!r}")
+    _botocore(stream.members[kind], body)
+
+
+class _TitanEmbed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputText: str
+    dimensions: int | None = None
+    normalize: bool | None = None
+    embeddingTypes: list[str] | None = None
+
+
+class _CohereEmbed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str]
+    input_type: str
+    truncate: str | None = None
+    embedding_types: list[str] | None = None
+    output_dimension: int | None = None
+
+
+def _bedrock_embed(body: Any) -> None:
+    model = _CohereEmbed if isinstance(body, dict) and "texts" in body else _TitanEmbed
+    _check_model(model, body)
+    if model is _CohereEmbed and not 1 <= len(body["texts"]) <= 96:
+        raise ShapeError("Cohere embed takes 1 to 96 texts")
+
+
+def check_bedrock_event(kind: str, body: Any) -> None:
+    """ShapeError unless `body` is the payload of a ConverseStream event of type `kind`."""
+    _bedrock_event(kind, body)
+
+
 # What judges each kind of body, by vendor (Azure speaks OpenAI's shapes).
 JUDGES: dict[str, dict[str, Any]] = {
     "openai": _OPENAI,
@@ -223,6 +293,12 @@ JUDGES: dict[str, dict[str, Any]] = {
         "event": _model(genai_types.GenerateContentResponse),
         "embed request": _model(GeminiBatchEmbedContentsRequest),
         "embed answer": _model(genai_types.EmbedContentResponse),
+    },
+    "bedrock": {
+        "request": _bedrock_request,
+        "stream request": _bedrock_request,
+        "answer": _bedrock_answer,
+        "embed request": _bedrock_embed,
     },
     # Vertex AI speaks the Gemini wire, but for embeddings.
     "vertex": {

@@ -19,6 +19,7 @@ from typing import Any
 
 from tests.fakes.payloads import load
 
+from . import aws
 from .behaviours import Call, Fail, Reply
 
 _ids = itertools.count(1)
@@ -95,9 +96,10 @@ def _halves(text: str) -> list[str]:
 
 
 class Frames:
-    """One stream: opening frames, one frame per content piece, closing frames."""
+    """One stream: opening frames, one frame per content piece, closing frames (text, or bytes
+    for a binary framing: Bedrock's event stream)."""
 
-    def __init__(self, opening: list[str], content: list[str], closing: list[str]) -> None:
+    def __init__(self, opening: list[Any], content: list[Any], closing: list[Any]) -> None:
         self.opening, self.content, self.closing = opening, content, closing
 
 
@@ -693,7 +695,173 @@ class VertexWire(GeminiWire):
         return load("vertex", "model")  # type: ignore[no-any-return]
 
 
-Wire = OpenAIWire | AnthropicWire | OllamaWire | GeminiWire
+class BedrockWire:
+    """The Bedrock runtime: Converse answers as JSON, ConverseStream in AWS's binary event-stream
+    framing (aws.py), errors as `{"message"}` with the type in x-amzn-ErrorType (and, inside a
+    stream, as exception messages); embeddings by InvokeModel, Titan's or Cohere's body by the
+    model id; probe()'s ListFoundationModels on the control plane."""
+
+    vendor = "bedrock"
+    stream_content_type = "application/vnd.amazon.eventstream"
+    finish = {
+        "stop": "end_turn",
+        "length": "max_tokens",
+        "content_filter": "content_filtered",
+        "tool_calls": "tool_use",
+    }
+    _types = {
+        400: "ValidationException",
+        401: "UnrecognizedClientException",
+        403: "AccessDeniedException",
+        404: "ResourceNotFoundException",
+        408: "ModelTimeoutException",
+        424: "ModelErrorException",
+        429: "ThrottlingException",
+        500: "InternalServerException",
+        503: "ServiceUnavailableException",
+    }
+    _messages = {
+        "ValidationException": "Malformed input request, please reformat your input and try again.",
+        "UnrecognizedClientException": "The security token included in the request is invalid.",
+        "AccessDeniedException": "You don't have access to the model with the specified model ID.",
+        "ResourceNotFoundException": "Could not resolve the foundation model from the provided "
+        "model identifier.",
+        "ModelTimeoutException": "Model has timed out in processing the request.",
+        "ThrottlingException": load("bedrock", "error")["message"],
+        "InternalServerException": "The server encountered an internal error while processing "
+        "the request.",
+        "ServiceUnavailableException": "Bedrock is unable to process your request.",
+    }
+
+    def _usage(self, reply: Reply) -> dict[str, Any]:
+        return {
+            "inputTokens": reply.prompt_tokens - reply.cached_tokens,
+            "outputTokens": reply.output_tokens,
+            "totalTokens": reply.prompt_tokens + reply.output_tokens,
+            "cacheReadInputTokens": reply.cached_tokens,
+            "cacheWriteInputTokens": 0,
+        }
+
+    @staticmethod
+    def _tool_use(call: Call) -> dict[str, Any]:
+        use = {"toolUseId": call.id, "name": call.name, "input": json.loads(call.arguments)}
+        return {"toolUse": use}
+
+    def completion(self, reply: Reply, model: str) -> dict[str, Any]:
+        body: dict[str, Any] = load("bedrock", "converse")
+        blocks: list[dict[str, Any]] = []
+        if reply.reasoning:
+            text = {"text": reply.reasoning, "signature": "EqQBfake"}
+            blocks.append({"reasoningContent": {"reasoningText": text}})
+        if reply.text or not reply.tool_calls:
+            blocks.append({"text": reply.text})
+        blocks.extend(self._tool_use(c) for c in reply.tool_calls)
+        body["output"]["message"]["content"] = blocks
+        body.update(stopReason=self.finish[reply.finish], usage=self._usage(reply))
+        return body
+
+    @staticmethod
+    def _event(kind: str, obj: dict[str, Any]) -> bytes:
+        template: dict[str, Any] = load("bedrock", "events")[kind]
+        padding = template.pop("p", None)
+        payload = {**obj, "p": padding} if padding else obj
+        return aws.event(kind, _dump(payload).encode())
+
+    def frames(self, reply: Reply, model: str) -> Frames:
+        index = 0
+        opening = [self._event("messageStart", {"role": "assistant"})]
+        if reply.reasoning:
+            opening += [
+                self._event(
+                    "contentBlockDelta",
+                    {"delta": {"reasoningContent": {"text": piece}}, "contentBlockIndex": index},
+                )
+                for piece in _halves(reply.reasoning)
+            ]
+            opening.append(
+                self._event(
+                    "contentBlockDelta",
+                    {
+                        "delta": {"reasoningContent": {"signature": "EqQBfake"}},
+                        "contentBlockIndex": index,
+                    },
+                )
+            )
+            opening.append(self._event("contentBlockStop", {"contentBlockIndex": index}))
+            index += 1
+        text = bool(reply.text or not reply.tool_calls)
+        content = [
+            self._event("contentBlockDelta", {"delta": {"text": p}, "contentBlockIndex": index})
+            for p in reply.pieces
+        ]
+        closing = [self._event("contentBlockStop", {"contentBlockIndex": index})] if text else []
+        index += 1 if text else 0
+        for call in reply.tool_calls:
+            start = {"toolUse": {"toolUseId": call.id, "name": call.name}}
+            closing.append(
+                self._event("contentBlockStart", {"start": start, "contentBlockIndex": index})
+            )
+            closing += [
+                self._event(
+                    "contentBlockDelta",
+                    {"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": index},
+                )
+                for piece in _halves(call.arguments)
+            ]
+            closing.append(self._event("contentBlockStop", {"contentBlockIndex": index}))
+            index += 1
+        closing.append(self._event("messageStop", {"stopReason": self.finish[reply.finish]}))
+        metadata = {"usage": self._usage(reply), "metrics": {"latencyMs": 388}}
+        closing.append(self._event("metadata", metadata))
+        return Frames(opening, content, closing)
+
+    def embeddings(self, reply: Reply, model: str, inputs: list[str], dims: int) -> dict[str, Any]:
+        if "titan" in model:
+            body: dict[str, Any] = load("bedrock", "titan_embed")
+            vector = _vector(reply, inputs[0] if inputs else "", 0, dims)
+            body.update(embedding=vector, embeddingsByType={"float": vector})
+            body["inputTextTokenCount"] = len(inputs[0].split()) if inputs else 0
+            return body
+        body = load("bedrock", "cohere_embed")
+        body.update(
+            id=_id(""),
+            embeddings=[_vector(reply, text, i, dims) for i, text in enumerate(inputs)],
+            texts=inputs,
+        )
+        return body
+
+    def error_type(self, fail: Fail) -> str:
+        return (
+            fail.kind
+            or self._types.get(fail.status)
+            or ("InternalServerException" if fail.status >= 500 else "ValidationException")
+        )
+
+    def error_headers(self, fail: Fail) -> dict[str, str]:
+        kind = self.error_type(fail)
+        return {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
+
+    def error_body(self, fail: Fail) -> dict[str, Any]:
+        body: dict[str, Any] = load("bedrock", "error")
+        body["message"] = fail.message or self._messages.get(self.error_type(fail), "Error")
+        return body
+
+    def stream_error(self, fail: Fail) -> bytes:
+        """An exception message: its type lower-camel-cased, as ConverseStream names them."""
+        kind = self.error_type(fail)
+        return aws.exception(kind[:1].lower() + kind[1:], _dump(self.error_body(fail)).encode())
+
+    def malformed_body(self) -> bytes:
+        return b'{"output": {"message": {"role": "assistant", "content": [{"te'
+
+    def malformed_frame(self) -> bytes:
+        return aws.event("contentBlockDelta", b'{"delta": {"text": "Hel')
+
+    def models(self) -> dict[str, Any]:
+        return load("bedrock", "foundation_models")  # type: ignore[no-any-return]
+
+
+Wire = OpenAIWire | AnthropicWire | OllamaWire | GeminiWire | BedrockWire
 WIRES: dict[str, Wire] = {
     "openai": OpenAIWire(),
     "azure": AzureWire(),
@@ -701,4 +869,5 @@ WIRES: dict[str, Wire] = {
     "ollama": OllamaWire(),
     "gemini": GeminiWire(),
     "vertex": VertexWire(),
+    "bedrock": BedrockWire(),
 }
