@@ -37,7 +37,10 @@ BUILD_SCRIPT = ROOT / "scripts" / "build-image.sh"
 RUN_SCRIPT = ROOT / "scripts" / "run-image.sh"
 IMAGE_CONFIG: dict[str, Any] = json.loads((ROOT / "scripts" / "image-config.json").read_text())
 TOOLS = ("mmdebstrap", "umoci", "runc", "jq")
-MAX_UNPACKED_BYTES = 400_000_000
+# A guard against the image growing unnoticed, not a target: 374 MB with the first providers,
+# 406 MB once Vertex (google-auth, requests) and Bedrock (botocore, whose service models are
+# most of its size) were added. Raise it on purpose, saying why, when a dependency is added.
+MAX_UNPACKED_BYTES = 450_000_000
 # cc, gcc-12, x86_64-linux-gnu-g++-12, clang...: the names a C or C++ compiler goes by.
 COMPILER = re.compile(
     r"(?:[a-z0-9_]+-linux-gnu\w*-)?(?:cc|c\+\+|cpp|gcc|g\+\+|clang(?:\+\+)?|tcc)(?:-[\d.]+)?"
