@@ -8,11 +8,16 @@
                     body, a malformed answer, and the loop that relays a stream as Chunks
     parts.py        what several mappings share: images as base64 or data URLs, tool-call
                     arguments between JSON text and objects
+    answer_tool.py  structured output through a forced tool (Anthropic, Bedrock): the tool,
+                    and its input folded back as the answer
     openai.py       OpenAI Chat Completions and embeddings (and Azure OpenAI)
     anthropic.py    Anthropic Messages (structured output through a forced tool)
     ollama.py       Ollama /api/chat and /api/embed
     gemini.py       Google Gemini API generateContent, streamGenerateContent (SSE) and
                     batchEmbedContents
+    vertex.py       Vertex AI: the Gemini wire on Vertex's endpoints, OAuth2 by google-auth
+    bedrock.py      AWS Bedrock Converse and ConverseStream (event-stream frames), SigV4 by
+                    botocore, Titan and Cohere embeddings by InvokeModel
     local.py        the built-in provider: no network, deterministic answers, tool calls,
                     structured output and embeddings
     registry.py     provider type -> adapter, one line per config/provider_types.py entry;

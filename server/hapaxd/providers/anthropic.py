@@ -29,7 +29,6 @@ from hapaxd.core.types import (
     Completion,
     CompletionRequest,
     FinishReason,
-    FormatType,
     Message,
     Role,
     ToolCall,
@@ -37,6 +36,7 @@ from hapaxd.core.types import (
     ToolMode,
     Usage,
 )
+from hapaxd.providers.answer_tool import answer_spec, answer_tool, folded
 from hapaxd.providers.framing import Event, SSEDecoder
 from hapaxd.providers.http_client import HttpClient, default_classify
 from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
@@ -70,16 +70,6 @@ ERROR_STATUS: Mapping[str, int] = {
 
 
 NO_ARGUMENTS: Mapping[str, Any] = {"type": "object", "properties": {}}
-
-
-def answer_tool(request: CompletionRequest) -> str | None:
-    """The name of the tool that carries a structured answer, or None for a plain one."""
-    answer = request.response_format
-    if answer is None or answer.type is FormatType.TEXT:
-        return None
-    name = answer.name if answer.type is FormatType.JSON_SCHEMA else "json_answer"
-    taken = {t.name for t in request.tools}
-    return name if name not in taken else f"{name}_answer"
 
 
 def to_wire(
@@ -178,21 +168,14 @@ def _tooling(request: CompletionRequest, body: dict[str, Any]) -> None:
             choice = {"type": "tool", "name": request.tool_choice.function}
         else:
             choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[mode.value]}
-    answer = request.response_format
-    name = answer_tool(request)
-    if answer is not None and name is not None:
-        schema = answer.schema.value if answer.schema is not None else {"type": "object"}
+    answer = answer_spec(request)
+    if answer is not None:
         tools.append(
-            {
-                "name": name,
-                "description": answer.description
-                or "Give your answer by calling this tool; its input is the answer.",
-                "input_schema": schema,
-            }
+            {"name": answer.name, "description": answer.description, "input_schema": answer.schema}
         )
         # Only the answer tool, or (with tools of the caller's own) any tool: the model then
         # either calls one of those or answers through this one.
-        choice = {"type": "tool", "name": name} if not request.tools else {"type": "any"}
+        choice = {"type": "tool", "name": answer.name} if not request.tools else {"type": "any"}
     if tools:
         body["tools"] = tools
     if request.parallel_tool_calls is False and tools:
@@ -254,12 +237,9 @@ def from_wire(body: Any, answer: str | None = None) -> Completion:
                     arguments=arguments_text(block.get("input")),
                 )
             )
-    finish = stop_reason(body.get("stop_reason"))
-    if answered is not None:
-        texts = [answered]
-        finish = FinishReason.STOP if not calls else finish
+    text, finish = folded(texts, answered, calls, stop_reason(body.get("stop_reason")))
     return Completion(
-        text="".join(texts),
+        text=text,
         finish_reason=finish,
         usage=usage_from_wire(body.get("usage")),
         upstream_model=str(body.get("model") or ""),

@@ -47,7 +47,6 @@ from hapaxd.core.types import (
     EmbeddingRequest,
     Embeddings,
     FinishReason,
-    FormatType,
     Image,
     Message,
     Role,
@@ -56,6 +55,7 @@ from hapaxd.core.types import (
     ToolMode,
     Usage,
 )
+from hapaxd.providers.answer_tool import answer_spec, answer_tool, folded
 from hapaxd.providers.http_client import HttpClient, default_classify
 from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
@@ -141,16 +141,6 @@ def control_url(region: str) -> str:
 
 
 # requests --------------------------------------------------------------------------------------
-
-
-def answer_tool(request: CompletionRequest) -> str | None:
-    """The name of the tool that carries a structured answer, or None for a plain one."""
-    answer = request.response_format
-    if answer is None or answer.type is FormatType.TEXT:
-        return None
-    name = answer.name if answer.type is FormatType.JSON_SCHEMA else "json_answer"
-    taken = {t.name for t in request.tools}
-    return name if name not in taken else f"{name}_answer"
 
 
 NO_ARGUMENTS: Mapping[str, Any] = {"type": "object", "properties": {}}
@@ -273,18 +263,15 @@ def _tooling(request: CompletionRequest, body: dict[str, Any]) -> None:
         wire_choice = {"any": {}}
     elif choice is not None and choice.mode is ToolMode.AUTO:
         wire_choice = {"auto": {}}
-    answer = request.response_format
-    name = answer_tool(request)
-    if answer is not None and name is not None:
-        schema = answer.schema.value if answer.schema is not None else {"type": "object"}
+    answer = answer_spec(request)
+    if answer is not None:
         spec = {
-            "name": name,
-            "description": answer.description
-            or "Give your answer by calling this tool; its input is the answer.",
-            "inputSchema": {"json": schema},
+            "name": answer.name,
+            "description": answer.description,
+            "inputSchema": {"json": answer.schema},
         }
         # Only the answer tool, or (with tools of the caller's own) any tool.
-        wire_choice = {"tool": {"name": name}} if not tools else {"any": {}}
+        wire_choice = {"tool": {"name": answer.name}} if not tools else {"any": {}}
         tools.append({"toolSpec": spec})
     if not tools:
         return
@@ -361,12 +348,9 @@ def from_wire(body: Any, model: str = "", answer: str | None = None) -> Completi
                     arguments=arguments_text(use.get("input")),
                 )
             )
-    finish = stop_reason(body.get("stopReason"))
-    if answered is not None:
-        texts = [answered]
-        finish = FinishReason.STOP if not calls else finish
+    text, finish = folded(texts, answered, calls, stop_reason(body.get("stopReason")))
     return Completion(
-        text="".join(texts),
+        text=text,
         finish_reason=finish,
         usage=usage_from_wire(body.get("usage")),
         upstream_model=model,
