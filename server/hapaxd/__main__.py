@@ -163,33 +163,6 @@ def _usage_lines(settings: config.Settings) -> list[str]:
     return lines
 
 
-def _aws_lines(settings: config.Settings, secrets: bool) -> list[str]:
-    """Where each bedrock provider's AWS credentials come from: not a setting (botocore's
-    credential chain finds them), so check-config says whether the chain finds any."""
-    names = [p.name for p in settings.providers if p.type == "bedrock"]
-    if not names:
-        return []
-    which = ", ".join(names)
-    if not secrets:
-        return [
-            f"bedrock ({which}): AWS credentials come from the AWS credential chain; not checked"
-        ]
-    import botocore.exceptions  # type: ignore[import-untyped]
-    import botocore.session  # type: ignore[import-untyped]
-
-    try:
-        found = botocore.session.Session().get_credentials()
-    except botocore.exceptions.BotoCoreError as exc:
-        return [f"warning: bedrock ({which}): AWS credentials unusable: {type(exc).__name__}"]
-    if found is None:
-        return [
-            f"warning: bedrock ({which}): no AWS credentials found in the AWS credential chain "
-            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the shared files, web "
-            "identity, a container or instance role): its calls will fail as credential errors"
-        ]
-    return [f"bedrock ({which}): AWS credentials from the AWS credential chain ({found.method})"]
-
-
 def _check_config(settings: config.Settings, secrets: bool) -> int:
     problems = _check_tls(settings)
     if problems:
@@ -208,7 +181,9 @@ def _check_config(settings: config.Settings, secrets: bool) -> int:
         print("auth: off (every caller that reaches the port is served)")
     for line in _usage_lines(settings):
         print(line)
-    for line in _aws_lines(settings, secrets):
+    from hapaxd.providers.registry import check_lines
+
+    for line in check_lines(settings.providers, secrets):
         print(line)
     from hapaxd.workers.cores import workers_of
     from hapaxd.workers.sharing import notes

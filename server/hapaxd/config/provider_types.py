@@ -167,6 +167,9 @@ class ProviderKind:
     wire: VendorWire | None = None  # the vendor_options its requests read; None: none
     base_url_example: str = ""  # set: base_url is required, shown like this in the message
     detect: Detect | None = None  # the built-in default adds it when this finds it
+    # Environment variables holding secrets the type's own library reads (not the config): they
+    # are masked in logs like the config's secrets.
+    ambient_secrets: tuple[str, ...] = ()
 
 
 KINDS: tuple[ProviderKind, ...] = (
@@ -194,7 +197,14 @@ KINDS: tuple[ProviderKind, ...] = (
     # Gemini on Vertex AI: the same wire (and vendor_options["gemini"]), OAuth2 service accounts.
     ProviderKind("vertex", VertexOptions, wire=GEMINI_WIRE),
     # Bedrock takes image bytes (or S3 locations), not https URLs; SigV4 from the AWS chain.
-    ProviderKind("bedrock", BedrockOptions, image_urls=False, wire=BEDROCK_WIRE),
+    ProviderKind(
+        "bedrock",
+        BedrockOptions,
+        image_urls=False,
+        wire=BEDROCK_WIRE,
+        # botocore's credential chain reads these itself
+        ambient_secrets=("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"),
+    ),
 )
 KIND: Mapping[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 TYPE_NAMES: tuple[str, ...] = tuple(KIND)

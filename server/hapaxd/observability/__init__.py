@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 
 from hapaxd.config import Settings
+from hapaxd.config.provider_types import KIND
 from hapaxd.config.sources import service_account_secrets
 from hapaxd.core.events import Listener
 from hapaxd.core.routes import RouteTable
@@ -32,15 +33,13 @@ from hapaxd.observability.listeners import PrometheusListener, log_events, span_
 from hapaxd.observability.metrics import Metrics
 from hapaxd.observability.side_port import MetricsServer
 
-# The AWS credential chain's secrets bedrock providers sign with, when the environment holds them
-# (those the adapter finds elsewhere, in the shared files or a role, its HttpClient scrubs).
-AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-
 
 def _secrets(settings: Settings) -> list[str]:
     values = [p.api_key.get_secret_value() for p in settings.providers]
-    if any(p.type == "bedrock" for p in settings.providers):  # botocore reads os.environ itself
-        values += [os.environ.get(name, "") for name in AWS_SECRET_VARIABLES]
+    # Secrets a provider type's own library reads from the environment (Bedrock's AWS chain);
+    # those it finds elsewhere (shared files, a role) its HttpClient scrubs from error text.
+    ambient = {name for p in settings.providers for name in KIND[p.type].ambient_secrets}
+    values += [os.environ.get(name, "") for name in sorted(ambient)]
     values += [
         v
         for p in settings.providers

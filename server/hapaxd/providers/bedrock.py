@@ -766,3 +766,25 @@ class BedrockProvider:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def check_lines(names: list[str], secrets: bool) -> list[str]:
+    """What `hapaxd check-config` says of bedrock providers `names`: where their AWS credentials
+    come from. Not a setting (botocore's credential chain finds them), so it says whether the
+    chain finds any; with `secrets` off, that they are not checked."""
+    which = ", ".join(names)
+    if not secrets:
+        return [
+            f"bedrock ({which}): AWS credentials come from the AWS credential chain; not checked"
+        ]
+    try:
+        found = botocore.session.Session().get_credentials()
+    except BotoCoreError as exc:
+        return [f"warning: bedrock ({which}): AWS credentials unusable: {type(exc).__name__}"]
+    if found is None:
+        return [
+            f"warning: bedrock ({which}): no AWS credentials found in the AWS credential chain "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the shared files, web "
+            "identity, a container or instance role): its calls will fail as credential errors"
+        ]
+    return [f"bedrock ({which}): AWS credentials from the AWS credential chain ({found.method})"]

@@ -1,15 +1,18 @@
-"""Builds a provider adapter from its spec by `spec.type`: one line per adapter below. Everything
-else about a provider type (its options, capabilities, vendor_options wire, ...) is declared with
-it in config/provider_types.py. Must not import grpc."""
+"""Builds a provider adapter from its spec by `spec.type`: one line per adapter below (and one in
+CHECKS for a type with something of its own to say in `hapaxd check-config`). Everything else
+about a provider type (its options, capabilities, vendor_options wire, secrets its library reads
+from the environment, ...) is declared with it in config/provider_types.py. Must not import
+grpc."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from hapaxd.config import PROVIDER_TYPES, ProviderSettings
 from hapaxd.core.provider import Provider, ProviderSpec, Timeouts
 from hapaxd.providers.anthropic import AnthropicProvider
 from hapaxd.providers.bedrock import BedrockProvider
+from hapaxd.providers.bedrock import check_lines as bedrock_check_lines
 from hapaxd.providers.gemini import GeminiProvider
 from hapaxd.providers.local import LocalProvider
 from hapaxd.providers.ollama import OllamaProvider
@@ -55,3 +58,20 @@ def build_provider(spec: ProviderSpec) -> Provider:
             f"known types: {', '.join(PROVIDER_TYPES)}"
         )
     return factory(spec)
+
+
+# What `hapaxd check-config` says of a type's providers beyond their settings, for the types that
+# have something to say: (their names, whether secrets are checked) -> lines.
+CHECKS: Mapping[str, Callable[[list[str], bool], list[str]]] = {
+    "bedrock": bedrock_check_lines,
+}
+
+
+def check_lines(providers: Sequence[ProviderSettings], secrets: bool) -> list[str]:
+    """check-config's lines for every type in `providers` that has a check, in type order."""
+    lines: list[str] = []
+    for kind, check in CHECKS.items():
+        names = [p.name for p in providers if p.type == kind]
+        if names:
+            lines += check(names, secrets)
+    return lines
