@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import socket
 import statistics
 import sys
 import time
@@ -28,6 +29,13 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- CPUs -----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port free now (for a server that binds it next)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _tasks(pid: int) -> list[int]:

@@ -13,14 +13,13 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import socket
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
-from benchmarks.harness import ServerProcess, environment
+from benchmarks.harness import ServerProcess, environment, free_port
 from benchmarks.load import (
     Rounds,
     Sample,
@@ -30,12 +29,6 @@ from benchmarks.load import (
     paired,
     summarize,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class HttpStub:

@@ -17,12 +17,13 @@ import os
 import pathlib
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from typing import Any
 
 import psycopg
+
+from benchmarks.harness import free_port
 
 PROGRAMS = ("initdb", "pg_ctl")
 MISSING = (
@@ -31,12 +32,6 @@ MISSING = (
 )
 # Tests need no durability: a crash of the throwaway server loses nothing anyone keeps.
 NOT_DURABLE = ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PostgresMissing(RuntimeError):

@@ -28,7 +28,6 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from benchmarks.harness import (
     ServerProcess,
     cpu_plan,
     environment,
+    free_port,
     percentile,
     pinned,
     process_cpu_seconds,
@@ -346,14 +346,6 @@ def rss_bytes(pid: int) -> int:
             if line.startswith(b"VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now, for the gateway's metrics side port (the harness tells
-    only the gRPC port back, so the benchmark picks this one)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stream_counts(exposition: str) -> tuple[float, float]:

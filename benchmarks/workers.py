@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from benchmarks.harness import environment
+from benchmarks.harness import environment, free_port
 from benchmarks.report import figure as _f
 
 AIM_RPS = 1.7
@@ -52,14 +52,6 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         return cls(rounds=1, duration=1.0, warmup=0.2, clients=8, streams=2)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -94,7 +86,7 @@ class Gateway:
 
     def __init__(self, workers: int, upstream_port: int, directory: pathlib.Path) -> None:
         self.workers = workers
-        self.port, self.metrics = _free_port(), _free_port()
+        self.port, self.metrics = free_port(), free_port()
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "hapax.yaml"
         path.write_text(

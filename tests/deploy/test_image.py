@@ -33,7 +33,6 @@ from tests.support.processes import HAPAXD, free_port
 pytestmark = [pytest.mark.external, pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = ROOT / "scripts" / "build-image.sh"
 RUN_SCRIPT = ROOT / "scripts" / "run-image.sh"
 IMAGE_CONFIG: dict[str, Any] = json.loads((ROOT / "scripts" / "image-config.json").read_text())
 TOOLS = ("mmdebstrap", "umoci", "runc", "jq")

@@ -185,8 +185,14 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _serving(self) -> list[Worker]:
+        return [w for w in self.workers if w.alive and w.metrics_port]
+
     def _ready(self) -> bool:
-        return any(w.alive and w.metrics_port for w in self.workers)
+        return bool(self._serving())
+
+    def _count_serving(self) -> None:
+        self.live.set(len(self._serving()))
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -231,7 +237,7 @@ class Supervisor:
             code = await worker.process.wait()
             raise WorkerFailed(f"worker {worker.index} exited with status {code} as it started")
         worker.metrics_port = int(json.loads(line).get("metrics_port") or 0)
-        self.live.set(sum(1 for w in self.workers if w.alive and w.metrics_port))
+        self._count_serving()
         log.info(
             "worker %d serving (pid %d, metrics on 127.0.0.1:%d)",
             worker.index,
@@ -247,7 +253,7 @@ class Supervisor:
             code = await worker.process.wait()
             self.sum.retire(worker.pid)
             worker.release()
-            self.live.set(sum(1 for w in self.workers if w.alive and w.metrics_port))
+            self._count_serving()
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - worker.started_at
