@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from hapaxd import config
-from hapaxd.config.sources import service_account_secrets
+from hapaxd.config.provider_types import file_secrets
 from hapaxd.core.errors import UpstreamError
 from hapaxd.core.failures import FailureClass
 from hapaxd.core.provider import ProviderSpec, Timeouts
@@ -275,7 +275,7 @@ def test_config_reads_the_key_file(tmp_path: pathlib.Path) -> None:
     assert pem not in repr(settings) and pem not in str(provider.model_dump())
     spec = spec_of(provider)
     assert spec.credentials == path.read_text() and pem not in repr(spec)
-    secrets = service_account_secrets(spec.credentials)
+    secrets = file_secrets(spec.type, spec.credentials)
     assert pem in secrets and pem.replace("\n", "\\n") in secrets
     assert all(line in secrets for line in pem.splitlines()[1:-2])  # each full base64 line
 

@@ -1,13 +1,15 @@
 """Every provider type, declared once: its name, its vendor option schema, what its models can do
 by default, whether it takes images by URL, the wire format whose `vendor_options` it reads (and
-the body fields that wire's adapters set themselves), a base_url it cannot do without, and how
-the built-in default config detects it. config/schema.py (ProviderType, OPTIONS, the capability
-defaults), config/sources.py (detection), core/types.py (VENDOR_WIRES), core/validation.py
-(RESERVED_OPTIONS) and providers/registry.py all read KINDS; the adapter itself is the one line
-per type in providers/registry.py.
+the body fields that wire's adapters set themselves), a base_url it cannot do without, how
+the built-in default config detects it, and the secrets it reads from elsewhere than the config
+(a file its options name, the environment its own library reads). config/schema.py (ProviderType,
+OPTIONS, the capability defaults), config/sources.py (detection, secret files), core/types.py
+(VENDOR_WIRES), core/validation.py (RESERVED_OPTIONS) and providers/registry.py all read KINDS;
+the adapter itself is the one line per type in providers/registry.py.
 
 Adding a vendor: its options model and one ProviderKind in KINDS here, its adapter module and
-one line in providers/registry.py.
+one line in providers/registry.py (tests/unit/test_provider_isolation.py fails if any other
+module names it).
 
 Imports nothing else of hapaxd but this package.
 """
@@ -15,6 +17,7 @@ Imports nothing else of hapaxd but this package.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -155,6 +158,50 @@ def _ollama(environ: Mapping[str, str]) -> dict[str, Any] | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class SecretFile:
+    """A secret a provider type reads from a file its options name: read when the config is
+    loaded (config/sources.py) into ProviderSettings.credentials, and masked like an API key."""
+
+    option: str  # the option that names the file
+    check: Callable[[str], str | None]  # what is wrong with the file's text ("is not ..."), or None
+    masked: Callable[[str], list[str]]  # the pieces of the text that must never be seen
+
+
+# What a Google service-account key file must hold for its tokens to be minted.
+SERVICE_ACCOUNT_FIELDS = ("client_email", "private_key", "token_uri")
+
+
+def _service_account_problem(text: str) -> str | None:
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return "is not JSON (a service-account key file is)"
+    if not isinstance(info, dict) or info.get("type") != "service_account":
+        return "is not a service-account key file (type: service_account)"
+    missing = [k for k in SERVICE_ACCOUNT_FIELDS if not isinstance(info.get(k), str) or not info[k]]
+    return f"has no {', '.join(missing)}" if missing else None
+
+
+def _service_account_secrets(text: str) -> list[str]:
+    """Its private key as PEM, as the file escapes it, and each line of its base64 body, so
+    even a piece of it is masked."""
+    try:
+        info = json.loads(text) if text else None
+    except ValueError:
+        return [text]
+    key = info.get("private_key") if isinstance(info, dict) else None
+    if not isinstance(key, str) or not key:
+        return []
+    lines = [line.strip() for line in key.splitlines() if len(line.strip()) >= 32]
+    return [key, key.replace("\n", "\\n"), *lines]
+
+
+GOOGLE_SERVICE_ACCOUNT = SecretFile(
+    "credentials_file", _service_account_problem, _service_account_secrets
+)
+
+
+@dataclasses.dataclass(frozen=True)
 class ProviderKind:
     """One provider type, as config, validation and the adapter registry know it."""
 
@@ -170,6 +217,7 @@ class ProviderKind:
     # Environment variables holding secrets the type's own library reads (not the config): they
     # are masked in logs like the config's secrets.
     ambient_secrets: tuple[str, ...] = ()
+    secret_file: SecretFile | None = None  # a secret it reads from a file its options name
 
 
 KINDS: tuple[ProviderKind, ...] = (
@@ -195,7 +243,7 @@ KINDS: tuple[ProviderKind, ...] = (
     # Image URLs go as fileData.fileUri (Files API, Cloud Storage or https URIs).
     ProviderKind("gemini", GeminiOptions, wire=GEMINI_WIRE),
     # Gemini on Vertex AI: the same wire (and vendor_options["gemini"]), OAuth2 service accounts.
-    ProviderKind("vertex", VertexOptions, wire=GEMINI_WIRE),
+    ProviderKind("vertex", VertexOptions, wire=GEMINI_WIRE, secret_file=GOOGLE_SERVICE_ACCOUNT),
     # Bedrock takes image bytes (or S3 locations), not https URLs; SigV4 from the AWS chain.
     ProviderKind(
         "bedrock",
@@ -208,6 +256,13 @@ KINDS: tuple[ProviderKind, ...] = (
 )
 KIND: Mapping[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 TYPE_NAMES: tuple[str, ...] = tuple(KIND)
+
+
+def file_secrets(type_name: str, credentials: str) -> list[str]:
+    """What of a provider's credentials (its type's secret file) must never be seen."""
+    secret_file = KIND[type_name].secret_file
+    return secret_file.masked(credentials) if secret_file and credentials else []
+
 
 # The wire formats vendor options are keyed by, and the provider types that read each.
 WIRES: Mapping[str, VendorWire] = {k.wire.name: k.wire for k in KINDS if k.wire is not None}

@@ -124,7 +124,7 @@ class ProviderSettings(_Frozen):
     base_url: str = ""
     api_key_env: str = ""  # the NAME of the environment variable holding the key
     api_key: SecretStr = SecretStr("")  # filled from api_key_env at load; never in the file
-    # vertex: the service-account key file's JSON, read from options.credentials_file at load.
+    # The type's secret file (provider_types.SecretFile), read from the option naming it at load.
     credentials: SecretStr = SecretStr("")
     headers: dict[str, str] = {}
     models: dict[str, str] = {}  # logical model -> upstream model; "*" maps any logical name

@@ -9,7 +9,6 @@ Imports nothing else of hapaxd but this package.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from hapaxd.config.messages import ConfigError
-from hapaxd.config.provider_types import KINDS
+from hapaxd.config.provider_types import KIND, KINDS
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -99,11 +98,7 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
                 "name the key file in options.credentials_file"
             )
             del provider["credentials"]
-        options = provider.get("options")
-        path = options.get("credentials_file") if isinstance(options, dict) else None
-        if provider.get("type") == "vertex" and isinstance(path, str) and path:
-            where = f"providers[{i}].options.credentials_file"
-            problems += _service_account(provider, path, where, secrets=secrets)
+        problems += _secret_file(provider, f"providers[{i}]", secrets=secrets)
     auth = data.get("auth")
     keys = auth.get("keys") if isinstance(auth, dict) else None
     for i, key in enumerate(keys if isinstance(keys, list) else []):
@@ -133,15 +128,18 @@ def fill_secrets(data: dict[str, Any], environ: Mapping[str, str], *, secrets: b
     return problems
 
 
-# What a Google service-account key file must hold for its tokens to be minted.
-SERVICE_ACCOUNT_FIELDS = ("client_email", "private_key", "token_uri")
-
-
-def _service_account(
-    provider: dict[str, Any], path: str, where: str, *, secrets: bool
-) -> list[str]:
-    """Fill `credentials` of a vertex provider (in place) from its service-account key file;
-    the problems name the file and the field at fault, never the key."""
+def _secret_file(provider: dict[str, Any], where: str, *, secrets: bool) -> list[str]:
+    """Fill `credentials` of a provider whose type reads a secret from a file its options name
+    (provider_types.SecretFile), in place; the problems name the file and what is wrong with
+    it, never its content. A file that cannot be read is a problem only when secrets=True."""
+    kind = KIND.get(provider.get("type"))  # type: ignore[arg-type]
+    options = provider.get("options")
+    if kind is None or kind.secret_file is None or not isinstance(options, dict):
+        return []
+    path = options.get(kind.secret_file.option)
+    if not isinstance(path, str) or not path:
+        return []
+    where = f"{where}.options.{kind.secret_file.option}"
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -149,32 +147,11 @@ def _service_account(
         return [f"{where}: cannot read {path}: {exc.strerror}"] if secrets else []
     except UnicodeDecodeError:
         return [f"{where}: {path} is not text"]
-    try:
-        info = json.loads(text)
-    except ValueError:
-        return [f"{where}: {path} is not JSON (a service-account key file is)"]
-    if not isinstance(info, dict) or info.get("type") != "service_account":
-        return [f"{where}: {path} is not a service-account key file (type: service_account)"]
-    missing = [k for k in SERVICE_ACCOUNT_FIELDS if not isinstance(info.get(k), str) or not info[k]]
-    if missing:
-        return [f"{where}: {path} has no {', '.join(missing)}"]
+    problem = kind.secret_file.check(text)
+    if problem:
+        return [f"{where}: {path} {problem}"]
     provider["credentials"] = text
     return []
-
-
-def service_account_secrets(credentials: str) -> list[str]:
-    """What of a service-account key file's JSON must never be seen (the redactor masks them):
-    its private key as PEM, as the file escapes it, and each line of its base64 body, so even a
-    piece of it is masked."""
-    try:
-        info = json.loads(credentials) if credentials else None
-    except ValueError:
-        return [credentials]
-    key = info.get("private_key") if isinstance(info, dict) else None
-    if not isinstance(key, str) or not key:
-        return []
-    lines = [line.strip() for line in key.splitlines() if len(line.strip()) >= 32]
-    return [key, key.replace("\n", "\\n"), *lines]
 
 
 KEY_SOURCES = ("sha256", "key_env", "key_file")

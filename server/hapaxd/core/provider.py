@@ -41,7 +41,8 @@ class ProviderSpec:
     max_connections: int = 100
     # Vendor-specific settings, e.g. Azure's api_version and deployment, Anthropic's version.
     options: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # vertex: the service-account key file's JSON (secret, like api_key).
+    # What the type's secret file holds (config/provider_types.py SecretFile; a Google
+    # service-account key file for vertex): secret, like api_key.
     credentials: str = dataclasses.field(default="", repr=False)
 
 

@@ -21,8 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 
 from hapaxd.config import Settings
-from hapaxd.config.provider_types import KIND
-from hapaxd.config.sources import service_account_secrets
+from hapaxd.config.provider_types import KIND, file_secrets
 from hapaxd.core.events import Listener
 from hapaxd.core.routes import RouteTable
 from hapaxd.core.upstream import Upstream
@@ -43,7 +42,7 @@ def _secrets(settings: Settings) -> list[str]:
     values += [
         v
         for p in settings.providers
-        for v in service_account_secrets(p.credentials.get_secret_value())
+        for v in file_secrets(p.type, p.credentials.get_secret_value())
     ]
     values += [
         settings.metrics.bearer_token.get_secret_value(),

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from hapaxd.config.sources import service_account_secrets
+from hapaxd.config.provider_types import file_secrets
 from hapaxd.core.errors import UpstreamError
 from hapaxd.core.failures import FailureClass, from_http_status
 from hapaxd.core.provider import ProviderSpec
@@ -123,7 +123,7 @@ class HttpClient:
         `error_body` makes the error body the other hooks read from headers and body."""
         self._spec = spec
         # Longest first, so a whole key is masked before any line of it.
-        secrets = [spec.api_key, *service_account_secrets(spec.credentials)]
+        secrets = [spec.api_key, *file_secrets(spec.type, spec.credentials)]
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._retry_delay = retry_delay
         self._error_body = error_body
