@@ -21,6 +21,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -48,6 +49,7 @@ class Config:
     warmup: float = 0.5
     clients: int = 32  # connections
     streams: int = 4  # calls in flight on each
+    upstream: str = "nginx"  # see UPSTREAMS
 
     @classmethod
     def quick(cls) -> Config:
@@ -55,15 +57,87 @@ class Config:
 
 
 @contextlib.contextmanager
-def upstream() -> Iterator[int]:
-    """The raw fake upstream (benchmarks/http_clients.py) in a process of its own; its port."""
+def python_upstream() -> Iterator[tuple[int, int]]:
+    """The raw fake upstream (benchmarks/http_clients.py) in a process of its own: (port, pid)."""
     from benchmarks.http_clients import Process
 
     process = Process("upstream", "upstream", None)
     try:
-        yield int(process.wait_ready())
+        yield int(process.wait_ready()), process.pid
     finally:
         process.stop()
+
+
+NGINX = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /v1/chat/completions {{
+            default_type application/json;
+            return 200 '{body}';
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx_upstream() -> Iterator[tuple[int, int]]:
+    """Debian's nginx answering every chat completion with the same body, in one process of its
+    own (no master): an upstream that costs the shared machine next to nothing. (port, pid)"""
+    from benchmarks.fake_upstream import COMPLETION
+
+    binary = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
+    if binary is None:
+        raise SystemExit("nginx is not installed (Debian package nginx; make tools)")
+    assert b"'" not in COMPLETION
+    port = free_port()
+    with tempfile.TemporaryDirectory() as scratch:
+        prefix = pathlib.Path(scratch)
+        config = prefix / "nginx.conf"
+        config.write_text(NGINX.format(prefix=prefix, port=port, body=COMPLETION.decode()))
+        proc = subprocess.Popen(
+            [binary, "-e", str(prefix / "error.log"), "-p", str(prefix), "-c", str(config)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            _wait_answering(port, proc)
+            yield port, proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _wait_answering(port: int, proc: subprocess.Popen[bytes], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        with contextlib.suppress(OSError):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/chat/completions", data=b"{}", method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=2) as answer:
+                answer.read()
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("nginx did not start")
+        time.sleep(0.05)
+
+
+UPSTREAMS = {"nginx": nginx_upstream, "python": python_upstream}
 
 
 CONFIG = """\
@@ -136,13 +210,7 @@ class Gateway:
         return found
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        tick = os.sysconf("SC_CLK_TCK")
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        return total
+        return sum(_cpu_of(pid) for pid in self.pids())
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -151,6 +219,14 @@ class Gateway:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 when it is gone."""
+    with contextlib.suppress(OSError):
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return 0.0
 
 
 def _busy() -> tuple[float, float]:
@@ -170,12 +246,16 @@ def _body(directory: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def load(gateway: Gateway, body: pathlib.Path, config: Config, duration: float) -> dict[str, Any]:
-    """h2load against `gateway` for `duration` seconds; what the gateway counted."""
+def load(
+    gateway: Gateway, body: pathlib.Path, config: Config, duration: float, upstream_pid: int
+) -> dict[str, Any]:
+    """h2load against `gateway` for `duration` seconds; what the gateway counted, and the CPU
+    h2load and the upstream took beside it (cores, over the round)."""
     h2load = shutil.which("h2load")
     if h2load is None:
         raise SystemExit("h2load is not installed (Debian package nghttp2-client; make tools)")
     (ok0, failed0), cpu0, (busy0, total0) = gateway.calls(), gateway.cpu_seconds(), _busy()
+    loadgen0, upstream0 = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_of(upstream_pid)
     t0 = time.monotonic()
     done = subprocess.run(
         [h2load, f"http://127.0.0.1:{gateway.port}/hapax.v1.CompletionService/Complete",
@@ -185,7 +265,9 @@ def load(gateway: Gateway, body: pathlib.Path, config: Config, duration: float) 
         capture_output=True, text=True, timeout=duration + 60,
     )  # fmt: skip
     elapsed = time.monotonic() - t0
+    loadgen, upstream_cpu = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_of(upstream_pid)
     (ok, failed), cpu, (busy, total) = gateway.calls(), gateway.cpu_seconds(), _busy()
+    loadgen_cpu = (loadgen.ru_utime + loadgen.ru_stime) - (loadgen0.ru_utime + loadgen0.ru_stime)
     calls = ok - ok0
     sent = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", done.stdout)
     return {
@@ -195,6 +277,9 @@ def load(gateway: Gateway, body: pathlib.Path, config: Config, duration: float) 
         "rps": calls / elapsed if elapsed else 0.0,
         "cpu_us_per_call": (cpu - cpu0) / calls * 1e6 if calls else None,
         "machine_busy": (busy - busy0) / (total - total0) if total > total0 else None,
+        "server_cores": (cpu - cpu0) / elapsed if elapsed else None,
+        "loadgen_cores": loadgen_cpu / elapsed if elapsed else None,
+        "upstream_cores": (upstream_cpu - upstream0) / elapsed if elapsed else None,
         "h2load_exit": done.returncode,
     }
 
@@ -202,16 +287,19 @@ def load(gateway: Gateway, body: pathlib.Path, config: Config, duration: float) 
 def run(config: Config) -> dict[str, Any]:
     env = environment()
     samples: dict[int, list[dict[str, Any]]] = {n: [] for n in VARIANTS}
-    with tempfile.TemporaryDirectory() as scratch, upstream() as upstream_port:
+    serving = UPSTREAMS[config.upstream]
+    with tempfile.TemporaryDirectory() as scratch, serving() as (upstream_port, upstream_pid):
         directory = pathlib.Path(scratch)
         body = _body(directory)
         gateways = {n: Gateway(n, upstream_port, directory / f"w{n}") for n in VARIANTS}
         try:
             for gateway in gateways.values():
-                load(gateway, body, config, max(config.warmup, 0.2))  # warm every worker up
+                load(gateway, body, config, max(config.warmup, 0.2), upstream_pid)  # warm up
             for r in range(config.rounds):
                 for n in VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS)):
-                    samples[n].append(load(gateways[n], body, config, config.duration))
+                    samples[n].append(
+                        load(gateways[n], body, config, config.duration, upstream_pid)
+                    )
         finally:
             for gateway in gateways.values():
                 gateway.stop()
@@ -221,6 +309,10 @@ def run(config: Config) -> dict[str, Any]:
             "rps": statistics.median(s["rps"] for s in samples[n]),
             "cpu_us_per_call": statistics.median(s["cpu_us_per_call"] or 0.0 for s in samples[n]),
             "machine_busy": statistics.median(s["machine_busy"] or 0.0 for s in samples[n]),
+            **{
+                name: statistics.median(s[name] or 0.0 for s in samples[n])
+                for name in ("server_cores", "loadgen_cores", "upstream_cores")
+            },
             "calls_ok": sum(s["calls_ok"] for s in samples[n]),
             "calls_failed": sum(s["calls_failed"] for s in samples[n]),
             "h2load_succeeded": sum(s["h2load_succeeded"] for s in samples[n]),
@@ -246,13 +338,16 @@ def format_table(result: dict[str, Any]) -> str:
         f"streams, unpinned; median of {config['rounds']} alternating rounds of "
         f"{config['duration']:g} s)",
         "",
-        f"{'workers':>8}{'rps':>10}{'srv us/call':>13}{'machine busy':>14}{'calls OK':>10}",
+        f"{'workers':>8}{'rps':>10}{'srv us/call':>13}{'machine busy':>14}{'calls OK':>10}"
+        f"{'cores: server':>15}{'h2load':>8}{'upstream':>10}",
     ]
     for n in VARIANTS:
         s = result[f"workers_{n}"]
         lines.append(
             f"{n:>8}{_f(s['rps'], '10.0f')}{_f(s['cpu_us_per_call'], '13.0f')}"
             f"{_f(s['machine_busy'] * 100, '13.0f')}%{s['calls_ok']:>10.0f}"
+            f"{_f(s['server_cores'], '15.2f')}{_f(s['loadgen_cores'], '8.2f')}"
+            f"{_f(s['upstream_cores'], '10.2f')}"
         )
     rps, cpu = result["rps_ratio"], result["cpu_ratio"]
     rps_met = "met" if rps is not None and rps >= AIM_RPS else "NOT MET"
@@ -275,9 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds (default 5)")
     parser.add_argument("--clients", type=int, help="h2load connections (default 32)")
     parser.add_argument("--streams", type=int, help="calls in flight on each (default 4)")
+    parser.add_argument(
+        "--upstream", choices=sorted(UPSTREAMS), help="the fake upstream (default nginx)"
+    )
     args = parser.parse_args(argv)
     config = Config.quick() if args.quick else Config()
-    for name in ("rounds", "clients", "streams"):
+    for name in ("rounds", "clients", "streams", "upstream"):
         if getattr(args, name):
             setattr(config, name, getattr(args, name))
     result = run(config)

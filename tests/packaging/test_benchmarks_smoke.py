@@ -346,5 +346,8 @@ def test_workers_benchmark_measures_one_and_two_workers_with_every_call_answered
         "workers_2.cpu_us_per_call+",
         "rps_ratio+",
         "cpu_ratio+",
+        "workers_1.server_cores+",
+        "workers_2.server_cores+",
     )
+    assert result["config"]["upstream"] == "nginx"  # the cheap upstream is the default
     assert "2 workers / 1" in workers.format_table(result)
