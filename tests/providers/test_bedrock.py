@@ -5,6 +5,7 @@ tools, structured output and images, and Titan's and Cohere's embeddings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -103,6 +104,34 @@ async def test_requests_carry_a_sigv4_signature_the_fake_verifies(
     assert "x-amz-security-token" not in sent.headers
     assert aws.SECRET_KEY not in json.dumps(sent.headers)
     assert not fake_upstream.shape_errors  # the signature itself was recomputed and matched
+
+
+PROFILE_ARN = (
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+    "us.anthropic.claude-3-haiku-20240307-v1:0"
+)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["converse", "converse-stream"])
+async def test_a_model_arn_goes_in_the_path_as_one_encoded_segment(
+    make: Make, fake_upstream: FakeUpstream, stream: bool
+) -> None:
+    """An inference profile's (or a provisioned model's) ARN has ":" and "/" in it: it is one
+    path segment, percent-encoded as AWS's SDKs send it (a bare "/" would make it two, and
+    the runtime would answer 404), and the signature covers that path."""
+    request = dataclasses.replace(REQUEST, model=PROFILE_ARN)
+    provider = make()
+    if stream:
+        chunks = [c async for c in provider.stream(request)]
+        assert "".join(c.delta for c in chunks) == "Hello from the fake upstream."
+    else:
+        answer = await provider.complete(request)
+        assert answer.text == "Hello from the fake upstream."
+        assert answer.upstream_model == PROFILE_ARN
+    sent = fake_upstream.last
+    assert sent.route == "bedrock.converse" and sent.model == PROFILE_ARN
+    assert sent.path == f"/model/{PROFILE_ARN}/{'converse-stream' if stream else 'converse'}"
+    assert not fake_upstream.shape_errors  # signed over the encoded path, and it matched
 
 
 async def test_a_session_token_is_sent_and_signed(

@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import json
 import re
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Self
 
@@ -264,8 +265,11 @@ class FakeUpstream:
     # serving ----------------------------------------------------------------------------------
 
     def _route(self, request: web.Request) -> str:
+        # Matched on the path as sent (a model id is one segment even with an encoded "/" in it,
+        # as a Bedrock inference-profile ARN has), decoded where a segment is read (_asked).
+        path = request.rel_url.raw_path
         for name, (method, pattern, _vendor) in ROUTES.items():
-            if request.method == method and re.fullmatch(pattern, request.path):
+            if request.method == method and re.fullmatch(pattern, path):
                 if name == "openai.models" and "anthropic-version" in request.headers:
                     continue
                 return name
@@ -523,9 +527,11 @@ def _asked(route: str, request: web.Request, body: Any) -> tuple[str, bool]:
     if vendor in ("gemini", "vertex"):  # .../models/{model}:{method}
         model, _, method = request.path.split("/")[-1].partition(":")
         return model, method == "streamGenerateContent"
-    if vendor == "bedrock":  # /model/{modelId}/{converse|converse-stream|invoke}
-        parts = request.path.split("/")
-        return (parts[2], parts[3] == "converse-stream") if len(parts) == 4 else ("", False)
+    if vendor == "bedrock":  # /model/{modelId}/{converse|converse-stream|invoke}, id encoded
+        parts = request.rel_url.raw_path.split("/")
+        if len(parts) != 4:
+            return "", False
+        return urllib.parse.unquote(parts[2]), parts[3] == "converse-stream"
     model = str(body.get("model") or "")
     if route == "azure.chat":  # Azure names the deployment in the path, not the model in the body
         model = model or request.path.split("/")[3]
