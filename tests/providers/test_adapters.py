@@ -521,6 +521,55 @@ async def test_embeddings_one_vector_per_input_in_order(
     assert fake_upstream.last.model == case.embed_model
 
 
+# Embedding models that take fewer texts a call than the gateway accepts (up to 2048): what the
+# vendor says one call takes (the fake refuses more, as the vendor does).
+BATCHED = [
+    pytest.param(GEMINI, "text-embedding-004", 100, id="gemini"),
+    pytest.param(VERTEX, "text-embedding-005", 250, id="vertex"),
+    pytest.param(VERTEX, "gemini-embedding-001", 1, id="vertex-gemini-embedding"),
+    pytest.param(BEDROCK, "cohere.embed-english-v3", 96, id="bedrock-cohere"),
+    pytest.param(BEDROCK, "amazon.titan-embed-text-v2:0", 1, id="bedrock-titan"),
+]
+
+
+def _texts(count: int) -> tuple[str, ...]:
+    return tuple("x" * (i % 7) + str(i) for i in range(count))  # lengths that vary
+
+
+@pytest.mark.parametrize(("case", "model", "per_call"), BATCHED)
+async def test_a_batch_bigger_than_one_call_takes_goes_in_several_calls_in_order(
+    case: Case, model: str, per_call: int, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    texts = _texts(per_call * 2 + 3 if per_call > 1 else 5)
+    provider = make(case)
+    assert isinstance(provider, Embedder)
+    answer = await provider.embed(EmbeddingRequest(model, texts))
+    assert not fake_upstream.shape_errors
+    calls = fake_upstream.requests_to(f"{case.vendor}.embed")
+    assert len(calls) == -(-len(texts) // per_call)
+    # fake_vector: each input's length and its index within its call, then 0.25
+    assert answer.vectors == tuple(
+        (float(len(text)), float(i % per_call), 0.25) for i, text in enumerate(texts)
+    )
+    assert answer.upstream_model == model
+
+
+@pytest.mark.parametrize(("case", "model", "per_call"), BATCHED)
+async def test_one_failed_call_of_a_batch_fails_it_and_hangs_up_the_others(
+    case: Case, model: str, per_call: int, make: Factory, fake_upstream: FakeUpstream
+) -> None:
+    route = f"{case.vendor}.embed"
+    fake_upstream.script(route, Fail(429))
+    fake_upstream.set_default(Hang(), route)
+    provider = make(case)
+    assert isinstance(provider, Embedder)
+    texts = _texts(per_call * 2 + 1)  # three calls
+    with pytest.raises(UpstreamError) as caught:
+        await provider.embed(EmbeddingRequest(model, texts))
+    assert caught.value.failure_class is FailureClass.RATE_LIMITED
+    await fake_upstream.wait_for_disconnects(2)  # the other calls were cancelled, not left
+
+
 @pytest.mark.parametrize(
     ("fail", "failure"),
     [(Fail(429), FailureClass.RATE_LIMITED), (Fail(401), FailureClass.CREDENTIAL)],

@@ -10,6 +10,8 @@
                     arguments between JSON text and objects
     answer_tool.py  structured output through a forced tool (Anthropic, Bedrock): the tool,
                     and its input folded back as the answer
+    batches.py      an embeddings request over several calls, for vendors that take fewer
+                    texts a call than the gateway accepts (Gemini, Vertex, Bedrock)
     openai.py       OpenAI Chat Completions and embeddings (and Azure OpenAI)
     anthropic.py    Anthropic Messages (structured output through a forced tool)
     ollama.py       Ollama /api/chat and /api/embed

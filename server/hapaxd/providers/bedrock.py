@@ -56,6 +56,7 @@ from hapaxd.core.types import (
     Usage,
 )
 from hapaxd.providers.answer_tool import answer_spec, answer_tool, folded
+from hapaxd.providers.batches import embed_in_batches
 from hapaxd.providers.http_client import HttpClient, default_classify
 from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
@@ -728,34 +729,25 @@ class BedrockProvider:
             family = embedding_family(request.model)
         except ValueError as exc:
             raise UpstreamError(FailureClass.CALLER, self.name, str(exc)) from None
-        url = self._url(request.model, "invoke")
         if family == "titan":  # one text per call
-            answers = await asyncio.gather(
-                *(
-                    self._post(url, titan_to_wire(text, request.dimensions), request.request_id)
-                    for text in request.inputs
-                )
-            )
-            rows = [decode_answer(self.name, a, titan_from_wire) for a in answers]
-            return Embeddings(
-                vectors=tuple(vector for vector, _ in rows),
-                usage=Usage(prompt_tokens=sum(tokens for _, tokens in rows)),
-                upstream_model=request.model,
-            )
-        texts = list(request.inputs)
-        batches = [texts[i : i + COHERE_BATCH] for i in range(0, len(texts), COHERE_BATCH)]
-        answers = await asyncio.gather(
-            *(
-                self._post(url, cohere_to_wire(batch, request.dimensions), request.request_id)
-                for batch in batches
-            )
+            return await embed_in_batches(request, 1, self._titan)
+        return await embed_in_batches(request, COHERE_BATCH, self._cohere)
+
+    async def _titan(self, request: EmbeddingRequest) -> Embeddings:
+        (text,) = request.inputs
+        url = self._url(request.model, "invoke")
+        answer = await self._post(url, titan_to_wire(text, request.dimensions), request.request_id)
+        vector, tokens = decode_answer(self.name, answer, titan_from_wire)
+        return Embeddings((vector,), Usage(prompt_tokens=tokens), upstream_model=request.model)
+
+    async def _cohere(self, request: EmbeddingRequest) -> Embeddings:
+        url = self._url(request.model, "invoke")
+        body = cohere_to_wire(list(request.inputs), request.dimensions)
+        answer = await self._post(url, body, request.request_id)
+        vectors = decode_answer(
+            self.name, answer, functools.partial(cohere_from_wire, count=len(request.inputs))
         )
-        vectors: list[tuple[float, ...]] = []
-        for batch, answer in zip(batches, answers, strict=True):
-            vectors += decode_answer(
-                self.name, answer, functools.partial(cohere_from_wire, count=len(batch))
-            )
-        return Embeddings(vectors=tuple(vectors), usage=Usage(), upstream_model=request.model)
+        return Embeddings(tuple(vectors), Usage(), upstream_model=request.model)
 
     async def probe(self) -> None:
         """A signed ListFoundationModels on the control plane (a small filtered list): it

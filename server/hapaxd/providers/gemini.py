@@ -49,6 +49,7 @@ from hapaxd.core.types import (
     ToolMode,
     Usage,
 )
+from hapaxd.providers.batches import embed_in_batches
 from hapaxd.providers.framing import Event, SSEDecoder
 from hapaxd.providers.http_client import NO_HEADERS, HttpClient, default_classify
 from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
@@ -380,6 +381,10 @@ def from_wire(body: Any) -> Completion:
     )
 
 
+# The most texts one batchEmbedContents call takes ("at most 100 requests can be in one batch").
+EMBED_BATCH = 100
+
+
 def embed_to_wire(request: EmbeddingRequest) -> dict[str, Any]:
     """The batchEmbedContents body: one request per input, each naming the model."""
     name = f"models/{request.model}"
@@ -609,6 +614,9 @@ class GeminiProvider:
         return relay(self.name, upstream, _Decoder(), _StreamState(self.name))
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        return await embed_in_batches(request, EMBED_BATCH, self._embed)
+
+    async def _embed(self, request: EmbeddingRequest) -> Embeddings:
         url = self._url(request.model, "batchEmbedContents")
         body = embed_to_wire(request)
         answer = await self._http.post_json(url, body, request_id=request.request_id)

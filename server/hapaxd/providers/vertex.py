@@ -45,6 +45,7 @@ from hapaxd.core.types import (
     Embeddings,
     Usage,
 )
+from hapaxd.providers.batches import embed_in_batches
 from hapaxd.providers.gemini import GeminiProvider, _raise_in_body
 from hapaxd.providers.relay import decode_answer
 
@@ -58,6 +59,14 @@ def default_base_url(location: str) -> str:
     if location == "global":
         return "https://aiplatform.googleapis.com"
     return f"https://{location}-aiplatform.googleapis.com"
+
+
+# The most instances one :predict takes: 250, and 1 for the gemini-embedding models.
+PREDICT_BATCH = 250
+
+
+def instances_per_call(model: str) -> int:
+    return 1 if "gemini-embedding" in model else PREDICT_BATCH
 
 
 def embed_to_wire(request: EmbeddingRequest) -> dict[str, Any]:
@@ -243,6 +252,9 @@ class VertexProvider(GeminiProvider):
                     yield chunk
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        return await embed_in_batches(request, instances_per_call(request.model), self._embed)
+
+    async def _embed(self, request: EmbeddingRequest) -> Embeddings:
         url = self._url(request.model, "predict")
         with self._refused():
             answer = await self._http.post_json(

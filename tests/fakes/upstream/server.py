@@ -339,6 +339,7 @@ class FakeUpstream:
                 ):
                     raise ShapeError("streamGenerateContent without alt=sse answers a JSON array")
                 if route in EMBED_ROUTES:
+                    _within_batch_limits(route, record.model, parsed)
                     check_embed_request(vendor, parsed)
                 else:
                     check_request(vendor, parsed, stream=streaming)
@@ -536,6 +537,22 @@ def _asked(route: str, request: web.Request, body: Any) -> tuple[str, bool]:
     if route == "azure.chat":  # Azure names the deployment in the path, not the model in the body
         model = model or request.path.split("/")[3]
     return model, route in CHAT_ROUTES and body.get("stream", vendor == "ollama") is True
+
+
+# The most texts one embeddings call takes, where the vendor says so (Gemini API, Vertex AI's
+# :predict, Bedrock's Cohere); more is the vendor's 400 INVALID_ARGUMENT / ValidationException.
+BATCH_LIMITS = {"gemini.embed": 100, "vertex.embed": 250, "bedrock.embed": 96}
+
+
+def _within_batch_limits(route: str, model: str, body: dict[str, Any]) -> None:
+    """ShapeError for a batch bigger than the vendor takes (gemini-embedding models on Vertex
+    take one instance a call)."""
+    texts, _ = _embed_inputs(body)
+    limit = BATCH_LIMITS.get(route)
+    if route == "vertex.embed" and "gemini-embedding" in model:
+        limit = 1
+    if limit is not None and len(texts) > limit:
+        raise ShapeError(f"{len(texts)} texts in one call; {model or route} takes at most {limit}")
 
 
 def _embed_inputs(body: dict[str, Any]) -> tuple[list[str], int]:
