@@ -59,11 +59,7 @@ ASK = pb.Message(role=pb.ROLE_USER, content="Say hello.")
 @pytest.fixture(autouse=True)
 def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fake's AWS credentials where botocore's chain looks first."""
-    for name, value in aws.environment().items():
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
+    aws.use_environment(monkeypatch)
 
 
 def provider(

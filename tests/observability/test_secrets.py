@@ -185,11 +185,7 @@ async def test_bedrock_aws_secrets_are_masked_everywhere(
     or ListProviders; the requests carry only the signature and the (signed) token header."""
     from tests.fakes.upstream import aws
 
-    for name, value in aws.environment(token=aws.SESSION_TOKEN).items():
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
+    aws.use_environment(monkeypatch, token=aws.SESSION_TOKEN)
     fake_upstream.aws.keys[aws.ACCESS_KEY] = (aws.SECRET_KEY, aws.SESSION_TOKEN)
     settings = settings_with(
         providers=[

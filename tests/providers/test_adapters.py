@@ -100,11 +100,7 @@ async def make(
     """Builds adapters pointed at the fake; closes them after the test. Bedrock's find the
     fake's AWS credentials in the environment, as botocore's chain reads them."""
     built: list[Provider] = []
-    for name, value in aws.environment().items():
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
+    aws.use_environment(monkeypatch)
 
     def factory(case: Case, timeouts: Timeouts = FAST, **overrides: object) -> Provider:
         fields: dict[str, object] = {

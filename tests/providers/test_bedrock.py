@@ -49,12 +49,8 @@ Make = Callable[..., BedrockProvider]
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Env:
-    def set_env(**kwargs: object) -> None:
-        for name, value in aws.environment(**kwargs).items():  # type: ignore[arg-type]
-            if value is None:
-                monkeypatch.delenv(name, raising=False)
-            else:
-                monkeypatch.setenv(name, value)
+    def set_env(**credentials: object) -> None:
+        aws.use_environment(monkeypatch, **credentials)
 
     set_env()
     return set_env

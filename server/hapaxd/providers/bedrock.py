@@ -58,7 +58,13 @@ from hapaxd.core.types import (
 from hapaxd.providers.answer_tool import answer_spec, answer_tool, folded
 from hapaxd.providers.batches import embed_in_batches
 from hapaxd.providers.http_client import HttpClient, default_classify
-from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
+from hapaxd.providers.parts import (
+    SamplingNames,
+    arguments_object,
+    arguments_text,
+    image_base64,
+    sampling,
+)
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 SERVICE = "bedrock"  # the signing name of both the runtime and the control plane
@@ -66,6 +72,14 @@ RUNTIME_URL = "https://bedrock-runtime.{region}.amazonaws.com"
 CONTROL_URL = "https://bedrock.{region}.amazonaws.com"  # probe(): ListFoundationModels
 PROBE_PATH = "/foundation-models?byOutputModality=EMBEDDING&byProvider=Amazon"
 COHERE_BATCH = 96  # the most texts one Cohere embed call takes
+# inferenceConfig's names for the sampling settings (Converse has no seed or penalties: those
+# the caller sets are not sent).
+SAMPLING: SamplingNames = {
+    "max_tokens": "maxTokens",
+    "temperature": "temperature",
+    "top_p": "topP",
+    "stop": "stopSequences",
+}
 
 STOP_REASONS: Mapping[str, FinishReason] = {
     "end_turn": FinishReason.STOP,
@@ -157,15 +171,7 @@ def to_wire(request: CompletionRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"messages": _messages(request.messages)}
     if system:
         body["system"] = [{"text": text} for text in system]
-    config: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        config["maxTokens"] = request.max_tokens
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop:
-        config["stopSequences"] = list(request.stop)
+    config = sampling(request, SAMPLING)
     if config:
         body["inferenceConfig"] = config
     _tooling(request, body)

@@ -52,10 +52,26 @@ from hapaxd.core.types import (
 from hapaxd.providers.batches import embed_in_batches
 from hapaxd.providers.framing import Event, SSEDecoder
 from hapaxd.providers.http_client import NO_HEADERS, HttpClient, default_classify
-from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
+from hapaxd.providers.parts import (
+    SamplingNames,
+    arguments_object,
+    arguments_text,
+    image_base64,
+    sampling,
+)
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+# generationConfig's names for the sampling settings.
+SAMPLING: SamplingNames = {
+    "max_tokens": "maxOutputTokens",
+    "temperature": "temperature",
+    "top_p": "topP",
+    "stop": "stopSequences",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+}
 # What Google's docs say to send where a function call's thought signature is not at hand.
 THOUGHT_SIGNATURE_STANDIN = "skip_thought_signature_validator"
 
@@ -127,21 +143,7 @@ def to_wire(request: CompletionRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"contents": _contents(request.messages)}
     if system:
         body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
-    config: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        config["maxOutputTokens"] = request.max_tokens
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop:
-        config["stopSequences"] = list(request.stop)
-    if request.seed is not None:
-        config["seed"] = request.seed
-    if request.presence_penalty is not None:
-        config["presencePenalty"] = request.presence_penalty
-    if request.frequency_penalty is not None:
-        config["frequencyPenalty"] = request.frequency_penalty
+    config = sampling(request, SAMPLING)
     answer = request.response_format
     if answer is not None and answer.type is not FormatType.TEXT:
         config["responseMimeType"] = "application/json"

@@ -35,10 +35,26 @@ from hapaxd.core.types import (
 )
 from hapaxd.providers.framing import LineDecoder
 from hapaxd.providers.http_client import HttpClient, default_classify
-from hapaxd.providers.parts import arguments_object, arguments_text, image_base64
+from hapaxd.providers.parts import (
+    SamplingNames,
+    arguments_object,
+    arguments_text,
+    image_base64,
+    sampling,
+)
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 DEFAULT_BASE_URL = "http://localhost:11434"
+# The /api/chat `options` names for the sampling settings.
+SAMPLING: SamplingNames = {
+    "max_tokens": "num_predict",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
 
 DONE_REASONS: Mapping[str, FinishReason] = {
     "stop": FinishReason.STOP,
@@ -48,21 +64,7 @@ DONE_REASONS: Mapping[str, FinishReason] = {
 
 def to_wire(request: CompletionRequest, *, stream: bool = False) -> dict[str, Any]:
     """The /api/chat body. `stream` is always sent: Ollama streams unless told not to."""
-    options: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        options["num_predict"] = request.max_tokens
-    if request.temperature is not None:
-        options["temperature"] = request.temperature
-    if request.top_p is not None:
-        options["top_p"] = request.top_p
-    if request.stop:
-        options["stop"] = list(request.stop)
-    if request.seed is not None:
-        options["seed"] = request.seed
-    if request.presence_penalty is not None:
-        options["presence_penalty"] = request.presence_penalty
-    if request.frequency_penalty is not None:
-        options["frequency_penalty"] = request.frequency_penalty
+    options = sampling(request, SAMPLING)
     plain = all(not (m.parts or m.tool_calls or m.role is Role.TOOL) for m in request.messages)
     body: dict[str, Any] = {
         "model": request.model,

@@ -31,7 +31,7 @@ from hapaxd.core.types import (
 )
 from hapaxd.providers.framing import Event, SSEDecoder
 from hapaxd.providers.http_client import HttpClient, default_classify
-from hapaxd.providers.parts import data_url
+from hapaxd.providers.parts import SamplingNames, data_url, sampling
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -60,6 +60,22 @@ _ERROR_STATUS: Mapping[str, int] = {
 }
 
 
+# Chat Completions' names for the sampling settings, by the field max_tokens goes in (the o-series
+# models take max_completion_tokens: options.max_tokens_field, OpenAIOptions).
+SAMPLING: Mapping[str, SamplingNames] = {
+    field: {
+        "max_tokens": field,
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "stop": "stop",
+        "seed": "seed",
+        "presence_penalty": "presence_penalty",
+        "frequency_penalty": "frequency_penalty",
+    }
+    for field in ("max_tokens", "max_completion_tokens")
+}
+
+
 def to_wire(
     request: CompletionRequest,
     *,
@@ -75,25 +91,12 @@ def to_wire(
             for m in request.messages
         ],
     }
-    if request.max_tokens is not None:
-        body[max_tokens_field] = request.max_tokens
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop"] = list(request.stop)
+    body.update(sampling(request, SAMPLING[max_tokens_field]))
     if request.user:
         body["user"] = request.user
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-    if request.seed is not None:
-        body["seed"] = request.seed
-    if request.presence_penalty is not None:
-        body["presence_penalty"] = request.presence_penalty
-    if request.frequency_penalty is not None:
-        body["frequency_penalty"] = request.frequency_penalty
     if request.tools or request.tool_choice is not None or request.response_format is not None:
         _tooling(request, body)
     if request.vendor_options:

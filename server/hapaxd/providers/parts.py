@@ -1,13 +1,33 @@
-"""Pieces several vendor mappings share: images as base64 or data URLs, and tool-call arguments
-between the contract's JSON text and the JSON objects Anthropic and Ollama carry. Pure Python."""
+"""Pieces several vendor mappings share: the sampling settings under each vendor's names, images
+as base64 or data URLs, and tool-call arguments between the contract's JSON text and the JSON
+objects Anthropic and Ollama carry. Pure Python."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from hapaxd.core.types import Image
+from hapaxd.core.types import CompletionRequest, Image
+
+# Our sampling settings (CompletionRequest fields) -> the names a vendor's wire gives them; a
+# setting the vendor lacks is left out of its table, and so never sent.
+SamplingNames = Mapping[str, str]
+
+
+def sampling(request: CompletionRequest, names: SamplingNames) -> dict[str, Any]:
+    """The sampling settings `request` sets (stop sequences as a list), under the vendor's
+    names; those it leaves unset are left out."""
+    found: dict[str, Any] = {}
+    for ours, theirs in names.items():
+        value = getattr(request, ours)
+        if ours == "stop":
+            if value:
+                found[theirs] = list(value)
+        elif value is not None:
+            found[theirs] = value
+    return found
 
 
 def image_base64(image: Image) -> str:

@@ -11,7 +11,9 @@ import re
 import struct
 import zlib
 from collections.abc import Mapping
+from typing import Any
 
+import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
@@ -159,3 +161,12 @@ def environment(
         if token is not None:
             env["AWS_SESSION_TOKEN"] = token
     return env
+
+
+def use_environment(monkeypatch: pytest.MonkeyPatch, **credentials: Any) -> None:
+    """Set (and unset) `environment(**credentials)` for this test."""
+    for name, value in environment(**credentials).items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
