@@ -1,5 +1,6 @@
 """Is there a faster upstream HTTP client than aiohttp? aiohttp against maintained alternatives
-(httpx; the Rust-backed pyreqwest, rnet and primp; libcurl-backed curl_cffi), each in its own
+(httpx; the Rust-backed pyreqwest, rnet and primp; libcurl-backed curl_cffi; the asyncio-native
+aiosonic and BlackSheep's client, which hand nothing across threads), each in its own
 process pinned to the client CPU (uvloop, like `hapaxd serve`), against one raw fake
 OpenAI-compatible upstream on 127.0.0.1 in a process of its own on the other CPU. A second
 aiohttp process runs every measurement too: the A/A control, whose ratio to aiohttp is the noise.
@@ -503,8 +504,87 @@ class CurlCffi(Client):
                 yield data
 
 
+class Aiosonic(Client):
+    """aiosonic: pure-Python asyncio HTTP/1.1 client (its own parser); no thread hand-off."""
+
+    name, distribution = "aiosonic", "aiosonic"
+
+    async def open(self) -> None:
+        import aiosonic
+        from aiosonic.pools import PoolConfig
+        from aiosonic.timeout import Timeouts
+
+        self.client = aiosonic.HTTPClient(
+            connector=aiosonic.TCPConnector(
+                pool_configs={":default": PoolConfig(size=self.max_connections)},
+                timeouts=Timeouts(sock_connect=10, request_timeout=60),
+            )
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> bytes:
+        response = await self.client.post(self.url, data=body, headers=headers)
+        data: bytes = await response.content()
+        _check(response.status_code)
+        return data
+
+    async def stream(self, body: bytes, headers: dict[str, str]) -> AsyncIterator[bytes]:
+        response = await self.client.post(self.url, data=body, headers=headers)
+        _check(response.status_code)
+        async for data in response.read_chunks():
+            yield data
+
+
+class Blacksheep(Client):
+    """BlackSheep's client: asyncio, httptools (llhttp) parsing, Cython; HTTP/1.1 only here."""
+
+    name, distribution = "blacksheep", "blacksheep"
+
+    async def open(self) -> None:
+        from blacksheep.client import ClientSession
+        from blacksheep.client.pool import ConnectionPools
+
+        self.client = ClientSession(
+            http2=False,
+            follow_redirects=False,
+            cookie_jar=False,
+            connection_timeout=10,
+            request_timeout=60,
+            pools=ConnectionPools(http2=False),
+        )
+        self.pools = self.client.pools
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.pools.dispose()
+
+    @staticmethod
+    def _request(body: bytes, headers: dict[str, str]) -> tuple[Any, list[tuple[bytes, bytes]]]:
+        from blacksheep import Content
+
+        kind = headers.get("Content-Type", "application/octet-stream").encode()
+        rest = [(k.encode(), v.encode()) for k, v in headers.items() if k != "Content-Type"]
+        return Content(kind, body), rest
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> bytes:
+        content, rest = self._request(body, headers)
+        response = await self.client.post(self.url, content, headers=rest)
+        data: bytes = await response.read()
+        _check(response.status)
+        return data
+
+    async def stream(self, body: bytes, headers: dict[str, str]) -> AsyncIterator[bytes]:
+        content, rest = self._request(body, headers)
+        response = await self.client.post(self.url, content, headers=rest)
+        _check(response.status)
+        async for data in response.stream():
+            yield data
+
+
 ADAPTERS: dict[str, type[Client]] = {
-    c.name: c for c in (Aiohttp, Httpx, Pyreqwest, Rnet, Primp, CurlCffi)
+    c.name: c for c in (Aiohttp, Httpx, Pyreqwest, Rnet, Primp, CurlCffi, Aiosonic, Blacksheep)
 }
 ALTERNATIVES = tuple(name for name in ADAPTERS if name != BASELINE)
 
