@@ -14,12 +14,13 @@ import pathlib
 from typing import Any
 
 import grpc
+import openai
 import pytest
 from google.protobuf import json_format, struct_pb2
 
 from hapax.v1 import completion_service_pb2 as pb
 from hapax.v1 import embedding_service_pb2 as embed_pb
-from hapax.v1 import embedding_service_pb2_grpc
+from hapax.v1 import embedding_service_pb2_grpc, model_service_pb2, model_service_pb2_grpc
 from hapaxd import config
 from tests.conftest import StartGateway
 from tests.fakes.upstream import Call, Fail, FakeUpstream, Reply, aws
@@ -88,7 +89,7 @@ def provider(
     return {**entry, **extra}
 
 
-async def gateway_for(start: StartGateway, *providers: dict[str, Any]) -> Any:
+async def gateway_for(start: StartGateway, *providers: dict[str, Any], **extra: Any) -> Any:
     settings = config.parse(
         {
             "providers": list(providers),
@@ -97,6 +98,7 @@ async def gateway_for(start: StartGateway, *providers: dict[str, Any]) -> Any:
             "health_check": {"enabled": False},
             "metrics": {"address": "127.0.0.1:0"},
             "auth": {"enabled": False},
+            **extra,
         },
         {"GEMINI_API_KEY": GEMINI_KEY},
     )
@@ -212,3 +214,108 @@ async def test_a_throttled_vendor_fails_over_and_alone_says_when_to_retry(
     assert found.quota is not None and len(found.quota.violations) == 1
     text = str(error.details()) + repr(error.trailing_metadata())
     assert GEMINI_KEY not in text and aws.SECRET_KEY not in text
+
+
+def look_at(*urls: str, mime_type: str = "") -> pb.Message:
+    images = [pb.Part(image=pb.Image(url=u, mime_type=mime_type)) for u in urls]
+    return pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text="What is in this?"), *images])
+
+
+async def test_each_cloud_reads_images_from_its_own_storage_and_only_there(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: pathlib.Path
+) -> None:
+    """An s3:// object goes to Bedrock as an s3Location, a gs:// object to Vertex AI as fileData,
+    each with the MIME type its name says (or the caller gave); routing passes over a provider
+    that cannot read that kind of URL, whatever its rank, and ListModels says who can."""
+    gateway = await gateway_for(
+        start_gateway,
+        *(provider(v, fake_upstream, tmp_path) for v in ("gemini", "vertex", "bedrock")),
+    )
+
+    answer = await gateway.stub.Complete(pb.CompleteRequest(messages=[look_at(S3_CAT)]))
+    assert answer.route.provider == "bedrock" and answer.text
+    [_, image] = fake_upstream.requests_to("bedrock.converse")[-1].json["messages"][0]["content"]
+    assert image == {"image": {"format": "jpeg", "source": {"s3Location": {"uri": S3_CAT}}}}
+
+    stream = gateway.stub.StreamComplete(
+        pb.StreamCompleteRequest(messages=[look_at(GS_DOG, mime_type="image/webp")])
+    )
+    assert [m async for m in stream][-1].route.provider == "vertex"
+    [_, part] = fake_upstream.requests_to("vertex.generate")[-1].json["contents"][0]["parts"]
+    assert part == {"fileData": {"fileUri": GS_DOG, "mimeType": "image/webp"}}
+
+    answer = await gateway.stub.Complete(pb.CompleteRequest(messages=[look_at(HTTPS_CAT)]))
+    assert answer.route.provider == "gemini"  # the first rank takes https URLs
+    assert fake_upstream.count("gemini.generate") == 1
+
+    listed = await model_service_pb2_grpc.ModelServiceStub(gateway.channel).ListModels(
+        model_service_pb2.ListModelsRequest()
+    )
+    [chat] = [m for m in listed.models if m.name == "chat"]
+    able = {r.provider: r.capabilities for r in chat.routes}
+    assert {
+        name: (can.image_urls, can.image_s3_uris, can.image_gs_uris) for name, can in able.items()
+    } == {
+        "gemini": (True, False, False),
+        "vertex": (True, False, True),
+        "bedrock": (False, True, False),
+    }  # fmt: skip
+
+
+async def test_the_http_door_takes_an_object_uri_as_an_image_url(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: pathlib.Path
+) -> None:
+    gateway = await gateway_for(
+        start_gateway,
+        provider("gemini", fake_upstream, tmp_path),
+        provider("bedrock", fake_upstream, tmp_path),
+        openai_http={"enabled": True, "address": "127.0.0.1:0"},
+    )
+    async with openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{gateway.app.openai_http.port}/v1",
+        api_key="unused",
+        max_retries=0,
+    ) as client:
+        answer = await client.chat.completions.create(
+            model="chat",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is in this?"},
+                        {"type": "image_url", "image_url": {"url": S3_CAT}},
+                    ],
+                }
+            ],
+        )
+    assert answer.choices[0].message.content
+    assert fake_upstream.count("gemini.generate") == 0
+    [_, image] = fake_upstream.requests_to("bedrock.converse")[-1].json["messages"][0]["content"]
+    assert image["image"]["source"] == {"s3Location": {"uri": S3_CAT}}
+
+
+async def test_an_image_no_provider_can_read_is_failed_precondition_naming_the_capability(
+    start_gateway: StartGateway, fake_upstream: FakeUpstream, tmp_path: pathlib.Path
+) -> None:
+    gateway = await gateway_for(start_gateway, provider("gemini", fake_upstream, tmp_path))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.stub.Complete(pb.CompleteRequest(messages=[look_at(S3_CAT)]))
+    got = details_of(caught.value)
+    assert got.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert got.info is not None and got.info.reason == "CAPABILITY_MISSING"
+    assert got.info.metadata["capability"] == "image_s3_uris"
+    assert got.retry is None
+    assert fake_upstream.count("gemini.generate") == 0
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a name that says no type, none given
+        await gateway.stub.Complete(pb.CompleteRequest(messages=[look_at("gs://bucket/scan")]))
+    got = details_of(caught.value)
+    assert got.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert got.violated_fields == ["messages[0].parts[1].image"]
+    assert got.bad_request is not None
+    assert "mime_type" in got.bad_request.field_violations[0].description
+
+
+S3_CAT = "s3://team-images/cats/tabby.JPG"
+GS_DOG = "gs://team_images/dogs/corgi"
+HTTPS_CAT = "https://example.com/cat.png"

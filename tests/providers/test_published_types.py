@@ -160,8 +160,14 @@ def rich_request(form: FormatType | None) -> CompletionRequest:
     )
 
 
-def with_url_image(request: CompletionRequest) -> CompletionRequest:
-    first = Message(Role.USER, "Look", parts=("Look", Image(url="https://example.com/a.png")))
+HTTPS_IMAGE = Image(url="https://example.com/a.png")
+# As validation leaves an object URI: with the MIME type its name says.
+S3_IMAGE = Image(url="s3://bucket/a.png", mime_type="image/png")
+GS_IMAGE = Image(url="gs://bucket/a.png", mime_type="image/png")
+
+
+def with_url_image(request: CompletionRequest, image: Image = HTTPS_IMAGE) -> CompletionRequest:
+    first = Message(Role.USER, "Look", parts=("Look", image))
     return CompletionRequest(model="m", messages=(first,))
 
 
@@ -203,6 +209,11 @@ def test_gemini_bodies_pass_the_google_genai_sdk_types(
 ) -> None:
     check_request("gemini", gemini.to_wire(rich_request(form)), stream=stream)
     check_request("gemini", gemini.to_wire(with_url_image(rich_request(None))), stream=False)
+    by_gs = gemini.to_wire(with_url_image(rich_request(None), GS_IMAGE))  # Vertex's wire
+    check_request("gemini", by_gs, stream=False)
+    assert by_gs["contents"][0]["parts"][1] == {
+        "fileData": {"fileUri": "gs://bucket/a.png", "mimeType": "image/png"}
+    }
 
 
 @FORMATS
@@ -214,8 +225,13 @@ def test_bedrock_bodies_pass_botocores_converse_shape(
     check_request("bedrock", body, stream=stream)
     assert body["additionalModelRequestFields"] == {"top_k": 40}
     assert body["guardrailConfig"]["guardrailIdentifier"] == "g1"
-    with pytest.raises(ValueError, match="inline images only"):
+    with pytest.raises(ValueError, match="inline images and s3:// objects only"):
         bedrock.to_wire(with_url_image(rich_request(None)))
+    by_s3 = bedrock.to_wire(with_url_image(rich_request(None), S3_IMAGE))
+    check_request("bedrock", by_s3, stream=stream)
+    assert by_s3["messages"][0]["content"][1]["image"]["source"] == {
+        "s3Location": {"uri": "s3://bucket/a.png"}
+    }
 
 
 @pytest.mark.parametrize(

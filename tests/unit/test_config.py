@@ -217,8 +217,17 @@ def test_what_each_type_declares_reaches_config_and_validation() -> None:
     assert [k.options for k in KINDS] == list(OPTIONS.values())
     assert DEFAULT_CAPABILITIES["anthropic"] == ("streaming", "tools", "images", "json_schema")
     assert DEFAULT_CAPABILITIES["ollama"] == DEFAULT_CAPABILITIES["openai"]
-    # Bedrock takes image bytes (or S3 locations), not https URLs.
-    assert [k for k, kind in KIND.items() if not kind.image_urls] == ["ollama", "bedrock"]
+    # Ollama takes inline images only; Bedrock inline or s3:// objects; Vertex https or gs://.
+    assert {k: kind.image_url_schemes for k, kind in KIND.items()} == {
+        "local": ("https",),
+        "openai": ("https",),
+        "azure_openai": ("https",),
+        "anthropic": ("https",),
+        "ollama": (),
+        "gemini": ("https",),
+        "vertex": ("https", "gs"),
+        "bedrock": ("s3",),
+    }
     assert VENDOR_WIRES == {
         "openai": ("openai", "azure_openai"),
         "anthropic": ("anthropic",),

@@ -121,6 +121,24 @@ def test_zero_temperature_is_a_real_value_and_prompt_becomes_a_user_message() ->
             {"messages": [RawMessage(Role.USER, "", parts=[Image(data=b"x", mime_type="a/b")])]},
             ["messages[0].parts[0].image"],
         ),
+        *(
+            (
+                {"messages": [RawMessage(Role.USER, "", parts=[image])]},
+                ["messages[0].parts[0].image"],
+            )
+            for image in (
+                Image(url="s3://"),
+                Image(url="s3://bucket"),  # no key
+                Image(url="s3://bucket/"),
+                Image(url="gs://Bucket/a.png"),  # bucket names are lower case
+                Image(url="s3://b/a.png"),  # too short a bucket name
+                Image(url="ftp://bucket/a.png"),
+                Image(url="s3://bucket/a b.png"),
+                Image(url="s3://bucket/photo"),  # no mime_type, and the name does not say it
+                Image(url="gs://bucket/a.png", mime_type="image/tiff"),
+                Image(url="s3://bucket/a.png", data=b"x", mime_type="image/png"),
+            )
+        ),
         (
             {"messages": [RawMessage(Role.USER, "", parts=[Image()])]},
             ["messages[0].parts[0].image"],
@@ -190,6 +208,53 @@ def test_two_requests_differing_only_in_their_tools_have_different_shapes() -> N
     )
     assert one.shape_key() != other.shape_key()
     assert one.shape_key() == same.shape_key()  # key order in a schema does not matter
+
+
+def test_a_cloud_object_image_gets_its_type_from_its_name_unless_given() -> None:
+    """s3:// and gs:// objects: the vendors need a MIME type, which the object's name gives
+    when the caller gave none (the HTTP door's image_url has no field for it)."""
+    request = build_request(
+        **{
+            **BASE,
+            "messages": [
+                RawMessage(
+                    Role.USER,
+                    "",
+                    parts=[
+                        "Compare",
+                        Image(url="s3://my-bucket/cats/a.JPG"),
+                        Image(url="gs://team_images.example.com/b", mime_type="image/webp"),
+                        Image(url="gs://bucket/c.gif", mime_type="image/png"),
+                        Image(url="https://example.com/d"),
+                    ],
+                )
+            ],
+        }
+    )
+    assert [(i.url, i.mime_type) for i in request.messages[0].images] == [
+        ("s3://my-bucket/cats/a.JPG", "image/jpeg"),
+        ("gs://team_images.example.com/b", "image/webp"),
+        ("gs://bucket/c.gif", "image/png"),  # the caller's type, not the name's
+        ("https://example.com/d", ""),  # an https URL's type is the provider's to find
+    ]
+    assert {c.value for c in request.needs()} == {
+        "images",
+        "image_urls",
+        "image_s3_uris",
+        "image_gs_uris",
+    }
+
+
+def test_a_missing_object_type_says_how_to_give_it() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        build_request(
+            **{
+                **BASE,
+                "messages": [RawMessage(Role.USER, "", parts=[Image(url="s3://bucket/photo")])],
+            }
+        )
+    [violation] = caught.value.violations
+    assert "mime_type" in violation.description and ".jpeg" in violation.description
 
 
 def test_a_plain_request_needs_nothing() -> None:

@@ -29,6 +29,13 @@ from hapaxd.config.fields import Delay, Frozen, Text, Version
 # What a provider's models can do (core.types.Capability).
 CapabilityName = Literal["streaming", "tools", "images", "json_schema", "embeddings"]
 CAPABILITIES: tuple[CapabilityName, ...] = typing.get_args(CapabilityName)
+# The URL schemes an image may be given by, and the capability (implied by `images` and the
+# provider's type, not a setting) that a provider taking that scheme has.
+IMAGE_URL_CAPABILITIES: Mapping[str, str] = {
+    "https": "image_urls",  # fetched by the provider
+    "s3": "image_s3_uris",  # s3://BUCKET/KEY, read from Amazon S3 by the provider
+    "gs": "image_gs_uris",  # gs://BUCKET/OBJECT, read from Cloud Storage by the provider
+}
 
 # Vendor options, one small schema per provider type. A key left out (or null) means the adapter's
 # own default, which lives in the adapter; the values reach it as normalised text.
@@ -208,9 +215,9 @@ class ProviderKind:
     name: str  # the `type` a provider is written with
     options: type[Frozen]  # the schema of its `options`
     capabilities: tuple[CapabilityName, ...] = CAPABILITIES  # unless a provider declares its own
-    # Able to take images, it takes them by URL too (`image_urls`) unless this is False: that is
-    # the type's, not a setting (the gateway never fetches URLs).
-    image_urls: bool = True
+    # Able to take images, it takes them by these URL schemes too (IMAGE_URL_CAPABILITIES): the
+    # type's, not a setting (the gateway never fetches a URL or reads an object itself).
+    image_url_schemes: tuple[str, ...] = ("https",)
     wire: VendorWire | None = None  # the vendor_options its requests read; None: none
     base_url_example: str = ""  # set: base_url is required, shown like this in the message
     detect: Detect | None = None  # the built-in default adds it when this finds it
@@ -239,16 +246,24 @@ KINDS: tuple[ProviderKind, ...] = (
         wire=ANTHROPIC_WIRE,
         detect=_keyed("ANTHROPIC_API_KEY", "claude-haiku-4-5"),
     ),
-    ProviderKind("ollama", OllamaOptions, image_urls=False, wire=OLLAMA_WIRE, detect=_ollama),
-    # Image URLs go as fileData.fileUri (Files API, Cloud Storage or https URIs).
+    ProviderKind("ollama", OllamaOptions, image_url_schemes=(), wire=OLLAMA_WIRE, detect=_ollama),
+    # Image URLs go as fileData.fileUri (https URIs; the Gemini API reads no Cloud Storage).
     ProviderKind("gemini", GeminiOptions, wire=GEMINI_WIRE),
-    # Gemini on Vertex AI: the same wire (and vendor_options["gemini"]), OAuth2 service accounts.
-    ProviderKind("vertex", VertexOptions, wire=GEMINI_WIRE, secret_file=GOOGLE_SERVICE_ACCOUNT),
-    # Bedrock takes image bytes (or S3 locations), not https URLs; SigV4 from the AWS chain.
+    # Gemini on Vertex AI: the same wire (and vendor_options["gemini"]), OAuth2 service accounts;
+    # images by https URL or gs:// object, as fileData.fileUri.
+    ProviderKind(
+        "vertex",
+        VertexOptions,
+        image_url_schemes=("https", "gs"),
+        wire=GEMINI_WIRE,
+        secret_file=GOOGLE_SERVICE_ACCOUNT,
+    ),
+    # Bedrock takes image bytes or s3:// objects (s3Location), not https URLs; SigV4 from the
+    # AWS chain.
     ProviderKind(
         "bedrock",
         BedrockOptions,
-        image_urls=False,
+        image_url_schemes=("s3",),
         wire=BEDROCK_WIRE,
         # botocore's credential chain reads these itself
         ambient_secrets=("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"),

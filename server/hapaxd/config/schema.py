@@ -28,7 +28,12 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from hapaxd.config.fields import Frozen as _Frozen
 from hapaxd.config.fields import Seconds, Text
 from hapaxd.config.messages import key_problem, reference_problems
-from hapaxd.config.provider_types import KIND, TYPE_NAMES, CapabilityName
+from hapaxd.config.provider_types import (
+    IMAGE_URL_CAPABILITIES,
+    KIND,
+    TYPE_NAMES,
+    CapabilityName,
+)
 
 # The provider types, in provider_types.KINDS order: a Literal for pydantic, so a bad type is
 # "Input should be 'local', 'openai', ..."; mypy cannot read a Literal built at run time.
@@ -146,10 +151,11 @@ class ProviderSettings(_Frozen):
             names = self.capabilities
         if names is None:
             names = list(DEFAULT_CAPABILITIES[self.type])
-        # Able to take images, it takes them by URL too, unless its type takes inline images
-        # only (provider_types.py): the type's, not a setting.
-        if "images" in names and KIND[self.type].image_urls:
-            return frozenset((*names, "image_urls"))
+        # Able to take images, it takes them by the URL schemes its type takes (none: inline
+        # images only; provider_types.py): the type's, not a setting.
+        if "images" in names:
+            schemes = KIND[self.type].image_url_schemes
+            return frozenset((*names, *(IMAGE_URL_CAPABILITIES[s] for s in schemes)))
         return frozenset(names)
 
     @field_validator("base_url")

@@ -28,9 +28,22 @@ class Capability(enum.Enum):
     STREAMING = "streaming"
     TOOLS = "tools"
     IMAGES = "images"
-    IMAGE_URLS = "image_urls"  # images given by URL, which the provider fetches (not Ollama)
+    IMAGE_URLS = "image_urls"  # images by https URL, which the provider fetches (not Ollama)
+    IMAGE_S3_URIS = "image_s3_uris"  # images as s3:// objects the provider reads (Bedrock)
+    IMAGE_GS_URIS = "image_gs_uris"  # images as gs:// objects the provider reads (Vertex AI)
     JSON_SCHEMA = "json_schema"  # structured output: a JSON object or JSON matching a schema
     EMBEDDINGS = "embeddings"
+
+
+# The URL schemes an image may be given by, and the capability a provider needs for each.
+IMAGE_URL_SCHEMES: Mapping[str, Capability] = {
+    scheme: Capability(name) for scheme, name in provider_types.IMAGE_URL_CAPABILITIES.items()
+}
+
+
+def url_capability(url: str) -> Capability:
+    """The capability an image URL needs (validated: one of IMAGE_URL_SCHEMES)."""
+    return IMAGE_URL_SCHEMES[url.partition(":")[0]]
 
 
 class FinishReason(enum.Enum):
@@ -63,7 +76,8 @@ class Json:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Image:
-    """An image by https URL, or inline bytes with their MIME type."""
+    """An image by https URL, by the URI of an object in a cloud's storage (s3://, gs://), or
+    inline bytes; its MIME type (always, once validated, but for an https URL)."""
 
     url: str = ""
     data: bytes = b""
@@ -229,8 +243,7 @@ class CompletionRequest:
         images = [i for m in self.messages for i in m.images]
         if images:
             needs.add(Capability.IMAGES)
-            if any(i.url for i in images):
-                needs.add(Capability.IMAGE_URLS)
+            needs.update(url_capability(i.url) for i in images if i.url)
         if self.response_format is not None and self.response_format.type is not FormatType.TEXT:
             needs.add(Capability.JSON_SCHEMA)
         return frozenset(needs)

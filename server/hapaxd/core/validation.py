@@ -36,6 +36,17 @@ MAX_METADATA = 64
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAX_URL = 8192
+# An object in a cloud's storage: s3://BUCKET/KEY (S3 bucket names: 3-63 of a-z, 0-9, . and -)
+# or gs://BUCKET/OBJECT (Cloud Storage: also _, and up to 222 with dots); a key of any
+# characters but whitespace.
+OBJECT_URI = re.compile(r"(?:s3|gs)://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/\S+")
+OBJECT_SUFFIXES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+}
 ROLES_ALLOWED = "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
 # Body fields some adapter sets itself (each wire's `owned`, config/provider_types.py): vendor
 # options may not replace them, under any wire.
@@ -239,17 +250,20 @@ def _rich_message(
     if raw.parts and role is not Role.USER:
         fail(f"{at}.parts", "parts (text and images) are for ROLE_USER messages")
     texts: list[str] = []
+    parts: list[Part] = []
     inline = 0
     for j, part in enumerate(raw.parts):
         if isinstance(part, str):
             if not part:
                 fail(f"{at}.parts[{j}].text", "must not be empty")
             texts.append(part)
+            parts.append(part)
             continue
         inline += len(part.data)
         why = _image_problem(part)
         if why:
             fail(f"{at}.parts[{j}].image", why)
+        parts.append(_with_object_type(part))
     content = "".join(texts) if raw.parts else raw.content
     if raw.tool_calls and role is not Role.ASSISTANT:
         fail(f"{at}.tool_calls", "only ROLE_ASSISTANT messages carry tool calls")
@@ -275,7 +289,7 @@ def _rich_message(
     message = Message(
         role,
         content,
-        parts=tuple(raw.parts),
+        parts=tuple(parts),
         tool_calls=tuple(raw.tool_calls),
         tool_call_id=raw.tool_call_id,
     )
@@ -286,14 +300,41 @@ def _image_problem(image: Image) -> str:
     if image.url and image.data:
         return "give url or data, not both"
     if image.url:
-        if not image.url.startswith("https://") or len(image.url) > MAX_URL:
-            return f"url must be an https URL of at most {MAX_URL} characters"
+        if len(image.url) > MAX_URL:
+            return f"url must be at most {MAX_URL} characters"
+        if image.url.startswith("https://"):
+            return ""
+        if not OBJECT_URI.fullmatch(image.url):
+            return (
+                "url must be an https URL, s3://BUCKET/KEY or gs://BUCKET/OBJECT"
+                " (a provider of that cloud reads the object)"
+            )
+        if image.mime_type and image.mime_type not in IMAGE_TYPES:
+            return f"mime_type must be one of {', '.join(IMAGE_TYPES)}"
+        if not (image.mime_type or _object_type(image.url)):
+            return (
+                f"give the object's mime_type ({', '.join(IMAGE_TYPES)}): its name does not end"
+                f" in {', '.join('.' + s for s in OBJECT_SUFFIXES)}"
+            )
         return ""
     if not image.data:
         return "give an https url, or data with its mime_type"
     if image.mime_type not in IMAGE_TYPES:
         return f"mime_type must be one of {', '.join(IMAGE_TYPES)}"
     return ""
+
+
+def _object_type(uri: str) -> str:
+    """The MIME type an s3:// or gs:// object's name says, or ""."""
+    return OBJECT_SUFFIXES.get(uri.rpartition(".")[2].lower(), "")
+
+
+def _with_object_type(image: Image) -> Image:
+    """An s3:// or gs:// image with its MIME type (the vendors need it), from its name if the
+    caller gave none; any other image as it is."""
+    if image.mime_type or not image.url or image.url.startswith("https://"):
+        return image
+    return dataclasses.replace(image, mime_type=_object_type(image.url))
 
 
 def _json_object_text(text: str) -> bool:

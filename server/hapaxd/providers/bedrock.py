@@ -15,8 +15,9 @@ ConverseStream answers in AWS's binary event-stream framing; botocore's EventStr
 it and checks both CRCs. Errors: the HTTP status, refined by the `x-amzn-ErrorType` header (or
 `__type` in the body); inside a stream, an exception message whose `:exception-type` says which.
 
-Bedrock takes images as bytes (or S3 locations), not https URLs: image_urls=False
-(config/provider_types.py). Structured output goes through a forced tool, as with Anthropic.
+Bedrock takes images as bytes or s3:// objects (`s3Location`), not https URLs: its type takes
+the s3 scheme only (config/provider_types.py). Structured output goes through a forced tool, as
+with Anthropic.
 """
 
 from __future__ import annotations
@@ -238,11 +239,16 @@ def _result(content: str) -> dict[str, Any]:
 def _part(part: str | Image) -> dict[str, Any]:
     if isinstance(part, str):
         return {"text": part}
-    if part.url:
-        raise _ImageUrl("bedrock takes inline images only; the gateway does not fetch image URLs")
+    if part.url and not part.url.startswith("s3://"):
+        raise _ImageUrl(
+            "bedrock takes inline images and s3:// objects only; the gateway does not fetch"
+            " image URLs"
+        )
     fmt = IMAGE_FORMATS.get(part.mime_type.lower())
     if fmt is None:
         raise _ImageUrl(f"bedrock takes png, jpeg, gif or webp images, not {part.mime_type!r}")
+    if part.url:  # the model reads the object with the caller's role: no bytes pass here
+        return {"image": {"format": fmt, "source": {"s3Location": {"uri": part.url}}}}
     return {"image": {"format": fmt, "source": {"bytes": image_base64(part)}}}
 
 

@@ -441,7 +441,9 @@ type Image struct {
 	//	*Image_Url
 	//	*Image_Data
 	Source isImage_Source `protobuf_oneof:"source"`
-	// MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+	// MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+	// image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+	// .gif or .webp.
 	MimeType string `protobuf:"bytes,3,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"`
 }
 
@@ -510,7 +512,10 @@ type isImage_Source interface {
 }
 
 type Image_Url struct {
-	// URL is an https URL the upstream fetches.
+	// URL is an https URL the upstream fetches, or the URI of an object the provider reads
+	// from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+	// gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+	// that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
 	Url string `protobuf:"bytes,1,opt,name=url,proto3,oneof"`
 }
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1chapax/v1/model_service.proto\x12\x08hapax.v1\"\x13\n\x11ListModelsRequest\"m\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.hapax.v1.Model\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12\x1f\n\x17\x64\x65\x66\x61ult_embedding_model\x18\x03 \x01(\t\"i\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06routes\x18\x02 \x03(\x0b\x32\x14.hapax.v1.ModelRoute\x12,\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x16.hapax.v1.Capabilities\"\x89\x01\n\nModelRoute\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x15\n\rprovider_type\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12,\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x16.hapax.v1.Capabilities\"}\n\x0c\x43\x61pabilities\x12\x11\n\tstreaming\x18\x01 \x01(\x08\x12\r\n\x05tools\x18\x02 \x01(\x08\x12\x0e\n\x06images\x18\x03 \x01(\x08\x12\x13\n\x0bjson_schema\x18\x04 \x01(\x08\x12\x12\n\nembeddings\x18\x05 \x01(\x08\x12\x12\n\nimage_urls\x18\x06 \x01(\x08\x32W\n\x0cModelService\x12G\n\nListModels\x12\x1b.hapax.v1.ListModelsRequest\x1a\x1c.hapax.v1.ListModelsResponseB^\n\x0c\x64\x65v.hapax.v1B\x11ModelServiceProtoP\x01Z.github.com/hapax/hapax/gen/go/hapax/v1;hapaxv1\xaa\x02\x08Hapax.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1chapax/v1/model_service.proto\x12\x08hapax.v1\"\x13\n\x11ListModelsRequest\"m\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.hapax.v1.Model\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12\x1f\n\x17\x64\x65\x66\x61ult_embedding_model\x18\x03 \x01(\t\"i\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06routes\x18\x02 \x03(\x0b\x32\x14.hapax.v1.ModelRoute\x12,\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x16.hapax.v1.Capabilities\"\x89\x01\n\nModelRoute\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x15\n\rprovider_type\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12,\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x16.hapax.v1.Capabilities\"\xab\x01\n\x0c\x43\x61pabilities\x12\x11\n\tstreaming\x18\x01 \x01(\x08\x12\r\n\x05tools\x18\x02 \x01(\x08\x12\x0e\n\x06images\x18\x03 \x01(\x08\x12\x13\n\x0bjson_schema\x18\x04 \x01(\x08\x12\x12\n\nembeddings\x18\x05 \x01(\x08\x12\x12\n\nimage_urls\x18\x06 \x01(\x08\x12\x15\n\rimage_s3_uris\x18\x07 \x01(\x08\x12\x15\n\rimage_gs_uris\x18\x08 \x01(\x08\x32W\n\x0cModelService\x12G\n\nListModels\x12\x1b.hapax.v1.ListModelsRequest\x1a\x1c.hapax.v1.ListModelsResponseB^\n\x0c\x64\x65v.hapax.v1B\x11ModelServiceProtoP\x01Z.github.com/hapax/hapax/gen/go/hapax/v1;hapaxv1\xaa\x02\x08Hapax.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODEL']._serialized_end=279
   _globals['_MODELROUTE']._serialized_start=282
   _globals['_MODELROUTE']._serialized_end=419
-  _globals['_CAPABILITIES']._serialized_start=421
-  _globals['_CAPABILITIES']._serialized_end=546
-  _globals['_MODELSERVICE']._serialized_start=548
-  _globals['_MODELSERVICE']._serialized_end=635
+  _globals['_CAPABILITIES']._serialized_start=422
+  _globals['_CAPABILITIES']._serialized_end=593
+  _globals['_MODELSERVICE']._serialized_start=595
+  _globals['_MODELSERVICE']._serialized_end=682
 # @@protoc_insertion_point(module_scope)

@@ -45,17 +45,21 @@ class ModelRoute(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., provider_type: _Optional[str] = ..., upstream_model: _Optional[str] = ..., rank: _Optional[int] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("streaming", "tools", "images", "json_schema", "embeddings", "image_urls")
+    __slots__ = ("streaming", "tools", "images", "json_schema", "embeddings", "image_urls", "image_s3_uris", "image_gs_uris")
     STREAMING_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_URLS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_S3_URIS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_GS_URIS_FIELD_NUMBER: _ClassVar[int]
     streaming: bool
     tools: bool
     images: bool
     json_schema: bool
     embeddings: bool
     image_urls: bool
-    def __init__(self, streaming: _Optional[bool] = ..., tools: _Optional[bool] = ..., images: _Optional[bool] = ..., json_schema: _Optional[bool] = ..., embeddings: _Optional[bool] = ..., image_urls: _Optional[bool] = ...) -> None: ...
+    image_s3_uris: bool
+    image_gs_uris: bool
+    def __init__(self, streaming: _Optional[bool] = ..., tools: _Optional[bool] = ..., images: _Optional[bool] = ..., json_schema: _Optional[bool] = ..., embeddings: _Optional[bool] = ..., image_urls: _Optional[bool] = ..., image_s3_uris: _Optional[bool] = ..., image_gs_uris: _Optional[bool] = ...) -> None: ...

@@ -112,7 +112,10 @@ export type Image = Message$1<"hapax.v1.Image"> & {
    */
   source: {
     /**
-     * URL is an https URL the upstream fetches.
+     * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+     * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+     * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+     * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
      *
      * @generated from field: string url = 1;
      */
@@ -129,7 +132,9 @@ export type Image = Message$1<"hapax.v1.Image"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+   * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+   * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+   * .gif or .webp.
    *
    * @generated from field: string mime_type = 3;
    */

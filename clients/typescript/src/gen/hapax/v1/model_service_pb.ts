@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hapax/v1/model_service.proto.
  */
 export const file_hapax_v1_model_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxoYXBheC92MS9tb2RlbF9zZXJ2aWNlLnByb3RvEghoYXBheC52MSITChFMaXN0TW9kZWxzUmVxdWVzdCJtChJMaXN0TW9kZWxzUmVzcG9uc2USHwoGbW9kZWxzGAEgAygLMg8uaGFwYXgudjEuTW9kZWwSFQoNZGVmYXVsdF9tb2RlbBgCIAEoCRIfChdkZWZhdWx0X2VtYmVkZGluZ19tb2RlbBgDIAEoCSJpCgVNb2RlbBIMCgRuYW1lGAEgASgJEiQKBnJvdXRlcxgCIAMoCzIULmhhcGF4LnYxLk1vZGVsUm91dGUSLAoMY2FwYWJpbGl0aWVzGAMgASgLMhYuaGFwYXgudjEuQ2FwYWJpbGl0aWVzIokBCgpNb2RlbFJvdXRlEhAKCHByb3ZpZGVyGAEgASgJEhUKDXByb3ZpZGVyX3R5cGUYAiABKAkSFgoOdXBzdHJlYW1fbW9kZWwYAyABKAkSDAoEcmFuaxgEIAEoBRIsCgxjYXBhYmlsaXRpZXMYBSABKAsyFi5oYXBheC52MS5DYXBhYmlsaXRpZXMifQoMQ2FwYWJpbGl0aWVzEhEKCXN0cmVhbWluZxgBIAEoCBINCgV0b29scxgCIAEoCBIOCgZpbWFnZXMYAyABKAgSEwoLanNvbl9zY2hlbWEYBCABKAgSEgoKZW1iZWRkaW5ncxgFIAEoCBISCgppbWFnZV91cmxzGAYgASgIMlcKDE1vZGVsU2VydmljZRJHCgpMaXN0TW9kZWxzEhsuaGFwYXgudjEuTGlzdE1vZGVsc1JlcXVlc3QaHC5oYXBheC52MS5MaXN0TW9kZWxzUmVzcG9uc2VCXgoMZGV2LmhhcGF4LnYxQhFNb2RlbFNlcnZpY2VQcm90b1ABWi5naXRodWIuY29tL2hhcGF4L2hhcGF4L2dlbi9nby9oYXBheC92MTtoYXBheHYxqgIISGFwYXguVjFiBnByb3RvMw");
+  fileDesc("ChxoYXBheC92MS9tb2RlbF9zZXJ2aWNlLnByb3RvEghoYXBheC52MSITChFMaXN0TW9kZWxzUmVxdWVzdCJtChJMaXN0TW9kZWxzUmVzcG9uc2USHwoGbW9kZWxzGAEgAygLMg8uaGFwYXgudjEuTW9kZWwSFQoNZGVmYXVsdF9tb2RlbBgCIAEoCRIfChdkZWZhdWx0X2VtYmVkZGluZ19tb2RlbBgDIAEoCSJpCgVNb2RlbBIMCgRuYW1lGAEgASgJEiQKBnJvdXRlcxgCIAMoCzIULmhhcGF4LnYxLk1vZGVsUm91dGUSLAoMY2FwYWJpbGl0aWVzGAMgASgLMhYuaGFwYXgudjEuQ2FwYWJpbGl0aWVzIokBCgpNb2RlbFJvdXRlEhAKCHByb3ZpZGVyGAEgASgJEhUKDXByb3ZpZGVyX3R5cGUYAiABKAkSFgoOdXBzdHJlYW1fbW9kZWwYAyABKAkSDAoEcmFuaxgEIAEoBRIsCgxjYXBhYmlsaXRpZXMYBSABKAsyFi5oYXBheC52MS5DYXBhYmlsaXRpZXMiqwEKDENhcGFiaWxpdGllcxIRCglzdHJlYW1pbmcYASABKAgSDQoFdG9vbHMYAiABKAgSDgoGaW1hZ2VzGAMgASgIEhMKC2pzb25fc2NoZW1hGAQgASgIEhIKCmVtYmVkZGluZ3MYBSABKAgSEgoKaW1hZ2VfdXJscxgGIAEoCBIVCg1pbWFnZV9zM191cmlzGAcgASgIEhUKDWltYWdlX2dzX3VyaXMYCCABKAgyVwoMTW9kZWxTZXJ2aWNlEkcKCkxpc3RNb2RlbHMSGy5oYXBheC52MS5MaXN0TW9kZWxzUmVxdWVzdBocLmhhcGF4LnYxLkxpc3RNb2RlbHNSZXNwb25zZUJeCgxkZXYuaGFwYXgudjFCEU1vZGVsU2VydmljZVByb3RvUAFaLmdpdGh1Yi5jb20vaGFwYXgvaGFwYXgvZ2VuL2dvL2hhcGF4L3YxO2hhcGF4djGqAghIYXBheC5WMWIGcHJvdG8z");
 
 /**
  * ListModelsRequest has no fields yet.
@@ -189,12 +189,28 @@ export type Capabilities = Message<"hapax.v1.Capabilities"> & {
   embeddings: boolean;
 
   /**
-   * Image URLs: image parts given by URL, which the provider fetches itself (Ollama takes
-   * inline images only; the gateway never fetches a URL).
+   * Image URLs: image parts given by https URL, which the provider fetches itself (Ollama and
+   * Bedrock do not; the gateway never fetches a URL).
    *
    * @generated from field: bool image_urls = 6;
    */
   imageUrls: boolean;
+
+  /**
+   * Image S3 URIs: image parts given as s3://BUCKET/KEY, which the provider reads from Amazon
+   * S3 itself (Bedrock).
+   *
+   * @generated from field: bool image_s3_uris = 7;
+   */
+  imageS3Uris: boolean;
+
+  /**
+   * Image Cloud Storage URIs: image parts given as gs://BUCKET/OBJECT, which the provider reads
+   * from Google Cloud Storage itself (Vertex AI).
+   *
+   * @generated from field: bool image_gs_uris = 8;
+   */
+  imageGsUris: boolean;
 };
 
 /**

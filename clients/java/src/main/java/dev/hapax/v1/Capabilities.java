@@ -126,8 +126,8 @@ private static final long serialVersionUID = 0L;
   private boolean imageUrls_ = false;
   /**
    * <pre>
-   * Image URLs: image parts given by URL, which the provider fetches itself (Ollama takes
-   * inline images only; the gateway never fetches a URL).
+   * Image URLs: image parts given by https URL, which the provider fetches itself (Ollama and
+   * Bedrock do not; the gateway never fetches a URL).
    * </pre>
    *
    * <code>bool image_urls = 6;</code>
@@ -136,6 +136,38 @@ private static final long serialVersionUID = 0L;
   @java.lang.Override
   public boolean getImageUrls() {
     return imageUrls_;
+  }
+
+  public static final int IMAGE_S3_URIS_FIELD_NUMBER = 7;
+  private boolean imageS3Uris_ = false;
+  /**
+   * <pre>
+   * Image S3 URIs: image parts given as s3://BUCKET/KEY, which the provider reads from Amazon
+   * S3 itself (Bedrock).
+   * </pre>
+   *
+   * <code>bool image_s3_uris = 7;</code>
+   * @return The imageS3Uris.
+   */
+  @java.lang.Override
+  public boolean getImageS3Uris() {
+    return imageS3Uris_;
+  }
+
+  public static final int IMAGE_GS_URIS_FIELD_NUMBER = 8;
+  private boolean imageGsUris_ = false;
+  /**
+   * <pre>
+   * Image Cloud Storage URIs: image parts given as gs://BUCKET/OBJECT, which the provider reads
+   * from Google Cloud Storage itself (Vertex AI).
+   * </pre>
+   *
+   * <code>bool image_gs_uris = 8;</code>
+   * @return The imageGsUris.
+   */
+  @java.lang.Override
+  public boolean getImageGsUris() {
+    return imageGsUris_;
   }
 
   private byte memoizedIsInitialized = -1;
@@ -170,6 +202,12 @@ private static final long serialVersionUID = 0L;
     if (imageUrls_ != false) {
       output.writeBool(6, imageUrls_);
     }
+    if (imageS3Uris_ != false) {
+      output.writeBool(7, imageS3Uris_);
+    }
+    if (imageGsUris_ != false) {
+      output.writeBool(8, imageGsUris_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -203,6 +241,14 @@ private static final long serialVersionUID = 0L;
       size += com.google.protobuf.CodedOutputStream
         .computeBoolSize(6, imageUrls_);
     }
+    if (imageS3Uris_ != false) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeBoolSize(7, imageS3Uris_);
+    }
+    if (imageGsUris_ != false) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeBoolSize(8, imageGsUris_);
+    }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
     return size;
@@ -230,6 +276,10 @@ private static final long serialVersionUID = 0L;
         != other.getEmbeddings()) return false;
     if (getImageUrls()
         != other.getImageUrls()) return false;
+    if (getImageS3Uris()
+        != other.getImageS3Uris()) return false;
+    if (getImageGsUris()
+        != other.getImageGsUris()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -259,6 +309,12 @@ private static final long serialVersionUID = 0L;
     hash = (37 * hash) + IMAGE_URLS_FIELD_NUMBER;
     hash = (53 * hash) + com.google.protobuf.Internal.hashBoolean(
         getImageUrls());
+    hash = (37 * hash) + IMAGE_S3_URIS_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashBoolean(
+        getImageS3Uris());
+    hash = (37 * hash) + IMAGE_GS_URIS_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashBoolean(
+        getImageGsUris());
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -398,6 +454,8 @@ private static final long serialVersionUID = 0L;
       jsonSchema_ = false;
       embeddings_ = false;
       imageUrls_ = false;
+      imageS3Uris_ = false;
+      imageGsUris_ = false;
       return this;
     }
 
@@ -448,6 +506,12 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00000020) != 0)) {
         result.imageUrls_ = imageUrls_;
+      }
+      if (((from_bitField0_ & 0x00000040) != 0)) {
+        result.imageS3Uris_ = imageS3Uris_;
+      }
+      if (((from_bitField0_ & 0x00000080) != 0)) {
+        result.imageGsUris_ = imageGsUris_;
       }
     }
 
@@ -513,6 +577,12 @@ private static final long serialVersionUID = 0L;
       if (other.getImageUrls() != false) {
         setImageUrls(other.getImageUrls());
       }
+      if (other.getImageS3Uris() != false) {
+        setImageS3Uris(other.getImageS3Uris());
+      }
+      if (other.getImageGsUris() != false) {
+        setImageGsUris(other.getImageGsUris());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -569,6 +639,16 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000020;
               break;
             } // case 48
+            case 56: {
+              imageS3Uris_ = input.readBool();
+              bitField0_ |= 0x00000040;
+              break;
+            } // case 56
+            case 64: {
+              imageGsUris_ = input.readBool();
+              bitField0_ |= 0x00000080;
+              break;
+            } // case 64
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -809,8 +889,8 @@ private static final long serialVersionUID = 0L;
     private boolean imageUrls_ ;
     /**
      * <pre>
-     * Image URLs: image parts given by URL, which the provider fetches itself (Ollama takes
-     * inline images only; the gateway never fetches a URL).
+     * Image URLs: image parts given by https URL, which the provider fetches itself (Ollama and
+     * Bedrock do not; the gateway never fetches a URL).
      * </pre>
      *
      * <code>bool image_urls = 6;</code>
@@ -822,8 +902,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Image URLs: image parts given by URL, which the provider fetches itself (Ollama takes
-     * inline images only; the gateway never fetches a URL).
+     * Image URLs: image parts given by https URL, which the provider fetches itself (Ollama and
+     * Bedrock do not; the gateway never fetches a URL).
      * </pre>
      *
      * <code>bool image_urls = 6;</code>
@@ -839,8 +919,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Image URLs: image parts given by URL, which the provider fetches itself (Ollama takes
-     * inline images only; the gateway never fetches a URL).
+     * Image URLs: image parts given by https URL, which the provider fetches itself (Ollama and
+     * Bedrock do not; the gateway never fetches a URL).
      * </pre>
      *
      * <code>bool image_urls = 6;</code>
@@ -849,6 +929,100 @@ private static final long serialVersionUID = 0L;
     public Builder clearImageUrls() {
       bitField0_ = (bitField0_ & ~0x00000020);
       imageUrls_ = false;
+      onChanged();
+      return this;
+    }
+
+    private boolean imageS3Uris_ ;
+    /**
+     * <pre>
+     * Image S3 URIs: image parts given as s3://BUCKET/KEY, which the provider reads from Amazon
+     * S3 itself (Bedrock).
+     * </pre>
+     *
+     * <code>bool image_s3_uris = 7;</code>
+     * @return The imageS3Uris.
+     */
+    @java.lang.Override
+    public boolean getImageS3Uris() {
+      return imageS3Uris_;
+    }
+    /**
+     * <pre>
+     * Image S3 URIs: image parts given as s3://BUCKET/KEY, which the provider reads from Amazon
+     * S3 itself (Bedrock).
+     * </pre>
+     *
+     * <code>bool image_s3_uris = 7;</code>
+     * @param value The imageS3Uris to set.
+     * @return This builder for chaining.
+     */
+    public Builder setImageS3Uris(boolean value) {
+      
+      imageS3Uris_ = value;
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Image S3 URIs: image parts given as s3://BUCKET/KEY, which the provider reads from Amazon
+     * S3 itself (Bedrock).
+     * </pre>
+     *
+     * <code>bool image_s3_uris = 7;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearImageS3Uris() {
+      bitField0_ = (bitField0_ & ~0x00000040);
+      imageS3Uris_ = false;
+      onChanged();
+      return this;
+    }
+
+    private boolean imageGsUris_ ;
+    /**
+     * <pre>
+     * Image Cloud Storage URIs: image parts given as gs://BUCKET/OBJECT, which the provider reads
+     * from Google Cloud Storage itself (Vertex AI).
+     * </pre>
+     *
+     * <code>bool image_gs_uris = 8;</code>
+     * @return The imageGsUris.
+     */
+    @java.lang.Override
+    public boolean getImageGsUris() {
+      return imageGsUris_;
+    }
+    /**
+     * <pre>
+     * Image Cloud Storage URIs: image parts given as gs://BUCKET/OBJECT, which the provider reads
+     * from Google Cloud Storage itself (Vertex AI).
+     * </pre>
+     *
+     * <code>bool image_gs_uris = 8;</code>
+     * @param value The imageGsUris to set.
+     * @return This builder for chaining.
+     */
+    public Builder setImageGsUris(boolean value) {
+      
+      imageGsUris_ = value;
+      bitField0_ |= 0x00000080;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Image Cloud Storage URIs: image parts given as gs://BUCKET/OBJECT, which the provider reads
+     * from Google Cloud Storage itself (Vertex AI).
+     * </pre>
+     *
+     * <code>bool image_gs_uris = 8;</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearImageGsUris() {
+      bitField0_ = (bitField0_ & ~0x00000080);
+      imageGsUris_ = false;
       onChanged();
       return this;
     }

@@ -59,12 +59,34 @@ public interface CapabilitiesOrBuilder extends
 
   /**
    * <pre>
-   * Image URLs: image parts given by URL, which the provider fetches itself (Ollama takes
-   * inline images only; the gateway never fetches a URL).
+   * Image URLs: image parts given by https URL, which the provider fetches itself (Ollama and
+   * Bedrock do not; the gateway never fetches a URL).
    * </pre>
    *
    * <code>bool image_urls = 6;</code>
    * @return The imageUrls.
    */
   boolean getImageUrls();
+
+  /**
+   * <pre>
+   * Image S3 URIs: image parts given as s3://BUCKET/KEY, which the provider reads from Amazon
+   * S3 itself (Bedrock).
+   * </pre>
+   *
+   * <code>bool image_s3_uris = 7;</code>
+   * @return The imageS3Uris.
+   */
+  boolean getImageS3Uris();
+
+  /**
+   * <pre>
+   * Image Cloud Storage URIs: image parts given as gs://BUCKET/OBJECT, which the provider reads
+   * from Google Cloud Storage itself (Vertex AI).
+   * </pre>
+   *
+   * <code>bool image_gs_uris = 8;</code>
+   * @return The imageGsUris.
+   */
+  boolean getImageGsUris();
 }

@@ -92,7 +92,10 @@ private static final long serialVersionUID = 0L;
   public static final int URL_FIELD_NUMBER = 1;
   /**
    * <pre>
-   * URL is an https URL the upstream fetches.
+   * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+   * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+   * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+   * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
    * </pre>
    *
    * <code>string url = 1;</code>
@@ -103,7 +106,10 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * URL is an https URL the upstream fetches.
+   * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+   * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+   * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+   * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
    * </pre>
    *
    * <code>string url = 1;</code>
@@ -128,7 +134,10 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * URL is an https URL the upstream fetches.
+   * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+   * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+   * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+   * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
    * </pre>
    *
    * <code>string url = 1;</code>
@@ -187,7 +196,9 @@ private static final long serialVersionUID = 0L;
   private volatile java.lang.Object mimeType_ = "";
   /**
    * <pre>
-   * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+   * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+   * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+   * .gif or .webp.
    * </pre>
    *
    * <code>string mime_type = 3;</code>
@@ -208,7 +219,9 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+   * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+   * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+   * .gif or .webp.
    * </pre>
    *
    * <code>string mime_type = 3;</code>
@@ -648,7 +661,10 @@ private static final long serialVersionUID = 0L;
 
     /**
      * <pre>
-     * URL is an https URL the upstream fetches.
+     * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+     * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+     * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+     * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
      * </pre>
      *
      * <code>string url = 1;</code>
@@ -660,7 +676,10 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * URL is an https URL the upstream fetches.
+     * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+     * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+     * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+     * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
      * </pre>
      *
      * <code>string url = 1;</code>
@@ -686,7 +705,10 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * URL is an https URL the upstream fetches.
+     * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+     * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+     * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+     * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
      * </pre>
      *
      * <code>string url = 1;</code>
@@ -713,7 +735,10 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * URL is an https URL the upstream fetches.
+     * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+     * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+     * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+     * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
      * </pre>
      *
      * <code>string url = 1;</code>
@@ -730,7 +755,10 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * URL is an https URL the upstream fetches.
+     * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+     * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+     * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+     * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
      * </pre>
      *
      * <code>string url = 1;</code>
@@ -746,7 +774,10 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * URL is an https URL the upstream fetches.
+     * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+     * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+     * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+     * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
      * </pre>
      *
      * <code>string url = 1;</code>
@@ -824,7 +855,9 @@ private static final long serialVersionUID = 0L;
     private java.lang.Object mimeType_ = "";
     /**
      * <pre>
-     * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+     * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+     * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+     * .gif or .webp.
      * </pre>
      *
      * <code>string mime_type = 3;</code>
@@ -844,7 +877,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+     * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+     * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+     * .gif or .webp.
      * </pre>
      *
      * <code>string mime_type = 3;</code>
@@ -865,7 +900,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+     * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+     * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+     * .gif or .webp.
      * </pre>
      *
      * <code>string mime_type = 3;</code>
@@ -882,7 +919,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+     * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+     * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+     * .gif or .webp.
      * </pre>
      *
      * <code>string mime_type = 3;</code>
@@ -896,7 +935,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+     * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+     * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+     * .gif or .webp.
      * </pre>
      *
      * <code>string mime_type = 3;</code>

@@ -9,7 +9,10 @@ public interface ImageOrBuilder extends
 
   /**
    * <pre>
-   * URL is an https URL the upstream fetches.
+   * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+   * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+   * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+   * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
    * </pre>
    *
    * <code>string url = 1;</code>
@@ -18,7 +21,10 @@ public interface ImageOrBuilder extends
   boolean hasUrl();
   /**
    * <pre>
-   * URL is an https URL the upstream fetches.
+   * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+   * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+   * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+   * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
    * </pre>
    *
    * <code>string url = 1;</code>
@@ -27,7 +33,10 @@ public interface ImageOrBuilder extends
   java.lang.String getUrl();
   /**
    * <pre>
-   * URL is an https URL the upstream fetches.
+   * URL is an https URL the upstream fetches, or the URI of an object the provider reads
+   * from its own cloud's storage: s3://BUCKET/KEY (Amazon S3, for Bedrock) or
+   * gs://BUCKET/OBJECT (Cloud Storage, for Vertex AI). A request is routed only to providers
+   * that take its kind of URL (ListModels: image_urls, image_s3_uris, image_gs_uris).
    * </pre>
    *
    * <code>string url = 1;</code>
@@ -57,7 +66,9 @@ public interface ImageOrBuilder extends
 
   /**
    * <pre>
-   * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+   * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+   * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+   * .gif or .webp.
    * </pre>
    *
    * <code>string mime_type = 3;</code>
@@ -66,7 +77,9 @@ public interface ImageOrBuilder extends
   java.lang.String getMimeType();
   /**
    * <pre>
-   * MIME type of data: image/png, image/jpeg, image/gif or image/webp.
+   * MIME type of data, or of an s3:// or gs:// object: image/png, image/jpeg, image/gif or
+   * image/webp. For an object it may be left out when the name ends in .png, .jpg, .jpeg,
+   * .gif or .webp.
    * </pre>
    *
    * <code>string mime_type = 3;</code>

@@ -58,15 +58,16 @@ public final class ModelServiceProto {
       "\211\001\n\nModelRoute\022\020\n\010provider\030\001 \001(\t\022\025\n\rprov" +
       "ider_type\030\002 \001(\t\022\026\n\016upstream_model\030\003 \001(\t\022" +
       "\014\n\004rank\030\004 \001(\005\022,\n\014capabilities\030\005 \001(\0132\026.ha" +
-      "pax.v1.Capabilities\"}\n\014Capabilities\022\021\n\ts" +
-      "treaming\030\001 \001(\010\022\r\n\005tools\030\002 \001(\010\022\016\n\006images\030" +
-      "\003 \001(\010\022\023\n\013json_schema\030\004 \001(\010\022\022\n\nembeddings" +
-      "\030\005 \001(\010\022\022\n\nimage_urls\030\006 \001(\0102W\n\014ModelServi" +
-      "ce\022G\n\nListModels\022\033.hapax.v1.ListModelsRe" +
-      "quest\032\034.hapax.v1.ListModelsResponseB^\n\014d" +
-      "ev.hapax.v1B\021ModelServiceProtoP\001Z.github" +
-      ".com/hapax/hapax/gen/go/hapax/v1;hapaxv1" +
-      "\252\002\010Hapax.V1b\006proto3"
+      "pax.v1.Capabilities\"\253\001\n\014Capabilities\022\021\n\t" +
+      "streaming\030\001 \001(\010\022\r\n\005tools\030\002 \001(\010\022\016\n\006images" +
+      "\030\003 \001(\010\022\023\n\013json_schema\030\004 \001(\010\022\022\n\nembedding" +
+      "s\030\005 \001(\010\022\022\n\nimage_urls\030\006 \001(\010\022\025\n\rimage_s3_" +
+      "uris\030\007 \001(\010\022\025\n\rimage_gs_uris\030\010 \001(\0102W\n\014Mod" +
+      "elService\022G\n\nListModels\022\033.hapax.v1.ListM" +
+      "odelsRequest\032\034.hapax.v1.ListModelsRespon" +
+      "seB^\n\014dev.hapax.v1B\021ModelServiceProtoP\001Z" +
+      ".github.com/hapax/hapax/gen/go/hapax/v1;" +
+      "hapaxv1\252\002\010Hapax.V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -101,7 +102,7 @@ public final class ModelServiceProto {
     internal_static_hapax_v1_Capabilities_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_hapax_v1_Capabilities_descriptor,
-        new java.lang.String[] { "Streaming", "Tools", "Images", "JsonSchema", "Embeddings", "ImageUrls", });
+        new java.lang.String[] { "Streaming", "Tools", "Images", "JsonSchema", "Embeddings", "ImageUrls", "ImageS3Uris", "ImageGsUris", });
   }
 
   // @@protoc_insertion_point(outer_class_scope)
