@@ -71,29 +71,52 @@ class Registering:
     """A grpc.aio.Server as the generated `add_*Servicer_to_server` functions (and health and
     reflection) see it, which wraps each method handler once, at registration, by `wrapping`.
     grpc then runs no interceptor for the call (with none configured it looks the handler up
-    directly): the same wrappers as the interceptor, without its per-call coroutine."""
+    directly): the same wrappers as the interceptor, without its per-call coroutine.
+
+    Every method is served through one generic handler that finds a registered method's
+    wrapped handler by its path in a dict, and asks the other generic handlers (in the order
+    they came) only for a path it does not know. The server itself gets no registered methods:
+    grpc.aio keeps a pending request per registered method and waits on all of them together
+    for every call (asyncio.wait over one task per method), a cost that grows with the
+    contract: about 85 Python calls a call for the gateway's ten methods
+    (benchmarks/README.md)."""
 
     def __init__(self, server: grpc.aio.Server, wrapping: WrappingInterceptor) -> None:
-        self._server = server
         self._wrapping = wrapping
+        self._methods: dict[str, grpc.RpcMethodHandler] = {}
+        self._generic: list[grpc.GenericRpcHandler] = []
+        server.add_generic_rpc_handlers((_Methods(self._methods, self._generic, wrapping),))
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        wrapping = self._wrapping
-        self._server.add_generic_rpc_handlers(tuple(_Generic(h, wrapping) for h in handlers))
+        self._generic.extend(handlers)
 
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
-        self._server.add_registered_method_handlers(
-            service,
-            {name: self._wrapping.wrapped(f"/{service}/{name}", h) for name, h in handlers.items()},
-        )
+        for name, handler in handlers.items():
+            path = f"/{service}/{name}"
+            self._methods[path] = self._wrapping.wrapped(path, handler)
 
 
-class _Generic(grpc.GenericRpcHandler):  # type: ignore[misc]
-    def __init__(self, inner: grpc.GenericRpcHandler, wrapping: WrappingInterceptor) -> None:
-        self._inner = inner
+class _Methods(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """The one handler the server asks: registered methods by path, then the generic ones."""
+
+    def __init__(
+        self,
+        methods: dict[str, grpc.RpcMethodHandler],
+        generic: list[grpc.GenericRpcHandler],
+        wrapping: WrappingInterceptor,
+    ) -> None:
+        self._methods = methods
+        self._generic = generic
         self._wrapping = wrapping
 
     def service(self, details: grpc.HandlerCallDetails) -> Any:
-        return self._wrapping.wrapped(details.method, self._inner.service(details))
+        handler = self._methods.get(details.method)
+        if handler is not None:
+            return handler
+        for inner in self._generic:
+            found = inner.service(details)
+            if found is not None:
+                return self._wrapping.wrapped(details.method, found)
+        return None
