@@ -7,7 +7,7 @@
     relay.py        what every network adapter shares: JSON in a stream, an error inside a 200
                     body, a malformed answer, and the loop that relays a stream as Chunks
     parts.py        what several mappings share: images as base64 or data URLs, tool-call
-                    arguments between JSON text and objects
+                    arguments between JSON text and objects, an answer's first alternative
     answer_tool.py  structured output through a forced tool (Anthropic, Bedrock): the tool,
                     and its input folded back as the answer
     batches.py      an embeddings request over several calls, for vendors that take fewer

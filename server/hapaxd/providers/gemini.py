@@ -56,6 +56,7 @@ from hapaxd.providers.parts import (
     SamplingNames,
     arguments_object,
     arguments_text,
+    first_of,
     image_base64,
     sampling,
 )
@@ -278,16 +279,6 @@ def usage_from_wire(usage: Any) -> Usage:
     )
 
 
-def _candidate(body: dict[str, Any]) -> dict[str, Any] | None:
-    candidates = body.get("candidates")
-    if not isinstance(candidates, list):
-        return None
-    for candidate in candidates:
-        if isinstance(candidate, dict) and candidate.get("index", 0) == 0:
-            return candidate
-    return None
-
-
 @dataclasses.dataclass(slots=True)
 class _Content:
     """What one candidate's parts say."""
@@ -369,7 +360,7 @@ def from_wire(body: Any) -> Completion:
         return Completion(
             text="", finish_reason=FinishReason.CONTENT_FILTER, usage=usage, upstream_model=model
         )
-    candidate = _candidate(body)
+    candidate = first_of(body, "candidates")
     if candidate is None:
         raise ValueError("response has no candidates")
     content = _read_parts(candidate)
@@ -495,7 +486,7 @@ class _StreamState:
             self.usage = usage_from_wire(obj["usageMetadata"])  # the latest counts are totals
         if _blocked(obj):
             return [self._final(FinishReason.CONTENT_FILTER)]
-        candidate = _candidate(obj)
+        candidate = first_of(obj, "candidates")
         content = _read_parts(candidate, self.calls)
         chunks = []
         if content.text or content.reasoning or content.calls:

@@ -31,7 +31,7 @@ from hapaxd.core.types import (
 )
 from hapaxd.providers.framing import Event, SSEDecoder
 from hapaxd.providers.http_client import HttpClient, default_classify
-from hapaxd.providers.parts import SamplingNames, data_url, sampling
+from hapaxd.providers.parts import SamplingNames, data_url, first_of, sampling
 from hapaxd.providers.relay import decode_answer, error_in_body, relay, stream_json
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -255,21 +255,11 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def _first_choice(body: dict[str, Any]) -> dict[str, Any] | None:
-    choices = body.get("choices")
-    if not isinstance(choices, list):
-        return None
-    for choice in choices:
-        if isinstance(choice, dict) and choice.get("index", 0) == 0:
-            return choice
-    return None
-
-
 def from_wire(body: Any) -> Completion:
     """A `chat.completion` object as a Completion; ValueError if it is not one."""
     if not isinstance(body, dict):
         raise ValueError("response is not a JSON object")
-    choice = _first_choice(body)
+    choice = first_of(body, "choices")
     if choice is None:
         raise ValueError("response has no choices")
     message = choice.get("message")
@@ -289,7 +279,7 @@ def chunk_from_wire(obj: Any) -> Chunk | None:
     Azure's prompt-filter preamble). ValueError if it is not a chunk object."""
     if not isinstance(obj, dict):
         raise ValueError("stream chunk is not a JSON object")
-    choice = _first_choice(obj)
+    choice = first_of(obj, "choices")
     delta = choice.get("delta") if choice is not None else None
     delta = delta if isinstance(delta, dict) else {}
     text = _content_text(delta.get("content"))

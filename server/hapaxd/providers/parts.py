@@ -1,6 +1,7 @@
 """Pieces several vendor mappings share: the sampling settings under each vendor's names, images
-as base64 or data URLs, and tool-call arguments between the contract's JSON text and the JSON
-objects Anthropic and Ollama carry. Pure Python."""
+as base64 or data URLs, tool-call arguments between the contract's JSON text and the JSON
+objects Anthropic and Ollama carry, and an answer's first alternative (OpenAI's choice, Gemini's
+candidate). Pure Python."""
 
 from __future__ import annotations
 
@@ -52,3 +53,15 @@ def arguments_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value if value is not None else {}, ensure_ascii=False)
+
+
+def first_of(body: dict[str, Any], field: str) -> dict[str, Any] | None:
+    """The answer's first alternative: the entry of the list `body[field]` (OpenAI's
+    `choices`, Gemini's `candidates`) whose `index` is 0 (absent counts as 0), or None."""
+    entries = body.get(field)
+    if not isinstance(entries, list):
+        return None
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("index", 0) == 0:
+            return entry
+    return None
